@@ -1,0 +1,78 @@
+"""The exceptions VectorFit raises.
+
+Every error derives from :class:`VectorFitError`, so ``except VectorFitError`` catches them all, and most
+also derive from the matching built-in (``ValueError``, ``TypeError``, ``KeyError``) so that generic code
+keeps working. Each message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VectorFitError",
+    "ConfigError",
+    "TargetError",
+    "UnknownFamilyError",
+    "UnsupportedLayerError",
+    "NonFiniteWeightError",
+    "TiedWeightError",
+    "AdapterError",
+    "AdapterMismatchError",
+    "AdapterFormatError",
+    "PluginError",
+    "PolicyNotFoundError",
+]
+
+
+class VectorFitError(Exception):
+    """Base class of every error raised by VectorFit."""
+
+
+class ConfigError(VectorFitError, ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the field."""
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class TargetError(VectorFitError, ValueError):
+    """The modules to decompose could not be found or used."""
+
+
+class UnknownFamilyError(TargetError):
+    """No installed backend recognises the model's architecture family."""
+
+
+class UnsupportedLayerError(TargetError, TypeError):
+    """A targeted module is of a type that cannot be decomposed."""
+
+
+class NonFiniteWeightError(TargetError):
+    """A targeted weight holds NaN or infinite values."""
+
+
+class TiedWeightError(TargetError):
+    """A targeted weight is shared with another module (tied weights) and would silently diverge."""
+
+
+class AdapterError(VectorFitError):
+    """Base class of the errors met while loading a saved adapter."""
+
+
+class AdapterMismatchError(AdapterError, ValueError):
+    """A saved adapter does not belong to the base model it is applied to."""
+
+
+class AdapterFormatError(AdapterError, ValueError):
+    """A saved adapter is missing, truncated, corrupted, of an unknown format version, or not safetensors."""
+
+
+class PluginError(VectorFitError, RuntimeError):
+    """A plugin is broken: a bad hook, a duplicate name, or a declaration that does not validate."""
+
+
+class PolicyNotFoundError(PluginError, KeyError):
+    """No installed plugin provides the requested freezing policy."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,124 @@
+"""`Family`: what a backend declares about one architecture family.
+
+A family says which module plays each role ``q, k, v, o, f1, f2`` inside a transformer block, how to find
+the blocks, which modules hold several roles at once (fused projections), and which modules are new heads
+to train in full. Backends return ``Family`` records from the ``vectorfit_families`` hook.
+
+Example:
+    >>> from vf_core.families import Family
+    >>> bert = Family(
+    ...     name="bert", backend="nlp", model_types=("bert",),
+    ...     block_pattern=r"(?:.*\\.)?layer\\.\\d+",
+    ...     roles={"q": ("attention.self.query",), "k": ("attention.self.key",),
+    ...            "v": ("attention.self.value",), "o": ("attention.output.dense",),
+    ...            "f1": ("intermediate.dense",), "f2": ("output.dense",)},
+    ...     heads=("classifier",))
+    >>> bert.role_of("attention.self.key")
+    'k'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from .errors import PluginError
+from .roles import ROLES
+
+__all__ = ["Family", "FusedModule"]
+
+
+@dataclass(frozen=True)
+class FusedModule:
+    """A module whose output rows stack several roles (GPT-2's ``c_attn``, timm's ``qkv``).
+
+    Args:
+        roles: the roles of the stacked slices, in order.
+        split: optional function ``module -> sizes`` of the slices (default: equal slices), for grouped-query
+            attention where ``k`` and ``v`` are smaller than ``q``.
+    """
+
+    roles: tuple[str, ...]
+    split: Optional[Callable[[Any], Sequence[int]]] = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """An architecture family's declaration.
+
+    Args:
+        name: unique family name (``"bert"``, ``"llama"``, ``"timm-vit"``).
+        backend: the backend that declares it (``"nlp"``, ``"vision"``, ``"diffusion"`` or a plugin's name).
+        block_pattern: a regular expression that matches (by ``re.match`` from the start of the name) the
+            full name of a block, e.g. ``r"(?:.*\\.)?layer\\.\\d+"``. Blocks are numbered in order of first
+            appearance: that number is each vector's ``layer``.
+        roles: role -> module paths relative to the block (exact, ``.``-separated). Several paths may share
+            a role (a gated MLP's ``gate_proj`` and ``up_proj`` both play ``f1``).
+        fused: relative path -> :class:`FusedModule` for modules holding several roles.
+        heads: names (or ``.``-suffixes) of new task heads trained in full when ``modules_to_save`` is None.
+        model_types: Hugging Face ``config.model_type`` values that identify the family.
+        class_names: model class names (or prefixes) that identify the family.
+        matches: an optional predicate ``model -> bool`` that identifies the family when the above do not.
+        tiny_model: a factory of a tiny randomly initialised model, used by the shared contract tests.
+        example_input: a factory ``model -> (args, kwargs)`` of an input for ``tiny_model()``.
+        notes: free text (e.g. how a gated MLP maps onto f1/f2), shown by ``vectorfit inspect``.
+    """
+
+    name: str
+    backend: str
+    block_pattern: str
+    roles: Mapping[str, tuple[str, ...]]
+    fused: Mapping[str, FusedModule] = field(default_factory=dict)
+    heads: tuple[str, ...] = ()
+    model_types: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    matches: Optional[Callable[[Any], bool]] = None
+    tiny_model: Optional[Callable[[], Any]] = None
+    example_input: Optional[Callable[[Any], tuple[tuple, dict]]] = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.roles if r not in ROLES]
+        for fused in self.fused.values():
+            unknown += [r for r in fused.roles if r not in ROLES]
+        if unknown:
+            raise PluginError(
+                f"family {self.name!r} (backend {self.backend!r}) declares unknown roles {sorted(set(unknown))};"
+                f" roles are {', '.join(ROLES)}"
+            )
+        try:
+            re.compile(self.block_pattern)
+        except re.error as exc:
+            raise PluginError(f"family {self.name!r}: block_pattern is not a valid regex: {exc}") from None
+
+    @property
+    def declared_roles(self) -> tuple[str, ...]:
+        """The roles this family can target, in canonical order."""
+        present = set(self.roles)
+        for fused in self.fused.values():
+            present.update(fused.roles)
+        return tuple(r for r in ROLES if r in present)
+
+    def role_of(self, relative_path: str) -> Optional[str]:
+        """The role of a module given its path relative to its block, or None."""
+        for role, paths in self.roles.items():
+            if relative_path in paths:
+                return role
+        return None
+
+    def identifies(self, model: Any) -> bool:
+        """Whether this family recognises ``model`` (by model type, class name or predicate)."""
+        config = getattr(model, "config", None)
+        model_type = getattr(config, "model_type", None) if config is not None else None
+        if model_type is not None and model_type in self.model_types:
+            return True
+        cls_name = type(model).__name__
+        if any(cls_name == c or cls_name.startswith(c) for c in self.class_names):
+            return True
+        if self.matches is not None:
+            try:
+                return bool(self.matches(model))
+            except Exception:  # a predicate must never break detection of other families
+                return False
+        return False

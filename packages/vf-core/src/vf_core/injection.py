@@ -1,0 +1,90 @@
+"""Replacing targeted layers by decomposed ones, all or nothing.
+
+Everything that can fail (finding targets, checking weights, the SVDs) happens before the model is touched;
+only then are the new layers swapped in, so a failed ``get_vectorfit_model`` leaves the model as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import NonFiniteWeightError, TargetError, TiedWeightError
+from .families import Family
+from .layers import DecomposedLayer, MethodOptions
+from .layouts import layout_for
+from .svd import fingerprint
+from .targets import Target, identify_family, resolve_heads, resolve_targets
+
+__all__ = ["Plan", "plan_injection", "build_layers", "swap_in"]
+
+
+@dataclass
+class Plan:
+    family: Optional[Family]
+    targets: list[Target]
+    heads: list[str]
+    fingerprints: dict[str, str]
+
+
+def method_options(config) -> MethodOptions:
+    rank, energy = config.svfit_rank_or_energy
+    return MethodOptions(method=config.method, train_sigma=config.sigma_trained, train_bias=config.bias_trained,
+                         rank=rank, energy=energy, pattern=config.pattern, off_diagonals=config.off_diagonals,
+                         seed=config.seed, svd_dtype=config.svd_dtype, add_missing_bias=config.add_missing_bias)
+
+
+def _check_not_wrapped(model: nn.Module) -> None:
+    if any(isinstance(m, DecomposedLayer) for m in model.modules()):
+        raise TargetError("this model already holds VectorFit layers; call merge_and_unload() first, or start"
+                          " from a fresh copy of the base model")
+
+
+def plan_injection(model: nn.Module, config) -> Plan:
+    """Find and check the targets; touches nothing."""
+    _check_not_wrapped(model)
+    family = identify_family(model)
+    targets = resolve_targets(model, config, family)
+    heads = resolve_heads(model, config, family)
+    owners: dict[int, list[str]] = {}
+    for pname, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(pname)
+    fingerprints = {}
+    for target in targets:
+        weight = getattr(target.module, "weight", None)
+        shared = owners.get(id(weight), []) if weight is not None else []
+        if len(shared) > 1 and not config.decompose_tied:
+            raise TiedWeightError(
+                f"module {target.name!r} has a weight tied to {sorted(set(shared) - {target.name + '.weight'})};"
+                " decomposing it would untie them silently. Leave it out of target_modules, or set"
+                " decompose_tied=True to decompose this copy only")
+        matrix = layout_for(target.module, target.name).matrix(target.module)
+        if not torch.isfinite(matrix).all():
+            raise NonFiniteWeightError(
+                f"module {target.name!r} has non-finite values (NaN or inf) in its weight; its SVD is undefined."
+                " Check the checkpoint it was loaded from")
+        fingerprints[target.name] = fingerprint(matrix)
+    return Plan(family, targets, heads, fingerprints)
+
+
+def build_layers(plan: Plan, config) -> dict[str, DecomposedLayer]:
+    """Decompose every target into a new layer; the model is not modified."""
+    options = method_options(config)
+    return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=options) for t in plan.targets}
+
+
+def swap_in(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Put ``layers`` in place; returns the modules they replaced. Restores everything if a swap fails."""
+    replaced: dict[str, nn.Module] = {}
+    try:
+        for name, layer in layers.items():
+            replaced[name] = model.get_submodule(name)
+            model.set_submodule(name, layer)
+    except Exception:
+        for name, old in replaced.items():
+            model.set_submodule(name, old)
+        raise
+    return replaced

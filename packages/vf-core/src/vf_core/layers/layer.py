@@ -1,0 +1,198 @@
+"""`DecomposedLayer`: the drop-in replacement of a targeted layer.
+
+It keeps the layer's call signature and output, holds one :mod:`part <vf_core.layers.parts>` per row slice
+(one for a plain matrix, one per role for a fused ``qkv`` projection), and can fold itself back into the
+original layer type (:meth:`DecomposedLayer.merged`).
+
+Training runs the factored form ``U (s * (V^T x))``, which keeps only what the singular-value gradient
+needs. Under ``torch.no_grad()`` in eval mode the dense weight ``U diag(s) V^T`` is rebuilt once and cached
+until a trained vector changes, so unmerged inference costs one ordinary matmul.
+
+Example:
+    >>> import torch
+    >>> from vf_core.layers import DecomposedLayer, SliceSpec
+    >>> lin = torch.nn.Linear(6, 4)
+    >>> layer = DecomposedLayer.build(lin, "fc", [SliceSpec(role=None, rows=4)], method="vectorfit")
+    >>> bool(torch.allclose(layer(torch.ones(1, 6)), lin(torch.ones(1, 6)), atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from ..layouts import WeightLayout, layout_for
+from ..svd import decompose, fingerprint
+from .parts import FrozenPart, Part, SigmaPart, SVFitPart, SVFTPart
+from .patterns import sparsity_pattern
+
+__all__ = ["DecomposedLayer", "SliceSpec", "MethodOptions"]
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """A slice of output rows: its role (or None), its number of rows, and whether it is decomposed."""
+
+    role: Optional[str]
+    rows: int
+    targeted: bool = True
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    method: str = "vectorfit"
+    train_sigma: bool = True
+    train_bias: bool = True
+    rank: Optional[int] = 16
+    energy: Optional[float] = None
+    pattern: str = "banded"
+    off_diagonals: int = 2
+    seed: int = 0
+    svd_dtype: str = "float32"
+    add_missing_bias: bool = False
+
+
+def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float]) -> int:
+    if energy is not None:
+        share = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum().clamp_min(1e-300)
+        return int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype) - 1e-12).item()) + 1
+    return min(int(rank), s.numel())
+
+
+def _shell_of(module: nn.Module) -> nn.Module:
+    """A weightless copy of ``module`` (its class and settings), to merge back into."""
+    shell = copy.copy(module)
+    shell._parameters = OrderedDict((k, None) for k in module._parameters)
+    shell._buffers = OrderedDict(module._buffers)
+    shell._modules = OrderedDict(module._modules)
+    return shell
+
+
+class DecomposedLayer(nn.Module):
+    """A linear map held as decomposed parts. Built by :meth:`build`; not usually created by hand."""
+
+    def __init__(self, module_name: str, layout: WeightLayout, parts: "OrderedDict[str, Part]",
+                 shell: nn.Module, fingerprint_: str, had_bias: bool) -> None:
+        super().__init__()
+        self.module_name = module_name
+        self.layout = layout
+        self.parts = nn.ModuleDict(parts)
+        self.fingerprint = fingerprint_
+        self.had_bias = had_bias
+        object.__setattr__(self, "_shell", shell)  # not a submodule: holds no tensors
+        self._dense_cache: Optional[tuple[tuple, torch.Tensor, Optional[torch.Tensor]]] = None
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(cls, module: nn.Module, name: str, slices: list[SliceSpec], *, method: str = "vectorfit",
+              options: Optional[MethodOptions] = None, layout: Optional[WeightLayout] = None) -> "DecomposedLayer":
+        """Decompose ``module`` (left untouched) into a new layer with one part per slice."""
+        opts = options or MethodOptions(method=method)
+        layout = layout or layout_for(module, name)
+        weight = layout.matrix(module).detach()
+        bias = getattr(module, "bias", None)
+        bias = bias.detach() if isinstance(bias, torch.Tensor) else None
+        had_bias = bias is not None
+        if bias is None and opts.add_missing_bias and opts.train_bias:
+            bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        parts: OrderedDict[str, Part] = OrderedDict()
+        start = 0
+        for i, spec in enumerate(slices):
+            rows = slice(start, start + spec.rows)
+            start += spec.rows
+            key = "main" if len(slices) == 1 else (spec.role or f"slice{i}")
+            if key in parts:
+                key = f"{key}{i}"
+            w, b = weight[rows], None if bias is None else bias[rows]
+            part_name = name if len(slices) == 1 else f"{name}[{key}]"
+            parts[key] = cls._make_part(w, b, spec, opts, part_name)
+            parts[key].role = spec.role
+        if start != weight.shape[0]:
+            raise ValueError(f"slices of {name!r} cover {start} rows, the weight has {weight.shape[0]}")
+        layer = cls(name, layout, parts, _shell_of(module), fingerprint(weight), had_bias)
+        layer.dtype = weight.dtype
+        return layer
+
+    @staticmethod
+    def _make_part(w: torch.Tensor, b: Optional[torch.Tensor], spec: SliceSpec, opts: MethodOptions,
+                   name: str) -> Part:
+        if not spec.targeted:
+            return FrozenPart(w, b)
+        dec = decompose(w, opts.svd_dtype)
+        if opts.method == "vectorfit":
+            return SigmaPart(dec, b, w.dtype, train_sigma=opts.train_sigma, train_bias=opts.train_bias)
+        if opts.method == "svfit":
+            rank = _svfit_rank(dec.s, opts.rank, opts.energy)
+            return SVFitPart(dec, rank, w, b, train_bias=opts.train_bias)
+        if opts.method == "svft":
+            k = dec.s.numel()
+            rows, cols = sparsity_pattern(opts.pattern, k=k, off_diagonals=opts.off_diagonals, seed=opts.seed,
+                                          name=name, u=dec.u, v=dec.v)
+            return SVFTPart(dec, rows, cols, b, w.dtype, train_bias=opts.train_bias)
+        raise ValueError(f"unknown method {opts.method!r}")
+
+    # ----------------------------------------------------------------------------------------- vectors
+    def trainable_vectors(self) -> Iterator[tuple[str, Optional[str], str, nn.Parameter]]:
+        """``(part_key, role, kind, parameter)`` for every trainable vector."""
+        for key, part in self.parts.items():
+            role = getattr(part, "role", None)
+            for kind, param in part.trainable():
+                yield key, role, kind, param
+
+    # ----------------------------------------------------------------------------------------- compute
+    def dense_weight(self) -> torch.Tensor:
+        """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts)."""
+        weights = [part.dense_weight() for part in self.parts.values()]
+        return weights[0] if len(weights) == 1 else torch.cat(weights, 0)
+
+    def dense_bias(self) -> Optional[torch.Tensor]:
+        biases = [part.bias for part in self.parts.values()]
+        if all(b is None for b in biases):
+            return None
+        ref = next(b for b in biases if b is not None)
+        return torch.cat([b if b is not None else ref.new_zeros(p.dense_weight().shape[0])
+                          for b, p in zip(biases, self.parts.values())])
+
+    def _cache_key(self) -> tuple:
+        return tuple((t.data_ptr(), t._version, t.dtype) for t in self.parameters()) + tuple(
+            (b.data_ptr(), b.dtype) for b in self.buffers())
+
+    def _dense_cached(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        key = self._cache_key()
+        if self._dense_cache is None or self._dense_cache[0] != key:
+            self._dense_cache = (key, self.dense_weight(), self.dense_bias())
+        return self._dense_cache[1], self._dense_cache[2]
+
+    def train(self, mode: bool = True) -> "DecomposedLayer":
+        self._dense_cache = None
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            weight, bias = self._dense_cached()
+            y = self.layout.apply_dense(x, weight)
+            return y if bias is None else self.layout.add_bias(y, bias)
+        outs = [part(x, self.layout) for part in self.parts.values()]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=self.layout.out_dim)
+
+    # ----------------------------------------------------------------------------------------- merging
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        """A plain layer of the original type holding ``U diag(s) V^T`` and the trained bias."""
+        module = _shell_of(self._shell)
+        dtype = self.dtype
+        self.layout.write(module, self.dense_weight().to(dtype))
+        bias = self.dense_bias()
+        if "bias" in module._parameters or bias is not None:
+            module.bias = None if bias is None else nn.Parameter(bias.to(dtype).clone())
+        return module
+
+    def extra_repr(self) -> str:
+        kinds = ", ".join(f"{k}: {type(p).__name__}" for k, p in self.parts.items())
+        return f"{self.module_name!r}, {type(self._shell).__name__}, parts=({kinds})"

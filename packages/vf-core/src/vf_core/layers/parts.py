@@ -1,0 +1,159 @@
+"""The row slices of a decomposed layer, one class per method.
+
+A layer's output rows are split into parts: a whole matrix is one part; a fused ``qkv`` projection is one
+part per role. Each part computes its slice of the output and can rebuild its dense weight for merging.
+
+- :class:`SigmaPart` (VectorFit, https://arxiv.org/abs/2503.19530): ``y = U diag(s) V^T x + b``.
+- :class:`SVFitPart` (SVFit, https://arxiv.org/abs/2409.05926): ``y = W_e x + U_r diag(s_r) V_r^T x + b``.
+- :class:`SVFTPart` (SVFT, https://arxiv.org/abs/2405.19597): ``y = U (diag(s0) + M) V^T x + b``, ``M`` sparse.
+- :class:`FrozenPart`: a slice nothing trains (a fused role left out of ``roles``).
+
+Example:
+    >>> import torch
+    >>> from vf_core.layers.parts import SigmaPart
+    >>> from vf_core.layouts import LinearLayout
+    >>> lin = torch.nn.Linear(4, 3)
+    >>> part = SigmaPart.from_weight(lin.weight, lin.bias, train_sigma=True, train_bias=True)
+    >>> bool(torch.allclose(part(torch.ones(2, 4), LinearLayout(lin)), lin(torch.ones(2, 4)), atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from ..svd import Decomposition, decompose
+
+__all__ = ["Part", "FrozenPart", "SigmaPart", "SVFitPart", "SVFTPart"]
+
+
+def _param_or_buffer(module: nn.Module, name: str, value: Optional[torch.Tensor], trainable: bool) -> None:
+    if value is None:
+        setattr(module, name, None)
+    elif trainable:
+        setattr(module, name, nn.Parameter(value.detach().clone(), requires_grad=True))
+    else:
+        module.register_buffer(name, value.detach().clone(), persistent=False)
+
+
+class Part(nn.Module):
+    """A slice of output rows. Subclasses define ``forward(x, layout)`` (without bias) and ``dense_weight()``."""
+
+    bias: Optional[torch.Tensor]
+
+    def _init_bias(self, bias: Optional[torch.Tensor], train_bias: bool) -> None:
+        _param_or_buffer(self, "bias", bias, train_bias)
+
+    def trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(kind, parameter)`` for every vector of this part that trains."""
+        for kind, attr in (("sigma", "sigma"), ("m", "m"), ("bias", "bias")):
+            value = getattr(self, attr, None)
+            if isinstance(value, nn.Parameter):
+                yield kind, value
+
+    def dense_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        y = self.project(x, layout)
+        return y if self.bias is None else layout.add_bias(y, self.bias)
+
+
+class FrozenPart(Part):
+    """A slice kept as a frozen dense weight."""
+
+    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone(), persistent=False)
+        self._init_bias(bias, False)
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.weight
+
+    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        return layout.apply_dense(x, self.weight)
+
+
+class SigmaPart(Part):
+    """VectorFit: frozen ``U``, ``V``; trainable singular values ``sigma`` and/or ``bias``."""
+
+    def __init__(self, dec: Decomposition, bias: Optional[torch.Tensor], dtype: torch.dtype, *,
+                 train_sigma: bool, train_bias: bool) -> None:
+        super().__init__()
+        self.register_buffer("u", dec.u.to(dtype), persistent=False)
+        self.register_buffer("vt", dec.v.mT.contiguous().to(dtype), persistent=False)
+        _param_or_buffer(self, "sigma", dec.s.to(dtype), train_sigma)
+        self._init_bias(bias, train_bias)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: Optional[torch.Tensor], *, train_sigma: bool,
+                    train_bias: bool, svd_dtype: str = "float32") -> "SigmaPart":
+        return cls(decompose(weight, svd_dtype), bias, weight.dtype, train_sigma=train_sigma, train_bias=train_bias)
+
+    def dense_weight(self) -> torch.Tensor:
+        return (self.u * self.sigma) @ self.vt
+
+    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
+
+
+class SVFitPart(Part):
+    """SVFit: the top-``r`` singular values train; ``U_r``, ``V_r`` and the residual ``W_e`` are frozen."""
+
+    def __init__(self, dec: Decomposition, rank: int, weight: torch.Tensor, bias: Optional[torch.Tensor], *,
+                 train_bias: bool) -> None:
+        super().__init__()
+        dtype = weight.dtype
+        u, s, v = dec.u[:, :rank], dec.s[:rank], dec.v[:, :rank]
+        top = (u * s) @ v.mT
+        residual = weight.detach().to(top.dtype) - top
+        self.register_buffer("u", u.contiguous().to(dtype), persistent=False)
+        self.register_buffer("vt", v.mT.contiguous().to(dtype), persistent=False)
+        self.register_buffer("residual", residual.to(dtype), persistent=False)
+        _param_or_buffer(self, "sigma", s.to(dtype), True)
+        self._init_bias(bias, train_bias)
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.residual + (self.u * self.sigma) @ self.vt
+
+    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        low = layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
+        return layout.apply_dense(x, self.residual) + low
+
+
+class SVFTPart(Part):
+    """SVFT: ``U (diag(s0) + M) V^T`` with the values ``m`` of a sparse ``M`` (fixed pattern) trainable.
+
+    ``M`` starts at zero (the method spec's choice), so the part is exact at initialisation.
+    """
+
+    def __init__(self, dec: Decomposition, rows: torch.Tensor, cols: torch.Tensor, bias: Optional[torch.Tensor],
+                 dtype: torch.dtype, *, train_bias: bool) -> None:
+        super().__init__()
+        self.register_buffer("u", dec.u.to(dtype), persistent=False)
+        self.register_buffer("vt", dec.v.mT.contiguous().to(dtype), persistent=False)
+        self.register_buffer("s0", dec.s.to(dtype), persistent=False)
+        self.register_buffer("rows", rows.long(), persistent=False)
+        self.register_buffer("cols", cols.long(), persistent=False)
+        self.m = nn.Parameter(torch.zeros(rows.numel(), dtype=dtype))
+        self._init_bias(bias, train_bias)
+
+    def coefficient_matrix(self) -> torch.Tensor:
+        """``diag(s0) + M`` as a dense ``(k, k)`` matrix."""
+        core = torch.diag(self.s0).to(self.m.dtype)
+        return core.index_put((self.rows, self.cols), self.m, accumulate=True)
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.u @ self.coefficient_matrix() @ self.vt
+
+    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        z = layout.apply_in(x, self.vt)
+        w = layout.scale(z, self.s0)
+        w = layout.index_add(w, self.rows, layout.scale(layout.gather(z, self.cols), self.m))
+        return layout.apply_out(w, self.u)

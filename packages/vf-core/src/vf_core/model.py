@@ -1,0 +1,195 @@
+"""`VectorFitModel` and `get_vectorfit_model`: the model API, PEFT's names where they fit.
+
+Paper: https://arxiv.org/abs/2503.19530 (VectorFit). Each targeted ``W0 = U diag(s0) V^T`` is decomposed
+once; only ``s`` and ``b`` train (or SVFit's ``s_r``, SVFT's ``M``), plus the ``modules_to_save``.
+
+Example:
+    >>> import torch
+    >>> from vf_core import VectorFitConfig, get_vectorfit_model
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> vf = get_vectorfit_model(net, VectorFitConfig(target_modules=["0", "2"]))
+    >>> sorted(v.kind for v in vf.vectors)
+    ['bias', 'bias', 'sigma', 'sigma']
+    >>> vf(torch.ones(1, 8)).shape
+    torch.Size([1, 2])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from .config import VectorFitConfig
+from .families import Family
+from .injection import Plan, build_layers, plan_injection, swap_in
+from .layers import DecomposedLayer
+from .vectors import TrainableVector, VectorRegistry
+
+__all__ = ["VectorFitModel", "get_vectorfit_model"]
+
+_KIND_WORDS = {"sigma": "singular values", "bias": "bias entries", "m": "sparse M entries"}
+
+
+def _build_registry(layers: dict[str, DecomposedLayer], layer_index: dict[str, Optional[int]]) -> VectorRegistry:
+    vectors = []
+    for name, layer in layers.items():
+        single = len(layer.parts) == 1
+        for key, role, kind, param in layer.trainable_vectors():
+            vec_name = f"{name}.{kind}" if single else f"{name}.{key}.{kind}"
+            vectors.append(TrainableVector(vec_name, layer_index[name], role, kind, param, name))
+    return VectorRegistry(vectors)
+
+
+class VectorFitModel(nn.Module):
+    """A model whose targeted layers are decomposed; ``forward`` is the wrapped model's.
+
+    Create it with :func:`get_vectorfit_model` or :meth:`from_pretrained`. Attributes the wrapper does not
+    have are looked up on the wrapped model (``vf_model.config`` is the base model's config).
+    """
+
+    def __init__(self, model: nn.Module, config: VectorFitConfig, plan: Plan, layers: dict[str, DecomposedLayer],
+                 original_requires_grad: dict[str, bool], original_num_params: int) -> None:
+        super().__init__()
+        self.base_model = model
+        self.vectorfit_config = config
+        self.family: Optional[Family] = plan.family
+        self.modules_to_save: list[str] = list(plan.heads)
+        self._fingerprints = dict(plan.fingerprints)
+        self._original_requires_grad = original_requires_grad
+        self._original_num_params = original_num_params
+        layer_index = {t.name: t.layer for t in plan.targets}
+        self._layer_index = layer_index
+        self.vectors: VectorRegistry = _build_registry(layers, layer_index)
+
+    # ------------------------------------------------------------------------------------------ basics
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.base_model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model, name)
+
+    def decomposed_layers(self) -> dict[str, DecomposedLayer]:
+        """The decomposed layers by module name, in model order."""
+        return {n: m for n, m in self.base_model.named_modules() if isinstance(m, DecomposedLayer)}
+
+    def head_parameters(self) -> dict[str, nn.Parameter]:
+        out = {}
+        for head in self.modules_to_save:
+            for pname, p in self.base_model.get_submodule(head).named_parameters():
+                out[f"{head}.{pname}"] = p
+        return out
+
+    # ------------------------------------------------------------------------------------------ counting
+    def trainable_parameter_counts(self) -> dict[str, int]:
+        """Trainable entries by kind (``sigma``, ``bias``, ``m``), ``head``, ``other`` and ``total``."""
+        counts = {k: 0 for k in ("sigma", "bias", "m")}
+        vector_ids = set()
+        for v in self.vectors:
+            if v.parameter.requires_grad:
+                counts[v.kind] += v.numel
+            vector_ids.add(id(v.parameter))
+        head_ids = {id(p) for p in self.head_parameters().values()}
+        counts["head"] = sum(p.numel() for p in self.head_parameters().values() if p.requires_grad)
+        counts["other"] = sum(p.numel() for p in self.base_model.parameters()
+                              if p.requires_grad and id(p) not in vector_ids | head_ids)
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """``(trainable, all)``; ``all`` counts the original model's parameters (before decomposition)."""
+        return self.trainable_parameter_counts()["total"], self._original_num_params
+
+    def print_trainable_parameters(self) -> str:
+        """Print (and return) the trainable count, the model's size and the breakdown by kind."""
+        counts = self.trainable_parameter_counts()
+        trainable, total = self.get_nb_trainable_parameters()
+        parts = [f"{counts[k]:,} {_KIND_WORDS[k]}" for k in ("sigma", "bias", "m") if counts[k]]
+        if counts["head"]:
+            parts.append(f"{counts['head']:,} head parameters")
+        if counts["other"]:
+            parts.append(f"{counts['other']:,} other parameters")
+        line = (f"trainable params: {trainable:,} || all params: {total:,} || "
+                f"trainable%: {100 * trainable / max(total, 1):.4f}\n  = " + " + ".join(parts or ["nothing"]))
+        print(line)
+        return line
+
+    # ------------------------------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints)."""
+        from .saving import save_adapter
+
+        save_adapter(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, adapter_directory: Union[str, os.PathLike], *,
+                        is_trainable: bool = False) -> "VectorFitModel":
+        """Rebuild a saved adapter on ``model``, which must hold the exact base weights it was trained from.
+
+        Raises :class:`~vf_core.AdapterMismatchError` naming the first module whose weights differ, and
+        :class:`~vf_core.AdapterFormatError` for a missing, corrupted or unknown adapter; ``model`` is left
+        untouched in both cases. With ``is_trainable=False`` (the default, as in PEFT) nothing trains.
+        """
+        from .saving import load_adapter
+
+        return load_adapter(model, adapter_directory, is_trainable=is_trainable)
+
+    # ------------------------------------------------------------------------------------------ merging
+    @torch.no_grad()
+    def merge_and_unload(self) -> nn.Module:
+        """Fold ``U diag(s) V^T`` and the trained biases back into plain layers and return the base model."""
+        merged = {name: layer.merged() for name, layer in self.decomposed_layers().items()}
+        swap_in(self.base_model, merged)
+        for pname, p in self.base_model.named_parameters():
+            p.requires_grad_(self._original_requires_grad.get(pname, True))
+        model = self.base_model
+        self.vectors = VectorRegistry()
+        return model
+
+
+def _freeze_except(model: nn.Module, vf: VectorFitModel) -> None:
+    trainable = {id(v.parameter) for v in vf.vectors} | {id(p) for p in vf.head_parameters().values()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+
+
+def get_vectorfit_model(model: nn.Module, config: Optional[Union[VectorFitConfig, dict]] = None,
+                        **overrides: Any) -> VectorFitModel:
+    """Decompose the targeted layers of ``model`` (in place) and return the wrapping :class:`VectorFitModel`.
+
+    Everything but the method's vectors and ``modules_to_save`` is frozen. All or nothing: if this raises,
+    ``model`` is exactly as it was.
+
+    Args:
+        model: any ``nn.Module``; its family is recognised by the installed backends, or give
+            ``target_modules``.
+        config: a :class:`VectorFitConfig`, a dict of its fields, or None for the defaults.
+        **overrides: fields that replace the config's (``get_vectorfit_model(m, method="svfit", rank=8)``).
+    """
+    if config is None:
+        config = VectorFitConfig(**overrides)
+    elif isinstance(config, dict):
+        config = VectorFitConfig(**{**config, **overrides})
+    elif overrides:
+        config = VectorFitConfig(**{**config.model_dump(), **overrides})
+    plan = plan_injection(model, config)
+    layers = build_layers(plan, config)
+    return attach(model, config, plan, layers)
+
+
+def attach(model: nn.Module, config: VectorFitConfig, plan: Plan,
+           layers: dict[str, DecomposedLayer]) -> VectorFitModel:
+    """Swap prepared layers into ``model`` and wrap it (the only step that modifies the model)."""
+    original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    original_num_params = sum(p.numel() for p in model.parameters())
+    swap_in(model, layers)
+    vf = VectorFitModel(model, config, plan, layers, original_requires_grad, original_num_params)
+    _freeze_except(model, vf)
+    return vf

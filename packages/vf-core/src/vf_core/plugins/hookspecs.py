@@ -1,0 +1,73 @@
+"""The hooks a VectorFit plugin may implement. This module is the reference of every hook.
+
+A plugin is any module or object with functions decorated by :data:`vf_core.plugins.hookimpl`, registered
+through the ``vectorfit`` entry-point group of its distribution::
+
+    [project.entry-points.vectorfit]
+    my_plugin = "my_package.plugin"
+
+Every hook name starts with ``vectorfit_``. The plugin manager calls ``check_pending()`` after loading, so a
+misspelled hook name in a plugin fails loudly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..families import Family
+    from ..layouts import WeightLayout
+
+PROJECT = "vectorfit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def vectorfit_families() -> Sequence["Family"]:
+    """Declare architecture families: for each, which modules play the roles ``q, k, v, o, f1, f2``.
+
+    :return: a sequence of :class:`vf_core.families.Family` records. Family names must be unique across
+        all plugins; a duplicate raises :class:`vf_core.PluginError` naming both providers.
+    """
+
+
+@hookspec(firstresult=True)
+def vectorfit_identify_family(model: Any, families: Sequence["Family"]) -> Optional[str]:
+    """Recognise the architecture family of ``model``.
+
+    Stops at the first non-None result. The built-in fallback (``trylast``) returns the first family whose
+    :meth:`~vf_core.families.Family.identifies` accepts the model.
+
+    :param model: the user's model (an ``nn.Module``).
+    :param families: every declared family.
+    :return: a family name, or None if this plugin does not know the model.
+    """
+
+
+@hookspec
+def vectorfit_weight_layouts() -> Sequence[type["WeightLayout"]]:
+    """Declare layer types that can be decomposed (``nn.Linear``, GPT-2's ``Conv1D``, ``nn.Conv2d``...).
+
+    :return: :class:`vf_core.layouts.WeightLayout` subclasses. Each says whether it handles a module and how
+        to read its weight as a ``(d_out, d_in)`` matrix. Later registrations are tried first.
+    """
+
+
+@hookspec
+def vectorfit_freezing_policies() -> Sequence[Any]:
+    """Contribute freezing policies (used by ``vf-avf``'s ``VectorFreezer``).
+
+    :return: policy records as defined by ``vf_avf`` (a name, a pydantic config class and a factory).
+        Policy names must be unique across plugins.
+    """
+
+
+@hookspec
+def vectorfit_cli_commands() -> Sequence[Any]:
+    """Contribute model loaders, data loaders and training recipes to the ``vectorfit`` command.
+
+    :return: records as defined by :mod:`vf_core.cli` (recipes keyed by a model alias or a loader).
+    """

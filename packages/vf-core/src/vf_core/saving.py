@@ -1,0 +1,207 @@
+"""Saving and loading adapters: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+The adapter holds only what trained (``s``, ``b``, SVFT's ``M`` values and pattern, the ``modules_to_save``)
+and a SHA-256 fingerprint of every decomposed base weight, so it is applied only to the exact weights it was
+trained from. Files are written to a temporary name and renamed, so an interrupted save never leaves a
+half-written adapter where a good one was. Pickle files are refused, never unpickled.
+
+Example:
+    >>> import tempfile, torch
+    >>> from vf_core import VectorFitConfig, VectorFitModel, get_vectorfit_model
+    >>> torch.manual_seed(0) and None
+    >>> base = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    >>> vf = get_vectorfit_model(base, VectorFitConfig(target_modules=["0"]))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     vf.save_pretrained(d)
+    ...     again = VectorFitModel.from_pretrained(torch.nn.Sequential(base[0].merged()), d)
+    >>> len(again.vectors)
+    2
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import torch
+
+from .config import VectorFitConfig
+from .errors import AdapterFormatError, AdapterMismatchError, ConfigError
+from .layers import SVFTPart
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import VectorFitModel
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "save_adapter", "load_adapter", "read_adapter_config"]
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_NAME = "vectorfit-adapter"
+FORMAT_VERSION = 1
+_PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def adapter_tensors(vf: "VectorFitModel") -> dict[str, torch.Tensor]:
+    """The tensors an adapter holds, by key: ``vector::<name>``, ``module::<param>``, ``pattern::<...>``."""
+    tensors = {f"vector::{v.name}": v.parameter.detach() for v in vf.vectors}
+    tensors.update({f"module::{n}": p.detach() for n, p in vf.head_parameters().items()})
+    for name, layer in vf.decomposed_layers().items():
+        for key, part in layer.parts.items():
+            if isinstance(part, SVFTPart):
+                tensors[f"pattern::{name}::{key}::rows"] = part.rows
+                tensors[f"pattern::{name}::{key}::cols"] = part.cols
+    return {k: t.contiguous().cpu() for k, t in tensors.items()}
+
+
+def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike]) -> None:
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "vf_core_version": __version__,
+        "config": vf.vectorfit_config.model_dump(mode="json"),
+        "family": vf.family.name if vf.family else None,
+        "base_model_class": type(vf.base_model).__name__,
+        "fingerprints": vf._fingerprints,
+        "modules_to_save": vf.modules_to_save,
+        "vectors": [{"name": v.name, "layer": v.layer, "role": v.role, "kind": v.kind, "numel": v.numel}
+                    for v in vf.vectors],
+    }
+    tensors = adapter_tensors(vf)
+    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT_NAME}))
+    _atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+
+
+def read_adapter_config(directory: Union[str, os.PathLike]) -> dict:
+    """The parsed ``adapter_config.json``, checked for format and version."""
+    path = Path(directory)
+    cfg = path / CONFIG_NAME
+    if not path.is_dir():
+        raise AdapterFormatError(f"adapter directory {str(path)!r} does not exist")
+    if not cfg.is_file():
+        raise AdapterFormatError(f"{str(cfg)!r} is missing: this is not a VectorFit adapter directory"
+                                 " (save one with VectorFitModel.save_pretrained)")
+    try:
+        meta = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterFormatError(f"{str(cfg)!r} is not valid JSON ({exc}); the adapter is corrupted") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise AdapterFormatError(f"{str(cfg)!r} is not a VectorFit adapter config (format={meta.get('format')!r})"
+                                 if isinstance(meta, dict) else f"{str(cfg)!r} is not a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise AdapterFormatError(
+            f"{str(cfg)!r} has format_version {version!r}, newer than this vf-core understands"
+            f" ({FORMAT_VERSION}); upgrade vf-core to load it")
+    return meta
+
+
+def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = [n for n in _PICKLE_NAMES if (directory / n).exists()]
+        if pickles:
+            raise AdapterFormatError(
+                f"{str(directory)!r} holds {pickles[0]!r}, a pickle file: VectorFit refuses to unpickle it (pickles"
+                f" can run arbitrary code). Only {WEIGHTS_NAME!r} is loaded")
+        raise AdapterFormatError(f"{str(weights)!r} is missing; the adapter was not saved completely")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(f"{str(weights)!r} is truncated or corrupted ({exc}); save the adapter again")
+
+
+def load_adapter(model: torch.nn.Module, directory: Union[str, os.PathLike], *,
+                 is_trainable: bool = False) -> "VectorFitModel":
+    from .injection import build_layers, plan_injection
+    from .model import attach
+
+    directory = Path(directory)
+    meta = read_adapter_config(directory)
+    tensors = _read_tensors(directory)
+    try:
+        config = VectorFitConfig.model_validate(meta.get("config", {}))
+    except ConfigError as exc:
+        raise AdapterFormatError(f"{str(directory / CONFIG_NAME)!r} holds an invalid config: {exc}") from None
+    plan = plan_injection(model, config)
+    saved = meta.get("fingerprints", {})
+    for name, fp in saved.items():
+        if name not in plan.fingerprints:
+            raise AdapterMismatchError(f"the adapter decomposes module {name!r}, which this base model does not"
+                                       f" have or does not target; it was trained on a {meta.get('base_model_class')}")
+        if plan.fingerprints[name] != fp:
+            raise AdapterMismatchError(
+                f"module {name!r} of this base model has different weights from the one the adapter was trained"
+                " on (fingerprint mismatch); load the exact base checkpoint the adapter was trained from")
+    extra = [n for n in plan.fingerprints if n not in saved]
+    if extra:
+        raise AdapterMismatchError(f"this base model has module {extra[0]!r} that the adapter does not cover;"
+                                   f" it was trained on a {meta.get('base_model_class')}")
+    layers = build_layers(plan, config)
+    _restore_patterns(layers, tensors)
+    staged = _stage_values(model, plan, layers, tensors)
+    vf = attach(model, config, plan, layers)
+    with torch.no_grad():
+        for param, value in staged:
+            param.copy_(value)
+    if not is_trainable:
+        for p in vf.parameters():
+            p.requires_grad_(False)
+        vf.eval()
+    return vf
+
+
+def _restore_patterns(layers, tensors) -> None:
+    for name, layer in layers.items():
+        for key, part in layer.parts.items():
+            if isinstance(part, SVFTPart):
+                rows = tensors.get(f"pattern::{name}::{key}::rows")
+                cols = tensors.get(f"pattern::{name}::{key}::cols")
+                if rows is None or cols is None:
+                    raise AdapterFormatError(f"the adapter lacks SVFT's pattern of {name!r}[{key}]")
+                part.rows, part.cols = rows.long().clone(), cols.long().clone()
+                part.m = torch.nn.Parameter(torch.zeros(rows.numel(), dtype=part.m.dtype))
+
+
+def _stage_values(model, plan, layers, tensors) -> list:
+    """Pair every saved tensor with the parameter it fills; checks names and shapes before anything moves."""
+    from .model import _build_registry
+
+    registry = _build_registry(layers, {t.name: t.layer for t in plan.targets})
+    staged = []
+    expected = {f"vector::{v.name}": v.parameter for v in registry}
+    for head in plan.heads:
+        for pname, p in model.get_submodule(head).named_parameters():
+            expected[f"module::{head}.{pname}"] = p
+    for key, param in expected.items():
+        if key not in tensors:
+            raise AdapterFormatError(f"the adapter has no tensor {key!r}; it is incomplete or from another config")
+        value = tensors[key]
+        if tuple(value.shape) != tuple(param.shape):
+            raise AdapterMismatchError(f"tensor {key!r} has shape {tuple(value.shape)} in the adapter but"
+                                       f" {tuple(param.shape)} in this model")
+        staged.append((param, value.to(param.dtype)))
+    return staged
