@@ -40,7 +40,7 @@ import csv
 import gzip
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence, Union
 
@@ -147,7 +147,7 @@ class BuiltinTextDataset:
     task: Optional[Task] = None
     label_order: Optional[tuple[str, ...]] = None  # fixed class order (for the default label column)
     drop_labels: tuple[str, ...] = ()               # rows dropped (for the default label column)
-    description: str = field(default="")
+    description: str = ""
 
 
 BUILTIN_TEXT_DATASETS: dict[str, BuiltinTextDataset] = {

@@ -86,7 +86,7 @@ class LinearLayout(WeightLayout):
         return module.weight
 
     def write(self, module: nn.Module, matrix: torch.Tensor) -> None:
-        module.weight = nn.Parameter(matrix.to(module.weight.dtype if hasattr(module, "weight") else matrix.dtype))
+        module.weight = nn.Parameter(matrix.contiguous())
 
     def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         return F.linear(x, matrix)

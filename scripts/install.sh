@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install every VectorFit package, editable, with the test tools.
+# Torch comes first and pinned: this machine's pip takes the matching torch/torchvision pair from its wheel folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -d .venv ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+python -m pip install -q \
+  -e packages/vf-core \
+  -e packages/vf-avf \
+  -e "packages/vf-backends-nlp[transformers]" \
+  -e "packages/vf-backends-vision[timm]" \
+  -e "packages/vf-backends-diffusion[diffusers]" \
+  -e ".[dev]"
+python -c "import vf_core, vf_avf, vf_backends_nlp; print('vectorfit installed:', vf_core.__version__)"
