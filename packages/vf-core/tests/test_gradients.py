@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from vf_core.layers import DecomposedLayer, MethodOptions, SliceSpec
 
-from conftest import Conv1D
+from vf_core_test_utils import Conv1D
 
 CASES = {
     "vectorfit": MethodOptions("vectorfit"),

@@ -9,7 +9,7 @@ from torch import nn
 from vf_core.layers import DecomposedLayer, MethodOptions, SliceSpec, pattern_size, sparsity_pattern
 from vf_core.svd import decompose
 
-from conftest import Conv1D
+from vf_core_test_utils import Conv1D
 
 METHODS = [
     MethodOptions(method="vectorfit"),

@@ -20,7 +20,7 @@ from vf_core import (
     get_vectorfit_model,
 )
 
-from conftest import TINY_ROLES, TinyNet
+from vf_core_test_utils import TINY_ROLES, TinyNet
 
 
 def _vf(net, **kw):

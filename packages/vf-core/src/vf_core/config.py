@@ -51,6 +51,9 @@ class VectorFitConfig(StrictModel):
         pattern, off_diagonals, seed: ``svft``'s sparsity pattern of ``M``, its number of off-diagonals
             on each side, and the seed of the ``random`` pattern (stored with the adapter).
         svd_dtype: the precision of the decomposition, whatever the model's dtype.
+        svd_driver: ``"auto"`` (Gram eigendecomposition, falling back to LAPACK's SVD for ill-conditioned
+            matrices) or ``"svd"``; see :mod:`vf_core.svd`.
+        svd_cache: keep decompositions on disk (``$VECTORFIT_CACHE/svd``), keyed by a fingerprint of the weights.
         add_missing_bias: give a targeted layer that has no bias a zero-initialised trainable one.
         decompose_tied: decompose weights shared with another module (otherwise an error).
     """
@@ -68,6 +71,8 @@ class VectorFitConfig(StrictModel):
     off_diagonals: int = Field(default=2, ge=0)
     seed: int = 0
     svd_dtype: Literal["float32", "float64"] = "float32"
+    svd_driver: Literal["auto", "gram", "svd"] = "auto"
+    svd_cache: bool = True
     add_missing_bias: bool = False
     decompose_tied: bool = False
 

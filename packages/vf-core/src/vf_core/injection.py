@@ -16,7 +16,7 @@ from .errors import NonFiniteWeightError, TargetError, TiedWeightError
 from .families import Family
 from .layers import DecomposedLayer, MethodOptions
 from .layouts import layout_for
-from .svd import fingerprint
+from .svd import default_cache, fingerprint
 from .targets import Target, identify_family, resolve_heads, resolve_targets
 
 __all__ = ["Plan", "plan_injection", "build_layers", "swap_in"]
@@ -34,7 +34,9 @@ def method_options(config) -> MethodOptions:
     rank, energy = config.svfit_rank_or_energy
     return MethodOptions(method=config.method, train_sigma=config.sigma_trained, train_bias=config.bias_trained,
                          rank=rank, energy=energy, pattern=config.pattern, off_diagonals=config.off_diagonals,
-                         seed=config.seed, svd_dtype=config.svd_dtype, add_missing_bias=config.add_missing_bias)
+                         seed=config.seed, svd_dtype=config.svd_dtype, svd_driver=config.svd_driver,
+                         add_missing_bias=config.add_missing_bias,
+                         cache=default_cache() if config.svd_cache else None)
 
 
 def _check_not_wrapped(model: nn.Module) -> None:
@@ -73,7 +75,9 @@ def plan_injection(model: nn.Module, config) -> Plan:
 def build_layers(plan: Plan, config) -> dict[str, DecomposedLayer]:
     """Decompose every target into a new layer; the model is not modified."""
     options = method_options(config)
-    return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=options) for t in plan.targets}
+    return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=options,
+                                          weight_fingerprint=plan.fingerprints.get(t.name))
+            for t in plan.targets}
 
 
 def swap_in(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:

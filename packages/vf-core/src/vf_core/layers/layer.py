@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..layouts import WeightLayout, layout_for
-from ..svd import decompose, fingerprint
+from ..svd import DecompositionCache, decompose, fingerprint
 from .parts import FrozenPart, Part, SigmaPart, SVFitPart, SVFTPart
 from .patterns import sparsity_pattern
 
@@ -55,7 +55,9 @@ class MethodOptions:
     off_diagonals: int = 2
     seed: int = 0
     svd_dtype: str = "float32"
+    svd_driver: str = "auto"
     add_missing_bias: bool = False
+    cache: Optional[DecompositionCache] = None
 
 
 def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float]) -> int:
@@ -91,11 +93,13 @@ class DecomposedLayer(nn.Module):
     # ----------------------------------------------------------------------------------------- building
     @classmethod
     def build(cls, module: nn.Module, name: str, slices: list[SliceSpec], *, method: str = "vectorfit",
-              options: Optional[MethodOptions] = None, layout: Optional[WeightLayout] = None) -> "DecomposedLayer":
+              options: Optional[MethodOptions] = None, layout: Optional[WeightLayout] = None,
+              weight_fingerprint: Optional[str] = None) -> "DecomposedLayer":
         """Decompose ``module`` (left untouched) into a new layer with one part per slice."""
         opts = options or MethodOptions(method=method)
         layout = layout or layout_for(module, name)
         weight = layout.matrix(module).detach()
+        weight_fingerprint = weight_fingerprint or fingerprint(weight)
         bias = getattr(module, "bias", None)
         bias = bias.detach() if isinstance(bias, torch.Tensor) else None
         had_bias = bias is not None
@@ -111,20 +115,21 @@ class DecomposedLayer(nn.Module):
                 key = f"{key}{i}"
             w, b = weight[rows], None if bias is None else bias[rows]
             part_name = name if len(slices) == 1 else f"{name}[{key}]"
-            parts[key] = cls._make_part(w, b, spec, opts, part_name)
+            key_fp = weight_fingerprint if len(slices) == 1 else None
+            parts[key] = cls._make_part(w, b, spec, opts, part_name, key_fp)
             parts[key].role = spec.role
         if start != weight.shape[0]:
             raise ValueError(f"slices of {name!r} cover {start} rows, the weight has {weight.shape[0]}")
-        layer = cls(name, layout, parts, _shell_of(module), fingerprint(weight), had_bias)
+        layer = cls(name, layout, parts, _shell_of(module), weight_fingerprint, had_bias)
         layer.dtype = weight.dtype
         return layer
 
     @staticmethod
     def _make_part(w: torch.Tensor, b: Optional[torch.Tensor], spec: SliceSpec, opts: MethodOptions,
-                   name: str) -> Part:
+                   name: str, key: Optional[str] = None) -> Part:
         if not spec.targeted:
             return FrozenPart(w, b)
-        dec = decompose(w, opts.svd_dtype)
+        dec = decompose(w, opts.svd_dtype, opts.svd_driver, cache=opts.cache, key=key)
         if opts.method == "vectorfit":
             return SigmaPart(dec, b, w.dtype, train_sigma=opts.train_sigma, train_bias=opts.train_bias)
         if opts.method == "svfit":

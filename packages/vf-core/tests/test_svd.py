@@ -1,0 +1,67 @@
+"""The decomposition: both drivers agree, ill-conditioned matrices fall back, the disk cache is keyed by content."""
+
+from __future__ import annotations
+
+import torch
+
+from vf_core.svd import DecompositionCache, decompose, fingerprint
+
+
+def _check(dec, w, atol):
+    torch.testing.assert_close((dec.u * dec.s) @ dec.v.T, w.to(dec.u.dtype), atol=atol, rtol=0)
+    assert (dec.s[:-1] >= dec.s[1:]).all()
+
+
+def test_gram_and_svd_drivers_agree():
+    torch.manual_seed(0)
+    for shape in [(40, 12), (12, 40), (16, 16)]:
+        w = torch.randn(*shape, dtype=torch.float64)
+        a, b = decompose(w, "float64", "gram"), decompose(w, "float64", "svd")
+        _check(a, w, 1e-10)
+        torch.testing.assert_close(a.s, b.s, atol=1e-10, rtol=0)
+        torch.testing.assert_close(a.u, b.u, atol=1e-8, rtol=0)  # same signs after the sign fix
+        torch.testing.assert_close(a.v, b.v, atol=1e-8, rtol=0)
+        torch.testing.assert_close(a.u.T @ a.u, torch.eye(a.s.numel(), dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_rank_deficient_falls_back_to_svd():
+    torch.manual_seed(0)
+    w = torch.randn(10, 2) @ torch.randn(2, 8)  # rank 2
+    dec = decompose(w, "float32", "auto")
+    _check(dec, w, 1e-5)
+    assert torch.isfinite(dec.u).all() and torch.isfinite(dec.v).all()
+    torch.testing.assert_close(dec.u.T @ dec.u, torch.eye(8), atol=1e-4, rtol=0)
+    zero = decompose(torch.zeros(4, 3))
+    assert torch.isfinite(zero.u).all() and (zero.s == 0).all()
+
+
+def test_cache_round_trip_and_content_keying(tmp_path):
+    torch.manual_seed(0)
+    cache = DecompositionCache(tmp_path)
+    w = torch.randn(20, 10)
+    first = decompose(w, cache=cache)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 1
+    again = decompose(w.clone(), cache=cache)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    w2 = w.clone()
+    w2[3, 4] += 1e-6  # one entry, barely changed: must not be served the cached factors
+    assert fingerprint(w2) != fingerprint(w)
+    other = decompose(w2, cache=cache)
+    _check(other, w2, 1e-5)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 2
+
+
+def test_damaged_cache_entry_is_recomputed(tmp_path):
+    cache = DecompositionCache(tmp_path)
+    w = torch.randn(6, 6)
+    decompose(w, cache=cache)
+    (path,) = tmp_path.rglob("*.safetensors")
+    path.write_bytes(b"garbage")
+    _check(decompose(w, cache=cache), w, 1e-5)
+
+
+def test_fingerprint_depends_on_dtype_and_shape():
+    w = torch.arange(6.0)
+    assert fingerprint(w.view(2, 3)) != fingerprint(w.view(3, 2))
+    assert fingerprint(w) != fingerprint(w.double())
