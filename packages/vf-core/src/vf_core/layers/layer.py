@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..layouts import WeightLayout, layout_for
 from ..svd import DecompositionCache, decompose, fingerprint
 from .parts import FrozenPart, Part, SigmaPart, SVFitPart, SVFTPart
@@ -60,10 +61,14 @@ class MethodOptions:
     cache: Optional[DecompositionCache] = None
 
 
-def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float]) -> int:
+def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float], name: str = "") -> int:
+    if rank is not None and rank > s.numel():
+        raise ConfigError(f"svfit rank={rank} is larger than module {name!r} allows: its weight has only"
+                          f" {s.numel()} singular values; lower 'rank' or use 'energy'", fields=("rank",))
     if energy is not None:
         share = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum().clamp_min(1e-300)
-        return int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype) - 1e-12).item()) + 1
+        found = int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype) - 1e-12).item()) + 1
+        return min(found, s.numel())
     return min(int(rank), s.numel())
 
 
@@ -133,7 +138,7 @@ class DecomposedLayer(nn.Module):
         if opts.method == "vectorfit":
             return SigmaPart(dec, b, w.dtype, train_sigma=opts.train_sigma, train_bias=opts.train_bias)
         if opts.method == "svfit":
-            rank = _svfit_rank(dec.s, opts.rank, opts.energy)
+            rank = _svfit_rank(dec.s, opts.rank, opts.energy, name)
             return SVFitPart(dec, rank, w, b, train_bias=opts.train_bias)
         if opts.method == "svft":
             k = dec.s.numel()
@@ -151,9 +156,9 @@ class DecomposedLayer(nn.Module):
                 yield key, role, kind, param
 
     # ----------------------------------------------------------------------------------------- compute
-    def dense_weight(self) -> torch.Tensor:
-        """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts)."""
-        weights = [part.dense_weight() for part in self.parts.values()]
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts), computed in ``dtype``."""
+        weights = [part.dense_weight(dtype) for part in self.parts.values()]
         return weights[0] if len(weights) == 1 else torch.cat(weights, 0)
 
     def dense_bias(self) -> Optional[torch.Tensor]:
@@ -171,7 +176,9 @@ class DecomposedLayer(nn.Module):
     def _dense_cached(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         key = self._cache_key()
         if self._dense_cache is None or self._dense_cache[0] != key:
-            self._dense_cache = (key, self.dense_weight(), self.dense_bias())
+            work = torch.float32 if self.dtype in (torch.float16, torch.bfloat16) else None
+            weight = self.dense_weight(work).to(self.dtype)
+            self._dense_cache = (key, weight, self.dense_bias())
         return self._dense_cache[1], self._dense_cache[2]
 
     def train(self, mode: bool = True) -> "DecomposedLayer":
@@ -192,7 +199,8 @@ class DecomposedLayer(nn.Module):
         """A plain layer of the original type holding ``U diag(s) V^T`` and the trained bias."""
         module = _shell_of(self._shell)
         dtype = self.dtype
-        self.layout.write(module, self.dense_weight().to(dtype))
+        work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype  # merge at full precision
+        self.layout.write(module, self.dense_weight(work).to(dtype))
         bias = self.dense_bias()
         if "bias" in module._parameters or bias is not None:
             module.bias = None if bias is None else nn.Parameter(bias.to(dtype).clone())

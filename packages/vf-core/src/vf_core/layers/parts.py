@@ -54,7 +54,8 @@ class Part(nn.Module):
             if isinstance(value, nn.Parameter):
                 yield kind, value
 
-    def dense_weight(self) -> torch.Tensor:
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The slice's current dense weight, computed in ``dtype`` (default: the part's own dtype)."""
         raise NotImplementedError
 
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
@@ -73,8 +74,8 @@ class FrozenPart(Part):
         self.register_buffer("weight", weight.detach().clone(), persistent=False)
         self._init_bias(bias, False)
 
-    def dense_weight(self) -> torch.Tensor:
-        return self.weight
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return self.weight if dtype is None else self.weight.to(dtype)
 
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
         return layout.apply_dense(x, self.weight)
@@ -96,8 +97,9 @@ class SigmaPart(Part):
                     train_bias: bool, svd_dtype: str = "float32") -> "SigmaPart":
         return cls(decompose(weight, svd_dtype), bias, weight.dtype, train_sigma=train_sigma, train_bias=train_bias)
 
-    def dense_weight(self) -> torch.Tensor:
-        return (self.u * self.sigma) @ self.vt
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        u, s, vt = (t if dtype is None else t.to(dtype) for t in (self.u, self.sigma, self.vt))
+        return (u * s) @ vt
 
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
         return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
@@ -119,8 +121,9 @@ class SVFitPart(Part):
         _param_or_buffer(self, "sigma", s.to(dtype), True)
         self._init_bias(bias, train_bias)
 
-    def dense_weight(self) -> torch.Tensor:
-        return self.residual + (self.u * self.sigma) @ self.vt
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        u, s, vt, res = (t if dtype is None else t.to(dtype) for t in (self.u, self.sigma, self.vt, self.residual))
+        return res + (u * s) @ vt
 
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
         low = layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
@@ -144,13 +147,15 @@ class SVFTPart(Part):
         self.m = nn.Parameter(torch.zeros(rows.numel(), dtype=dtype))
         self._init_bias(bias, train_bias)
 
-    def coefficient_matrix(self) -> torch.Tensor:
+    def coefficient_matrix(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """``diag(s0) + M`` as a dense ``(k, k)`` matrix."""
-        core = torch.diag(self.s0).to(self.m.dtype)
-        return core.index_put((self.rows, self.cols), self.m, accumulate=True)
+        dtype = dtype or self.m.dtype
+        core = torch.diag(self.s0.to(dtype))
+        return core.index_put((self.rows, self.cols), self.m.to(dtype), accumulate=True)
 
-    def dense_weight(self) -> torch.Tensor:
-        return self.u @ self.coefficient_matrix() @ self.vt
+    def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        u, vt = (t if dtype is None else t.to(dtype) for t in (self.u, self.vt))
+        return u @ self.coefficient_matrix(dtype) @ vt
 
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
         z = layout.apply_in(x, self.vt)

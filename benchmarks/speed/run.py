@@ -1,0 +1,227 @@
+"""Speed and memory of VectorFit against PEFT's LoRA, measured side by side in one process.
+
+Measures, alternating the methods so that machine drift cancels: the median training step (forward,
+backward, optimizer), start-up (model load + decomposition, cold and from the on-disk cache), inference
+unmerged and merged against the original model, and the adapter file size; peak resident memory is measured
+in one child process per method. Ratios against LoRA r=1 are the headline figures.
+
+Usage:
+    python benchmarks/speed/run.py --model bert-base            # BERT-base shape from a config (random)
+    python benchmarks/speed/run.py --model minilm                # the real all-MiniLM-L6-v2
+    python benchmarks/speed/run.py --model bert-base --only step --methods lora_r1,vectorfit
+
+Writes ``benchmarks/speed/results/<model>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from methods import METHODS  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def build_model(name: str, seed: int = 0):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(seed)
+    if name == "bert-base":
+        from transformers import BertConfig, BertForSequenceClassification
+
+        return BertForSequenceClassification(BertConfig(num_labels=2)).train()
+    if name == "minilm":
+        from vf_backends_nlp.models import load_sequence_classifier
+
+        return load_sequence_classifier("minilm", num_labels=2)[0].train()
+    raise SystemExit(f"unknown model {name!r}: use bert-base or minilm")
+
+
+def make_batch(model, batch: int, seq: int):
+    gen = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    ids = torch.randint(1000, vocab, (batch, seq), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "labels": torch.randint(0, 2, (batch,), generator=gen)}
+
+
+def one_step(prepared, optimizer, batch, step: int) -> float:
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    loss = prepared.module(**batch).loss
+    loss.backward()
+    if prepared.after_backward is not None:
+        prepared.after_backward(step)
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def measure_steps(args, methods):
+    prepared, optims, times = {}, {}, {m: [] for m in methods}
+    for m in methods:
+        prepared[m] = METHODS[m](build_model(args.model))
+        optims[m] = torch.optim.AdamW(prepared[m].params, lr=1e-4, weight_decay=0.0)
+    batch = make_batch(prepared[methods[0]].module, args.batch, args.seq)
+    for m in methods:  # warm-up
+        one_step(prepared[m], optims[m], batch, 0)
+    step = 1
+    for r in range(args.rounds):
+        order = methods[r % len(methods):] + methods[: r % len(methods)]
+        for m in order:
+            for _ in range(args.steps):
+                times[m].append(one_step(prepared[m], optims[m], batch, step))
+            step += 1
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {statistics.median(times[m]):.3f}s"
+                                                             for m in methods), flush=True)
+    trainable = {m: sum(p.numel() for p in prepared[m].params) for m in methods}
+    sizes = {}
+    for m in methods:
+        if prepared[m].save is not None:
+            with tempfile.TemporaryDirectory() as d:
+                prepared[m].save(d)
+                sizes[m] = sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file())
+    return {m: {"step_s": statistics.median(times[m]), "steps": len(times[m]), "trainable": trainable[m],
+                "adapter_bytes": sizes.get(m), **prepared[m].notes} for m in methods}
+
+
+def measure_inference(args):
+    from vf_core import VectorFitConfig, get_vectorfit_model
+
+    base = build_model(args.model).eval()
+    unmerged = get_vectorfit_model(build_model(args.model), VectorFitConfig()).eval()
+    merged = get_vectorfit_model(build_model(args.model), VectorFitConfig()).merge_and_unload().eval()
+    batch = {k: v for k, v in make_batch(base, args.batch, args.seq).items() if k != "labels"}
+    models = {"original": base, "unmerged": unmerged, "merged": merged}
+    times = {k: [] for k in models}
+    with torch.no_grad():
+        for m in models.values():
+            m(**batch)
+        for r in range(args.rounds * args.steps):
+            for k, m in models.items():
+                t = time.perf_counter()
+                m(**batch)
+                times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {k: {"forward_s": v, "ratio_vs_original": v / med["original"]} for k, v in med.items()}
+
+
+def measure_startup(args):
+    from vf_core import VectorFitConfig, get_vectorfit_model
+
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["VECTORFIT_CACHE"] = cache
+        for label in ("cold", "cached", "cached_again"):
+            model = build_model(args.model)
+            t = time.perf_counter()
+            get_vectorfit_model(model, VectorFitConfig())
+            out[f"vectorfit_{label}_s"] = time.perf_counter() - t
+        model = build_model(args.model)
+        t = time.perf_counter()
+        METHODS["lora_r1"](model)
+        out["lora_r1_s"] = time.perf_counter() - t
+        model = build_model(args.model)
+        t = time.perf_counter()
+        METHODS["eigentune_r16"](model)
+        out["eigentune_r16_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    build_model(args.model)
+    out["model_load_s"] = time.perf_counter() - t
+    return out
+
+
+def memory_child(args) -> None:
+    prepared = METHODS[args.memory_child](build_model(args.model))
+    optimizer = torch.optim.AdamW(prepared.params, lr=1e-4)
+    batch = make_batch(prepared.module, args.batch, args.seq)
+    for step in range(3):
+        one_step(prepared, optimizer, batch, step)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure_memory(args, methods):
+    out = {}
+    for m in methods:
+        cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq),
+               "--memory-child", m]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[m] = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"  memory {m}: {out[m]['peak_rss_mb']:.0f} MB", flush=True)
+    return out
+
+
+def table(result) -> str:
+    steps, mem = result.get("steps", {}), result.get("memory", {})
+    base_step = steps.get("lora_r1", {}).get("step_s")
+    base_mem = mem.get("lora_r1", {}).get("peak_rss_mb")
+    lines = ["| method | trainable | step (s) | step / LoRA r=1 | peak RSS (MB) | memory / LoRA r=1 | adapter (KB) |",
+             "|---|---|---|---|---|---|---|"]
+    for m in dict.fromkeys(list(steps) + list(mem)):
+        s, p = steps.get(m, {}), mem.get(m, {})
+        ratio = f"{s['step_s'] / base_step:.2f}x" if s and base_step else ""
+        mratio = f"{p['peak_rss_mb'] / base_mem:.2f}x" if p and base_mem else ""
+        size = f"{s['adapter_bytes'] / 1024:,.0f}" if s.get("adapter_bytes") else ""
+        lines.append(f"| {m} | {s.get('trainable', ''):,} | {s.get('step_s', float('nan')):.3f} | {ratio} |"
+                     f" {p.get('peak_rss_mb', float('nan')):.0f} | {mratio} | {size} |" if s else
+                     f"| {m} | | | | {p.get('peak_rss_mb', float('nan')):.0f} | {mratio} | |")
+    if "inference" in result:
+        inf = result["inference"]
+        lines += ["", "| inference | forward (s) | / original |", "|---|---|---|"]
+        lines += [f"| {k} | {v['forward_s']:.3f} | {v['ratio_vs_original']:.2f}x |" for k, v in inf.items()]
+    if "startup" in result:
+        lines += ["", "| start-up | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in result["startup"].items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="bert-base", choices=["bert-base", "minilm"])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=2, help="steps per method per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--only", default="step,memory,inference,startup")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("VF_BENCH_THREADS", "0")) or None)
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        return memory_child(args)
+    methods = args.methods.split(",")
+    only = set(args.only.split(","))
+    result = {"model": args.model, "batch": args.batch, "seq": args.seq, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+              "date": time.strftime("%Y-%m-%d")}
+    if "step" in only:
+        result["steps"] = measure_steps(args, methods)
+    if "memory" in only:
+        result["memory"] = measure_memory(args, methods)
+    if "inference" in only:
+        result["inference"] = measure_inference(args)
+    if "startup" in only:
+        result["startup"] = measure_startup(args)
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "" if only == {"step", "memory", "inference", "startup"} else "-" + "-".join(sorted(only))
+    (RESULTS / f"{args.model}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = table(result)
+    (RESULTS / f"{args.model}{suffix}.md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
