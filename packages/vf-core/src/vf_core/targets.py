@@ -26,7 +26,7 @@ from .errors import TargetError, UnknownFamilyError
 from .families import Family
 from .layers import SliceSpec
 
-__all__ = ["Target", "matches_target", "resolve_targets", "identify_family", "resolve_heads"]
+__all__ = ["Target", "matches_target", "resolve_targets", "select_targets", "identify_family", "resolve_heads"]
 
 _GENERIC_BLOCK = re.compile(r"^(.*?\.\d+)(?:\.|$)")
 
@@ -108,14 +108,35 @@ def _explicit_specs(config) -> list[tuple[Optional[str], Any]]:
 
 
 def resolve_targets(model: nn.Module, config, family: Optional[Family]) -> list[Target]:
-    """Every module to decompose, in model order; raises :class:`TargetError` when nothing matches."""
+    """Every module to decompose, in model order; raises :class:`TargetError` when nothing matches.
+
+    Asks the ``vectorfit_select_targets`` hook; the built-in generic plugin (:mod:`vf_core.plugins.generic`)
+    answers last, from ``target_modules`` or the family's declaration.
+    """
+    from .plugins import get_plugin_manager
+
+    if config.target_modules is None and family is None:
+        raise _unknown_family(model)
+    heads = resolve_heads(model, config, family)
+    targets = get_plugin_manager().hook.vectorfit_select_targets(model=model, config=config, family=family,
+                                                                 heads=heads)
+    if not targets:
+        explicit = config.target_modules is not None
+        what = f"target_modules={config.target_modules!r}" if explicit else f"family {family.name!r}"
+        names = [n for n, m in model.named_modules() if n and not list(m.children())][:12]
+        raise TargetError(
+            f"no module matched {what} with roles {list(config.roles)}. Some module names of this model: {names}."
+            " Check target_modules (a list matches exact names or '.'-suffixes, a string is a full-match regex)"
+        )
+    return list(targets)
+
+
+def select_targets(model: nn.Module, config, family: Optional[Family], heads: Sequence[str]) -> list[Target]:
+    """The generic selection: ``target_modules`` (names, suffixes, a regex, or a role dict) or the family's roles."""
     from .layouts import layout_for
 
     wanted = list(config.roles)
     explicit = config.target_modules is not None
-    if not explicit and family is None:
-        raise _unknown_family(model)
-    heads = resolve_heads(model, config, family)
     blocks = _Blocks()
     targets: list[Target] = []
     for name, module in model.named_modules():
@@ -156,13 +177,6 @@ def resolve_targets(model: nn.Module, config, family: Optional[Family]) -> list[
                 continue
             slices = [SliceSpec(role=role, rows=d_out)]
         targets.append(Target(name, module, slices, blocks(prefix)))
-    if not targets:
-        what = f"target_modules={config.target_modules!r}" if explicit else f"family {family.name!r}"
-        names = [n for n, m in model.named_modules() if n and not list(m.children())][:12]
-        raise TargetError(
-            f"no module matched {what} with roles {wanted}. Some module names of this model: {names}."
-            " Check target_modules (a list matches exact names or '.'-suffixes, a string is a full-match regex)"
-        )
     return targets
 
 

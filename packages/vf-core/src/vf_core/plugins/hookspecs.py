@@ -47,6 +47,22 @@ def vectorfit_identify_family(model: Any, families: Sequence["Family"]) -> Optio
     """
 
 
+@hookspec(firstresult=True)
+def vectorfit_select_targets(model: Any, config: Any, family: Optional["Family"], heads: Sequence[str]
+                             ) -> Optional[Sequence[Any]]:
+    """Choose the modules to decompose.
+
+    Stops at the first non-None result. The built-in generic plugin (``trylast``) selects from
+    ``config.target_modules`` (names, ``.``-suffixes, a regex, or a role dict) or from the family's roles.
+
+    :param model: the user's model.
+    :param config: the :class:`vf_core.VectorFitConfig`.
+    :param family: the recognised :class:`vf_core.families.Family`, or None.
+    :param heads: full names of the ``modules_to_save`` (never targeted).
+    :return: a list of :class:`vf_core.targets.Target` in model order, or None to let other plugins decide.
+    """
+
+
 @hookspec
 def vectorfit_weight_layouts() -> Sequence[type["WeightLayout"]]:
     """Declare layer types that can be decomposed (``nn.Linear``, GPT-2's ``Conv1D``, ``nn.Conv2d``...).

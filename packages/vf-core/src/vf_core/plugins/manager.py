@@ -30,11 +30,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
     """The cached plugin manager (built-ins, then entry points), with every hook name checked."""
-    from . import builtin
+    from . import builtin, generic
 
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(builtin, name="vf_core.builtin")
+    pm.register(generic, name="vf_core.generic")
     for blocked in filter(None, (s.strip() for s in os.environ.get("VECTORFIT_DISABLE_PLUGINS", "").split(","))):
         pm.set_blocked(blocked)
     try:
