@@ -171,3 +171,17 @@ def test_no_match_and_unsupported_and_all_or_nothing(tiny_net):
 def test_getattr_falls_through_to_base(tiny_net):
     vf = _vf(tiny_net)
     assert vf.head is tiny_net.head and vf.base_model is tiny_net
+
+
+def test_disable_adapter_and_unload(tiny_net, tiny_input):
+    ref = tiny_net(tiny_input).detach()
+    vf = get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))  # no head: base is exact
+    _train_a_bit(vf, tiny_input)
+    trained = vf(tiny_input).detach()
+    assert not torch.allclose(trained, ref)
+    with vf.disable_adapter(), torch.no_grad():
+        torch.testing.assert_close(vf(tiny_input), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(vf(tiny_input).detach(), trained)  # restored after the block
+    plain = vf.unload()
+    assert not any(isinstance(m, DecomposedLayer) for m in plain.modules())
+    torch.testing.assert_close(plain(tiny_input).detach(), ref, atol=1e-5, rtol=1e-5)

@@ -16,8 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -141,17 +142,49 @@ class VectorFitModel(nn.Module):
 
         return load_adapter(model, adapter_directory, is_trainable=is_trainable)
 
+    # ------------------------------------------------------------------------------------------ adapters off
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Within the block, every vector holds its value before training: the model computes the base function.
+
+        Example:
+            >>> import torch
+            >>> from vf_core import VectorFitConfig, get_vectorfit_model
+            >>> vf = get_vectorfit_model(torch.nn.Sequential(torch.nn.Linear(3, 3)), target_modules=["0"])
+            >>> with vf.disable_adapter():
+            ...     _ = vf(torch.ones(1, 3))
+        """
+        saved = [(v.parameter, v.parameter.detach().clone()) for v in self.vectors]
+        try:
+            with torch.no_grad():
+                for v in self.vectors:
+                    v.parameter.copy_(v.initial)
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in saved:
+                    param.copy_(value)
+
+    @torch.no_grad()
+    def unload(self) -> nn.Module:
+        """Return the base model with plain layers holding the weights before training (``U diag(s0) V^T``)."""
+        with self.disable_adapter():
+            merged = {name: layer.merged() for name, layer in self.decomposed_layers().items()}
+        return self._put_back(merged)
+
+    def _put_back(self, plain: dict[str, nn.Module]) -> nn.Module:
+        swap_in(self.base_model, plain)
+        for pname, p in self.base_model.named_parameters():
+            p.requires_grad_(self._original_requires_grad.get(pname, True))
+        self.vectors = VectorRegistry()
+        return self.base_model
+
     # ------------------------------------------------------------------------------------------ merging
     @torch.no_grad()
     def merge_and_unload(self) -> nn.Module:
         """Fold ``U diag(s) V^T`` and the trained biases back into plain layers and return the base model."""
         merged = {name: layer.merged() for name, layer in self.decomposed_layers().items()}
-        swap_in(self.base_model, merged)
-        for pname, p in self.base_model.named_parameters():
-            p.requires_grad_(self._original_requires_grad.get(pname, True))
-        model = self.base_model
-        self.vectors = VectorRegistry()
-        return model
+        return self._put_back(merged)
 
 
 def _freeze_except(model: nn.Module, vf: VectorFitModel) -> None:

@@ -234,7 +234,7 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
 
     for recipe in recipes.values():
         if recipe.add_arguments is not None:
-            group = p.add_argument_group(f"{recipe.name} backend ({recipe.description})")
+            group = p.add_argument_group(f"{recipe.name} backend options")
             recipe.add_arguments(group)
 
 
