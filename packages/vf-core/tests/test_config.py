@@ -55,3 +55,9 @@ def test_paper_variants_are_expressible():
     VectorFitConfig(roles=["q", "k", "v", "o"], train_bias=False)  # attention singular values
     VectorFitConfig(train_bias=False)  # VectorFit(Sigma)
     VectorFitConfig(target_modules={"q": ["query"]}, fused_modules={"c_attn": ["q", "k", "v"]})
+
+
+def test_model_validate_names_the_field():
+    with pytest.raises(ConfigError) as info:
+        VectorFitConfig.model_validate({"rank": 0})
+    assert info.value.fields == ("rank",)

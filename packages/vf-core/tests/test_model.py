@@ -185,3 +185,10 @@ def test_disable_adapter_and_unload(tiny_net, tiny_input):
     plain = vf.unload()
     assert not any(isinstance(m, DecomposedLayer) for m in plain.modules())
     torch.testing.assert_close(plain(tiny_input).detach(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_carries_the_base_signature(tiny_net):
+    import inspect
+
+    vf = _vf(tiny_net)
+    assert list(inspect.signature(vf.forward).parameters) == ["x"]

@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 from typing import Any, Iterator, Optional, Union
 
@@ -187,6 +189,27 @@ class VectorFitModel(nn.Module):
         return self._put_back(merged)
 
 
+@functools.lru_cache(maxsize=None)
+def _wrapper_class(base_cls: type) -> type:
+    """A ``VectorFitModel`` subclass whose ``forward`` carries ``base_cls.forward``'s signature.
+
+    The Trainer reads the signature (of the class and of the instance) to find label names and keep the right
+    dataset columns; the name keeps the base's (``...ForQuestionAnswering``) for the same reason.
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.base_model(*args, **kwargs)
+
+    try:
+        forward.__signature__ = inspect.signature(base_cls.forward)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return VectorFitModel
+    name = f"VectorFitModelFor{base_cls.__name__}"
+    cls = type(name, (VectorFitModel,), {"forward": forward, "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls  # so pickle finds it by name in this process
+    return cls
+
+
 def _freeze_except(model: nn.Module, vf: VectorFitModel) -> None:
     trainable = {id(v.parameter) for v in vf.vectors} | {id(p) for p in vf.head_parameters().values()}
     for p in model.parameters():
@@ -223,6 +246,6 @@ def attach(model: nn.Module, config: VectorFitConfig, plan: Plan,
     original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     original_num_params = sum(p.numel() for p in model.parameters())
     swap_in(model, layers)
-    vf = VectorFitModel(model, config, plan, layers, original_requires_grad, original_num_params)
+    vf = _wrapper_class(type(model))(model, config, plan, layers, original_requires_grad, original_num_params)
     _freeze_except(model, vf)
     return vf

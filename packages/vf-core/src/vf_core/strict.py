@@ -40,6 +40,8 @@ class StrictModel(BaseModel):
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any):  # type: ignore[override]
+        if isinstance(obj, dict) and not args and not kwargs:
+            return cls(**obj)  # one validation path, one error that names the field
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
