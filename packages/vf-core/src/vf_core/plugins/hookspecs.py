@@ -76,8 +76,9 @@ def vectorfit_weight_layouts() -> Sequence[type["WeightLayout"]]:
 def vectorfit_freezing_policies() -> Sequence[Any]:
     """Contribute freezing policies (used by ``vf-avf``'s ``VectorFreezer``).
 
-    :return: policy records as defined by ``vf_avf`` (a name, a pydantic config class and a factory).
-        Policy names must be unique across plugins.
+    :return: ``vf_avf.PolicyRecord(name, config_class, factory, summary)`` records: ``config_class``
+        subclasses ``vf_avf.AVFConfig`` with ``policy: Literal[name]``; ``factory(config, vectors,
+        total_steps)`` returns a ``vf_avf.FreezingPolicy``. Policy names must be unique across plugins.
     """
 
 
