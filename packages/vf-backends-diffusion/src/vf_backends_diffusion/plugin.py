@@ -1,10 +1,12 @@
-"""The backend's plugin: registered under the ``vectorfit`` entry-point group."""
+"""The vf-backends-diffusion plugin: registered under the ``vectorfit`` entry-point group."""
 
 from __future__ import annotations
 
 from vf_core.plugins import hookimpl
 
+from .families import FAMILIES
+
 
 @hookimpl
 def vectorfit_families():
-    return []
+    return list(FAMILIES)

@@ -86,6 +86,7 @@ def swap_in(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Modu
     try:
         for name, layer in layers.items():
             replaced[name] = model.get_submodule(name)
+            layer.train(replaced[name].training)  # keep the model's train/eval mode
             model.set_submodule(name, layer)
     except Exception:
         for name, old in replaced.items():

@@ -48,6 +48,10 @@ class WeightLayout:
         """Store a ``(d_out, d_in)`` matrix back into ``module``'s weight, in its own layout and dtype."""
         raise NotImplementedError
 
+    def stored(self, matrix: torch.Tensor) -> torch.Tensor:
+        """A ``(d_out, d_in)`` matrix in the layer's own weight layout (the inverse of :meth:`matrix`)."""
+        return matrix
+
     def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         """``W x`` for the layer's input ``x`` (no bias)."""
         raise NotImplementedError
@@ -109,6 +113,9 @@ class Conv1DLayout(WeightLayout):
     def write(self, module: nn.Module, matrix: torch.Tensor) -> None:
         module.weight = nn.Parameter(matrix.t().contiguous())
 
+    def stored(self, matrix: torch.Tensor) -> torch.Tensor:
+        return matrix.t()
+
     def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         return F.linear(x, matrix)
 
@@ -140,6 +147,9 @@ class Conv2dLayout(WeightLayout):
 
     def write(self, module: nn.Module, matrix: torch.Tensor) -> None:
         module.weight = nn.Parameter(matrix.reshape(matrix.shape[0], *self.kernel).contiguous())
+
+    def stored(self, matrix: torch.Tensor) -> torch.Tensor:
+        return matrix.reshape(matrix.shape[0], *self.kernel)
 
     def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         weight = matrix.reshape(matrix.shape[0], *self.kernel)

@@ -161,6 +161,16 @@ class DecomposedLayer(nn.Module):
         weights = [part.dense_weight(dtype) for part in self.parts.values()]
         return weights[0] if len(weights) == 1 else torch.cat(weights, 0)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The current ``U diag(s) V^T`` in the replaced layer's own layout and dtype (differentiable).
+
+        For model code that reads ``layer.weight`` itself (T5 checks ``wo.weight.dtype``; timm's BEiT calls
+        ``F.linear(x, qkv.weight, qkv_bias)``).
+        """
+        work = torch.float32 if self.dtype in (torch.float16, torch.bfloat16) else None
+        return self.layout.stored(self.dense_weight(work).to(self.dtype))
+
     def dense_bias(self) -> Optional[torch.Tensor]:
         biases = [part.bias for part in self.parts.values()]
         if all(b is None for b in biases):
