@@ -74,15 +74,20 @@ def measure_steps(args, methods):
         prepared[m] = METHODS[m](build_model(args.model))
         optims[m] = torch.optim.AdamW(prepared[m].params, lr=1e-4, weight_decay=0.0)
     batch = make_batch(prepared[methods[0]].module, args.batch, args.seq)
+    steps_taken = {m: 0 for m in methods}
+
+    def timed(m):
+        elapsed = one_step(prepared[m], optims[m], batch, steps_taken[m])
+        steps_taken[m] += 1
+        return elapsed
+
     for m in methods:  # warm-up
-        one_step(prepared[m], optims[m], batch, 0)
-    step = 1
+        timed(m)
     for r in range(args.rounds):
         order = methods[r % len(methods):] + methods[: r % len(methods)]
         for m in order:
             for _ in range(args.steps):
-                times[m].append(one_step(prepared[m], optims[m], batch, step))
-            step += 1
+                times[m].append(timed(m))
         print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {statistics.median(times[m]):.3f}s"
                                                              for m in methods), flush=True)
     trainable = {m: sum(p.numel() for p in prepared[m].params) for m in methods}

@@ -146,6 +146,31 @@ class SVFTPart(Part):
         self.register_buffer("cols", cols.long(), persistent=False)
         self.m = nn.Parameter(torch.zeros(rows.numel(), dtype=dtype))
         self._init_bias(bias, train_bias)
+        self._diagonals: Optional[list] = None
+
+    def _band_plan(self) -> Optional[list]:
+        """For a pattern made of whole diagonals (plain, banded): ``(offset, m indices, row start, length)``.
+
+        Whole diagonals apply as a few shifted, contiguous multiply-adds instead of a gather and a scatter.
+        """
+        key = (self.rows.data_ptr(), self.cols.data_ptr(), self.rows.numel())
+        if self._diagonals is not None and self._diagonals[0] == key:
+            return self._diagonals[1]
+        k = self.s0.numel()
+        offsets = (self.cols - self.rows).tolist()
+        plan: Optional[list] = []
+        for off in sorted(set(offsets)):
+            sel = [i for i, o in enumerate(offsets) if o == off]
+            start = max(0, -off)
+            length = k - abs(off)
+            rows = self.rows[sel]
+            if len(sel) != length or rows[0].item() != start or not torch.equal(
+                    rows, torch.arange(start, start + length, device=rows.device)):
+                plan = None
+                break
+            plan.append((off, torch.tensor(sel, device=self.rows.device), start, length))
+        self._diagonals = (key, plan)
+        return plan
 
     def coefficient_matrix(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """``diag(s0) + M`` as a dense ``(k, k)`` matrix."""
@@ -160,5 +185,12 @@ class SVFTPart(Part):
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
         z = layout.apply_in(x, self.vt)
         w = layout.scale(z, self.s0)
-        w = layout.index_add(w, self.rows, layout.scale(layout.gather(z, self.cols), self.m))
+        plan = self._band_plan()
+        if plan is None:  # random / top-k positions
+            w = layout.index_add(w, self.rows, layout.scale(layout.gather(z, self.cols), self.m))
+        else:  # whole diagonals: w[i] += m[i, i + off] * z[i + off]
+            dim = layout.out_dim
+            for off, sel, start, length in plan:
+                term = layout.scale(z.narrow(dim, start + off, length), self.m[sel])
+                w.narrow(dim, start, length).add_(term)
         return layout.apply_out(w, self.u)
