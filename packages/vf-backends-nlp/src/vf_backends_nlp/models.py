@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from vf_core.assets import PackagedAsset, fetch
 
-__all__ = ["MODEL_ASSETS", "resolve_model_dir", "load_sequence_classifier"]
+__all__ = ["MODEL_ASSETS", "resolve_model_dir", "load_sequence_classifier", "load_text_classifier", "load_tokenizer"]
 
 MODEL_ASSETS: dict[str, PackagedAsset] = {
     "minilm": PackagedAsset(
@@ -49,4 +49,61 @@ def load_sequence_classifier(spec: Union[str, os.PathLike], num_labels: int = 2,
     directory = resolve_model_dir(spec)
     model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=num_labels, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(directory)
+    return model, tokenizer
+
+
+def load_tokenizer(spec: Union[str, os.PathLike]):
+    """The tokenizer of a local model directory or alias, offline; a missing pad token becomes EOS (or UNK)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+    from vf_core.assets import DataError
+
+    directory = resolve_model_dir(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"model {str(spec)!r}: cannot load a tokenizer from {directory} ({exc})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional[list] = None,
+                         task: Optional[str] = None, num_labels: Optional[int] = None, **kwargs):
+    """``AutoModelForSequenceClassification`` for a task, offline; returns ``(model, tokenizer)``.
+
+    The head is sized by ``label_names`` (classification; their names become ``id2label``), by ``num_labels``,
+    or has one output with ``problem_type="regression"`` when ``task == "regression"``. A head of another
+    size in the checkpoint is replaced by a new one (``ignore_mismatched_sizes``). A directory saved with a
+    head of the right size (``vectorfit merge``) keeps it.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from vf_core.assets import DataError
+
+    directory = resolve_model_dir(spec)
+    try:
+        config = AutoConfig.from_pretrained(directory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"model {str(spec)!r}: {directory} holds no usable config.json ({exc})") from None
+    regression = task == "regression"
+    if regression:
+        options = {"num_labels": 1, "problem_type": "regression"}
+    else:
+        n = len(label_names) if label_names else (num_labels or 2)
+        options = {"num_labels": n, "problem_type": "single_label_classification"}
+        if label_names:
+            options["id2label"] = {i: str(name) for i, name in enumerate(label_names)}
+            options["label2id"] = {str(name): i for i, name in enumerate(label_names)}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(directory, ignore_mismatched_sizes=True,
+                                                                   **options, **kwargs)
+    except ValueError as exc:
+        raise DataError(f"model {str(spec)!r} (model_type={getattr(config, 'model_type', None)!r}) has no sequence"
+                        f" classification class in transformers ({' '.join(str(exc).split())[:200]})") from None
+    except OSError as exc:
+        raise DataError(f"model {str(spec)!r}: cannot load weights from {directory} ({exc})") from None
+    tokenizer = load_tokenizer(directory)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
-from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import __version__
 from ..roles import ROLES
-from .methods import DEFAULT_AVF, DEFAULT_LR, METHODS, VECTOR_METHODS, MethodSpec
-from .records import MAYBE, NO, SURE, CLIError, Recipe
+from .commands import cmd_evaluate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
+from .methods import DEFAULT_AVF, DEFAULT_LR, METHODS
+from .records import Recipe
+from .registry import check_data, choose_recipe, get_runner, list_recipes  # noqa: F401 (re-exported)
 
-__all__ = ["main", "build_parser", "list_recipes"]
+__all__ = ["main", "build_parser", "list_recipes", "choose_recipe", "check_data", "get_runner"]
 
 PROG = "vectorfit"
 
@@ -31,82 +31,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks; shows a default only when it says something."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34, width=110)
 
-
-# ----------------------------------------------------------------------------------------------- recipes
-def list_recipes() -> dict[str, Recipe]:
-    """Every installed recipe (``vectorfit_cli_commands`` hook), by name; duplicates are an error."""
-    from ..plugins import collect_named
-
-    recipes = collect_named("vectorfit_cli_commands")
-    for name, rec in recipes.items():
-        if not isinstance(rec, Recipe):
-            raise CLIError(f"plugin record {name!r} is a {type(rec).__name__}, not a vf_core.cli.Recipe")
-    return recipes
-
-
-def _safe_claim(fn, spec: str) -> int:
-    try:
-        return int(fn(spec) or NO)
-    except Exception:  # a claim must never break the command
-        return NO
-
-
-def choose_recipe(recipes: dict[str, Recipe], model: str, backend: Optional[str] = None,
-                  data: Optional[str] = None) -> Recipe:
-    """The recipe for ``--model`` (``--backend`` forces one); errors name what was expected."""
-    if not recipes:
-        raise CLIError("no backend is installed for the vectorfit command; install vf-backends-nlp[transformers]"
-                       " (text) or vf-backends-vision[timm] (images)")
-    if backend:
-        if backend not in recipes:
-            raise CLIError(f"unknown backend {backend!r}; installed: {', '.join(sorted(recipes))}")
-        return recipes[backend]
-    scores = {name: _safe_claim(r.claim_model, model) for name, r in recipes.items()}
-    best = max(scores.values())
-    if best == NO:
-        aliases = sorted(a for r in recipes.values() for a in r.models)
-        if os.path.sep in model or model.startswith(".") or Path(model).suffix:
-            why = "does not exist" if not Path(model).exists() else "is not a model directory any backend reads"
-            raise CLIError(f"unknown model {model!r}: the path {why}; give a local model directory, a built-in alias"
-                           f" ({', '.join(aliases)}) or a timm model name with --checkpoint")
-        raise CLIError(f"unknown model {model!r}: not a built-in alias ({', '.join(aliases)}), a local directory, or a"
-                       " model name an installed backend knows; see `vectorfit list`")
-    winners = [n for n, s in scores.items() if s == best]
-    if len(winners) > 1 and data:  # let the data decide between equally sure recipes
-        by_data = [n for n in winners if _safe_claim(recipes[n].claim_data, data) > NO]
-        winners = by_data or winners
-    if len(winners) > 1:
-        raise CLIError(f"model {model!r} could be loaded by backends {', '.join(winners)}; choose one with --backend")
-    return recipes[winners[0]]
-
-
-def check_data(recipes: dict[str, Recipe], recipe: Recipe, data: str) -> None:
-    """Fail early when ``--data`` belongs to another backend or does not exist."""
-    mine = _safe_claim(recipe.claim_data, data)
-    if mine > NO:
-        return
-    others = [n for n, r in recipes.items() if n != recipe.name and _safe_claim(r.claim_data, data) == SURE]
-    if others:
-        raise CLIError(f"dataset {data!r} is for the {others[0]!r} backend, but the model is a {recipe.name!r} model")
-    if not Path(data).expanduser().exists():
-        aliases = sorted(recipe.datasets)
-        raise CLIError(f"data {data!r}: no such file or folder, and not a built-in dataset of the {recipe.name!r}"
-                       f" backend ({', '.join(aliases)})")
-    raise CLIError(f"data {data!r} is not a format the {recipe.name!r} backend reads")
-
-
-def get_runner(recipe: Recipe):
-    import importlib.util
-
-    missing = [m for m in recipe.requires if importlib.util.find_spec(m) is None]
-    if missing:
-        hint = f"; {recipe.install_hint}" if recipe.install_hint else ""
-        raise CLIError(f"the {recipe.name!r} backend needs {', '.join(missing)}, which is not installed{hint}")
-    return recipe.runner()
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, True, argparse.SUPPRESS)
+                or action.option_strings == [] or isinstance(action, argparse._VersionAction)):
+            return text
+        shown = ",".join(default) if isinstance(default, list) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -144,8 +82,8 @@ def _positive_int(text: str) -> int:
 
 def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe]) -> None:
     g = p.add_argument_group("what to train")
-    g.add_argument("--model", "-m", metavar="M", help="built-in alias (see `vectorfit list`), a local Hugging Face model"
-                   " directory, or a timm model name (with --checkpoint)")
+    g.add_argument("--model", "-m", metavar="M", help="built-in alias (see `vectorfit list`), a local Hugging Face"
+                   " model directory, or a timm model name (with --checkpoint)")
     g.add_argument("--data", "-d", metavar="D", help="built-in dataset alias, a local CSV/TSV/JSON-lines file, a pixel"
                    " CSV or an image folder (one sub-folder per class)")
     g.add_argument("--method", default="vectorfit", choices=METHODS, help="fine-tuning method")
@@ -173,6 +111,8 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
     m.add_argument("--no-bias", action="store_true", help="vectorfit: train singular values only (VectorFit(Σ))")
     m.add_argument("--target-modules", metavar="REGEX", help="full-match regex of the module names to target,"
                    " instead of the backend's family declaration")
+    m.add_argument("--heads", type=lambda t: [h.strip() for h in t.split(",") if h.strip()], metavar="NAME,...",
+                   help="modules trained in full (the new head), by name or '.'-suffix (default: the family's heads)")
     m.add_argument("--svfit-rank", type=_positive_int, metavar="R", help="svfit: number of top singular values"
                    " (default 16)")
     m.add_argument("--svfit-energy", type=float, metavar="E", help="svfit: smallest share of the spectrum's energy"
@@ -199,7 +139,8 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
     a.add_argument("--avf-k", type=_positive_int, default=DEFAULT_AVF["k"], metavar="K",
                    help="vectors frozen at each AVF step")
     a.add_argument("--avf-beta", type=float, default=DEFAULT_AVF["beta"], help="EMA factor of the smoothed strength")
-    a.add_argument("--avf-p", type=float, metavar="P", help="dropout policy: probability to freeze each vector per step")
+    a.add_argument("--avf-p", type=float, metavar="P",
+                   help="dropout policy: probability to freeze each vector per step")
 
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=float, default=3.0, help="training epochs")
@@ -274,8 +215,8 @@ def build_parser(recipes: Optional[dict[str, Recipe]] = None) -> argparse.Argume
                     "                adalora) or the trained biases (bitfit); full fine-tuning writes model/\n"
                     "  plots/        training_strength.png, weight_change_spectra.png, leading_sv_change.png\n"
                     "  checkpoints/  for --resume\n\n"
-                    "Variants of the paper: --no-bias (VectorFit(Σ), singular values only), --roles q,k,v,o (attention\n"
-                    "only), --no-avf (VectorFit without Adaptive Vector Freezing).",
+                    "Variants of the paper: --no-bias (VectorFit(Σ), singular values only), --roles q,k,v,o\n"
+                    "(attention only), --no-avf (VectorFit without Adaptive Vector Freezing).",
         epilog="example:\n  vectorfit train -m minilm -d rotten-tomatoes --max-train 2000 --epochs 2 -o runs/rt")
     _add_train_arguments(p, recipes)
     p.set_defaults(func=cmd_train)
@@ -340,316 +281,11 @@ def build_parser(recipes: Optional[dict[str, Recipe]] = None) -> argparse.Argume
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("list", formatter_class=_Formatter, help="installed backends, models, datasets and methods",
-                       description="List the installed backends with their built-in models and datasets, and the methods.")
+                       description="List the installed backends with their built-in models and datasets, and the"
+                                   " methods.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
     return parser
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-def _quiet(verbose: bool) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not verbose:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def _threads(args) -> None:
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
-def method_spec_from_args(args: argparse.Namespace) -> MethodSpec:
-    name = args.method
-    avf = args.avf if args.avf is not None else name == "vectorfit"
-    if avf and name not in VECTOR_METHODS:
-        raise CLIError(f"--avf freezes VectorFit vectors; method {name!r} has none")
-    if args.no_bias and name != "vectorfit":
-        raise CLIError("--no-bias applies to --method vectorfit (svfit and svft train no bias by default)")
-    if args.svfit_rank and args.svfit_energy:
-        raise CLIError("give --svfit-rank or --svfit-energy, not both")
-    if args.svfit_energy is not None and not 0.0 < args.svfit_energy <= 1.0:
-        raise CLIError(f"--svfit-energy must lie in (0, 1], got {args.svfit_energy}")
-    avf_config = None
-    if avf:
-        avf_config = _avf_config(args)
-    return MethodSpec(name=name, roles=list(args.roles), train_bias=False if args.no_bias else None,
-                      target_modules=args.target_modules, svfit_rank=args.svfit_rank, svfit_energy=args.svfit_energy,
-                      svft_pattern=args.svft_pattern, svft_off_diagonals=args.svft_off_diagonals,
-                      lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      adalora_init_r=args.adalora_init_r, avf=avf_config)
-
-
-def _avf_config(args: argparse.Namespace) -> dict:
-    policy = args.avf_policy
-    if policy in ("topk_ema", "random"):
-        fields = {"policy": policy, "t_i": args.avf_t_i, "t_f": args.avf_t_f, "n_f": args.avf_n_f, "k": args.avf_k}
-        if policy == "topk_ema":
-            fields["beta"] = args.avf_beta
-        else:
-            fields["seed"] = args.seed
-    elif policy == "dropout":
-        fields = {"policy": policy, "p": 0.1 if args.avf_p is None else args.avf_p, "seed": args.seed}
-    else:
-        fields = {"policy": policy}
-    try:
-        from vf_avf import AVFConfig
-    except ImportError:
-        raise CLIError("AVF needs vf-avf (pip install vf-avf), or pass --no-avf") from None
-    from ..errors import VectorFitError
-
-    try:
-        return AVFConfig.model_validate(fields).model_dump(mode="json")
-    except VectorFitError as exc:
-        raise CLIError(f"AVF options: {' '.join(str(exc).split())}") from None
-
-
-def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """With --resume, fill the options not given from DIR/run.json and refuse conflicting ones."""
-    from .rundir import RUN_FILE, read_json
-
-    run_file = Path(args.output) / RUN_FILE
-    if not run_file.is_file():
-        raise CLIError(f"--resume: {run_file} does not exist; nothing to resume in {args.output}")
-    stored = read_json(run_file).get("args", {})
-    train = getattr(parser, "train_parser", parser)
-    may_change = {"epochs", "max_steps", "logging_steps", "save_total_limit", "no_plots", "compare_full", "device",
-                  "eval_batch_size"}
-    for key, value in stored.items():
-        if not hasattr(args, key):
-            continue
-        current, default = getattr(args, key), train.get_default(key)
-        if current is None or current == default:
-            setattr(args, key, value)
-        elif current != value and key not in may_change:
-            raise CLIError(f"--resume: --{key.replace('_', '-')} {current!r} differs from the run's {value!r};"
-                           " resume with the same options, or start a new --output")
-
-
-# ----------------------------------------------------------------------------------------------- commands
-def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .rundir import METRICS_FILE
-    from .training import summary_lines
-
-    _quiet(args.verbose)
-    if not args.output:
-        raise CLIError("--output DIR is required (the run directory to write)")
-    if args.resume:
-        _merge_resume(args, parser)
-    missing = [f"--{k}" for k in ("model", "data") if not getattr(args, k)]
-    if missing:
-        raise CLIError(f"the following arguments are required: {', '.join(missing)}")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--output {args.output!r} exists and is not a directory")
-    if (out / METRICS_FILE).is_file() and not args.resume and not args.overwrite:
-        raise CLIError(f"{out} already holds a finished run; pass --overwrite to replace it or choose another --output")
-    if not 0.0 < args.eval_fraction < 1.0:
-        raise CLIError(f"--eval-fraction must lie strictly between 0 and 1, got {args.eval_fraction}")
-    if args.epochs <= 0 and not args.max_steps:
-        raise CLIError(f"--epochs must be positive, got {args.epochs}")
-    if args.compare_full and not Path(args.compare_full).is_dir():
-        raise CLIError(f"--compare-full {args.compare_full!r}: no such run directory")
-    recipes = list_recipes()
-    recipe = choose_recipe(recipes, args.model, args.backend, args.data)
-    check_data(recipes, recipe, args.data)
-    args.method_spec = method_spec_from_args(args)
-    if args.lr is None:
-        args.lr = DEFAULT_LR[args.method]
-    if args.lr <= 0:
-        raise CLIError(f"--lr must be positive, got {args.lr}")
-    args.backend = recipe.name
-    runner = get_runner(recipe)
-    _threads(args)
-    if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
-        (out / METRICS_FILE).unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = runner.train(args)
-    print("\n".join(summary_lines(metrics, out)))
-    return 0
-
-
-def _run_and_model(args, *, need_data: bool):
-    """(run or None, recipe, runner) for evaluate / merge / plot."""
-    from .rundir import Run
-
-    recipes = list_recipes()
-    run = None
-    if args.run:
-        run = Run.open(args.run)
-        if run.backend not in recipes:
-            raise CLIError(f"the run was trained with the {run.backend!r} backend, which is not installed")
-        recipe = recipes[run.backend]
-    elif getattr(args, "model", None):
-        recipe = choose_recipe(recipes, args.model, getattr(args, "backend", None), getattr(args, "data", None))
-    else:
-        raise CLIError("give a run directory, or --model")
-    return run, recipe, get_runner(recipe)
-
-
-def load_trained(runner, run, *, model_spec: Optional[str] = None, adapter: Optional[str] = None,
-                 num_labels: Optional[int] = None):
-    """The model of a run with its trained state applied (or ``--model`` with an optional ``--adapter``)."""
-    from .methods import restore_trained
-
-    if run is not None:
-        if run.method == "full":
-            if not run.model_dir.is_dir():
-                raise CLIError(f"{run.model_dir} is missing; the full fine-tuning run did not finish")
-            return runner.load_model(str(run.model_dir), run=run), None
-        base = runner.load_model(run.model_spec, run=run)
-        return restore_trained(base, run.method, run.adapter_dir), base
-    base = runner.load_model(model_spec, num_labels=num_labels)
-    if adapter:
-        return restore_trained(base, "vectorfit", Path(adapter)), base
-    return base, None
-
-
-def _adapter_num_labels(adapter: Optional[str]) -> Optional[int]:
-    """The head size stored in a VectorFit adapter (its 2-D ``module::*weight`` tensor), if any."""
-    if not adapter:
-        return None
-    from safetensors import safe_open
-
-    from ..saving import WEIGHTS_NAME, read_adapter_config
-    from ..errors import AdapterError
-
-    try:
-        meta = read_adapter_config(adapter)
-    except AdapterError as exc:
-        raise CLIError(str(exc)) from None
-    heads = meta.get("modules_to_save") or []
-    path = Path(adapter) / WEIGHTS_NAME
-    if not path.is_file():
-        raise CLIError(f"{path} is missing; the adapter was not saved completely")
-    with safe_open(str(path), "pt") as fh:
-        for key in fh.keys():
-            if key.startswith("module::") and key.endswith("weight") and any(key[8:].startswith(h + ".") for h in heads):
-                shape = fh.get_slice(key).get_shape()
-                if len(shape) >= 2:
-                    return int(shape[0])
-    return None
-
-
-def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import json
-
-    from .rundir import write_json
-
-    _quiet(args.verbose)
-    if args.run and args.model:
-        raise CLIError("give a run directory or --model, not both")
-    if args.adapter and not args.model:
-        raise CLIError("--adapter goes with --model (a run directory finds its own adapter)")
-    if not args.run and not args.data:
-        raise CLIError("--data is required when evaluating --model")
-    run, recipe, runner = _run_and_model(args, need_data=True)
-    if args.data:
-        check_data(list_recipes(), recipe, args.data)
-    _threads(args)
-    model, _ = load_trained(runner, run, model_spec=args.model, adapter=args.adapter,
-                            num_labels=_adapter_num_labels(args.adapter))
-    metrics = runner.evaluate(model, args, run)
-    if run is not None:
-        write_json(run.path / "eval_metrics.json", metrics)
-    if args.output:
-        write_json(args.output, metrics)
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-def cmd_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .methods import merged_module
-
-    _quiet(args.verbose)
-    if args.run and args.model:
-        raise CLIError("give a run directory or --model with --adapter, not both")
-    if args.model and not args.adapter:
-        raise CLIError("--model needs --adapter (the VectorFit adapter to merge into it)")
-    run, recipe, runner = _run_and_model(args, need_data=False)
-    out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        raise CLIError(f"--output {args.output!r} exists and is not empty; choose a new directory")
-    _threads(args)
-    model, _ = load_trained(runner, run, model_spec=args.model, adapter=args.adapter,
-                            num_labels=_adapter_num_labels(args.adapter))
-    plain = merged_module(model)
-    runner.save_model(plain, str(out), run)
-    print(f"merged model saved to {out} (load it with --model {out})")
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .methods import restore_trained
-    from .plots import capture_matrices
-    from .rundir import AVF_FILE, STRENGTHS_FILE, read_json
-    from .training import draw_plots, find_full_run
-
-    _quiet(args.verbose)
-    args.model = None
-    run, recipe, runner = _run_and_model(args, need_data=False)
-    _threads(args)
-    from .methods import MethodSpec, _family_targets
-
-    spec = MethodSpec.from_json(run.info["method"])
-    base = runner.load_model(run.model_spec, run=run)
-    targets, _, _ = _family_targets(base, spec)
-    names = [t[0] for t in targets]
-    w0 = capture_matrices(base, names)
-    if run.method == "full":
-        trained = runner.load_model(str(run.model_dir), run=run)
-    else:
-        restore_trained(base, run.method, run.adapter_dir)
-        trained = base
-    w1 = capture_matrices(trained, names)
-    full_run = None if run.method == "full" else find_full_run(run.path, run.model_spec, run.info.get("data"),
-                                                                args.compare_full)
-    w_full = capture_matrices(runner.load_model(str(full_run.model_dir), run=full_run), names) if full_run else None
-    strengths = read_json(run.path / STRENGTHS_FILE) if (run.path / STRENGTHS_FILE).is_file() else None
-    avf_state = read_json(run.path / AVF_FILE) if (run.path / AVF_FILE).is_file() else None
-    out = Path(args.output) if args.output else run.plots_dir
-    written = draw_plots(out, targets=targets, w0=w0, w1=w1, w_full=w_full, label=run.info.get("method_label", run.method),
-                         strengths=strengths, avf_state=avf_state)
-    if full_run:
-        print(f"compared with full fine-tuning run {full_run.path}")
-    for name in written:
-        print(out / name)
-    return 0
-
-
-def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import json
-
-    recipes = list_recipes()
-    if args.json:
-        print(json.dumps({"backends": {n: {"description": r.description, "engine": r.engine, "models": dict(r.models),
-                                           "datasets": dict(r.datasets)} for n, r in recipes.items()},
-                          "methods": list(METHODS), "default_lr": DEFAULT_LR}, indent=2))
-        return 0
-    for name, r in recipes.items():
-        print(f"backend {name}: {r.description} (engine: {r.engine or '?'})")
-        for alias, text in r.models.items():
-            print(f"  model   {alias:20s} {text}")
-        for alias, text in r.datasets.items():
-            print(f"  data    {alias:20s} {text}")
-    if not recipes:
-        print("no backend installed (pip install vf-backends-nlp[transformers] or vf-backends-vision[timm])")
-    print("methods: " + ", ".join(METHODS))
-    print("default learning rates: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .inspect import inspect_command
-
-    _quiet(args.verbose)
-    return inspect_command(args)
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -6,7 +6,7 @@ import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..roles import ROLES
 from .records import CLIError
@@ -203,7 +203,8 @@ def _print(info: dict) -> None:
             print(f"  {info['family_notes']}")
         print(f"  {info['blocks']} blocks; roles {','.join(info['roles'])}; modules per role "
               + ", ".join(f"{r}: {n}" for r, n in info["modules_per_role"].items()))
-        print(f"  parameters {_fmt(info['total_params'])}; head {', '.join(info['heads'])} ({_fmt(info['head_params'])})")
+        print(f"  parameters {_fmt(info['total_params'])}; head {', '.join(info['heads'])}"
+              f" ({_fmt(info['head_params'])})")
         print("  trainable parameters per method (head included):")
         for name, n in info["methods"].items():
             print(f"    {name:28s} {_fmt(n):>14s}  {100 * n / max(info['total_params'], 1):8.4f}%")
@@ -214,13 +215,13 @@ def _print(info: dict) -> None:
         return
     print(f"{kind} {info.get('path')}")
     for key, value in info.items():
-        if key not in ("kind", "path"):
+        if key not in ("kind", "path") and value is not None:
             print(f"  {key}: {value}")
 
 
 # ------------------------------------------------------------------------------------------------ command
 def inspect_command(args: argparse.Namespace) -> int:
-    from .app import choose_recipe, get_runner, list_recipes
+    from .registry import choose_recipe, get_runner, list_recipes
     from .rundir import Run, is_run_dir
 
     target = args.model or args.target

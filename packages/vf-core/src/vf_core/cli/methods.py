@@ -24,7 +24,7 @@ from ..roles import ROLES
 from .records import CLIError
 
 __all__ = ["METHODS", "VECTOR_METHODS", "PEFT_METHODS", "DEFAULT_LR", "MethodSpec", "Prepared", "apply_method",
-           "restore_trained", "save_trained", "count_parameters", "default_avf"]
+           "restore_trained", "save_trained", "count_parameters", "default_avf", "family_targets", "resolve_avf"]
 
 METHODS = ("vectorfit", "svfit", "svft", "bitfit", "full", "lora", "adalora")
 VECTOR_METHODS = ("vectorfit", "svfit", "svft")
@@ -32,7 +32,7 @@ PEFT_METHODS = ("lora", "adalora")
 
 #: learning rate per method when ``--lr`` is not given; from the quality benchmark's sweep on Rotten Tomatoes
 #: (benchmarks/quality/README.md: each method tried at the same 3-point grid, same budget, best kept)
-DEFAULT_LR = {"vectorfit": 5e-3, "svfit": 5e-3, "svft": 5e-3, "bitfit": 2e-3, "full": 5e-5, "lora": 1e-3,
+DEFAULT_LR = {"vectorfit": 1e-2, "svfit": 5e-3, "svft": 5e-3, "bitfit": 2e-3, "full": 5e-5, "lora": 1e-3,
               "adalora": 2e-3}
 
 #: the default AVF schedule, in fractions of the run (the paper: t_i about 55% of training, t_f about one epoch
@@ -48,6 +48,19 @@ def default_avf() -> dict:
     return dict(DEFAULT_AVF)
 
 
+def resolve_avf(avf: Optional[dict], total_steps: int) -> Optional[dict]:
+    """AVF fields with fractions of the run turned into steps for a run of ``total_steps``; ``t_f`` is at least one
+    step, so a very short run (a smoke test) still has a valid schedule (its late AVF steps simply never come)."""
+    if avf is None:
+        return None
+    out = dict(avf)
+    for key, minimum in (("t_i", 0), ("t_f", 1)):
+        value = out.get(key)
+        if isinstance(value, float):
+            out[key] = max(minimum, int(round(value * total_steps)))
+    return out
+
+
 @dataclass
 class MethodSpec:
     """A method and its options, as stored in ``run.json``."""
@@ -56,6 +69,7 @@ class MethodSpec:
     roles: list[str] = field(default_factory=lambda: list(ROLES))
     train_bias: Optional[bool] = None
     target_modules: Optional[str] = None
+    modules_to_save: Optional[list] = None
     svfit_rank: Optional[int] = None
     svfit_energy: Optional[float] = None
     svft_pattern: str = "banded"
@@ -109,6 +123,8 @@ class MethodSpec:
             fields["train_bias"] = self.train_bias
         if self.target_modules:
             fields["target_modules"] = self.target_modules
+        if self.modules_to_save is not None:
+            fields["modules_to_save"] = list(self.modules_to_save)
         if self.name == "svfit":
             if self.svfit_energy is not None:
                 fields["energy"] = self.svfit_energy
@@ -147,19 +163,23 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def _family_targets(model, spec: MethodSpec):
+def family_targets(model, spec: MethodSpec):
     """(targets [(name, role, layer)], heads) from the family declaration (or ``--target-modules``)."""
     from ..config import VectorFitConfig
     from ..errors import TargetError
     from ..targets import identify_family, resolve_heads, resolve_targets
 
-    cfg = VectorFitConfig(roles=list(spec.roles), target_modules=spec.target_modules or None)
+    cfg = VectorFitConfig(roles=list(spec.roles), target_modules=spec.target_modules or None,
+                          modules_to_save=list(spec.modules_to_save) if spec.modules_to_save is not None else None)
     family = identify_family(model)
     try:
         targets = resolve_targets(model, cfg, family)
     except TargetError as exc:
-        raise CLIError(str(exc).replace("\n", " ")) from None
-    heads = resolve_heads(model, cfg, family)
+        raise CLIError(" ".join(str(exc).split())) from None
+    try:
+        heads = resolve_heads(model, cfg, family)
+    except TargetError as exc:
+        raise CLIError(" ".join(str(exc).split())) from None
     out = []
     for t in targets:
         role = t.slices[0].role if len(t.slices) == 1 else "+".join(s.role or "?" for s in t.slices)
@@ -176,10 +196,10 @@ def apply_method(model, spec: MethodSpec, *, total_steps: Optional[int] = None) 
     if spec.avf is not None and spec.name not in VECTOR_METHODS:
         raise CLIError(f"AVF freezes VectorFit vectors; method {spec.name!r} has none (drop --avf)")
     _, total = count_parameters(model)
-    targets, heads, family = _family_targets(model, spec)
+    targets, heads, family = family_targets(model, spec)
     if not heads and spec.name != "full":
         where = f"family {family.name!r}" if family else "this model (no family recognised)"
-        raise CLIError(f"no classification head found for {where}; the method needs one to train in full")
+        raise CLIError(f"no classification head found for {where}; name it with --heads (modules trained in full)")
     prepared = Prepared(spec, model, model, targets=targets, heads=heads, total_params=total)
     try:
         if spec.name in VECTOR_METHODS:

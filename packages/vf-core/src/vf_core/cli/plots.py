@@ -113,7 +113,9 @@ def plot_strength_heatmap(scores: Mapping[str, float], vectors: list[dict], path
         plot_strengths = None
     if plot_strengths is not None:
         record = {"step": 0, "frozen": [n for n in frozen if n in scores], "scores": dict(scores)}
-        plot_strengths([record], vectors=vectors, path=path, title=title or None)
+        # shaped like a saved freezer state, so the colour bar reads "S" (the plain strength)
+        plot_strengths({"policy": "final-strength", "history": [record], "vectors": vectors}, path=path,
+                       title=title or None)
         return
     rows = sorted({(v["kind"], v.get("role") or "") for v in vectors if v["name"] in scores},
                   key=lambda kr: (kr[0] != "sigma", kr[0], _role_order(kr[1])))

@@ -15,10 +15,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .methods import VECTOR_METHODS, MethodSpec, Prepared, save_trained
+from .methods import MethodSpec, Prepared, save_trained
 from .records import CLIError
-from .rundir import (ADAPTER_DIR, AVF_FILE, METRICS_FILE, MODEL_DIR, PLOTS_DIR, RUN_FILE, STRENGTHS_FILE, Run,
-                     is_run_dir, read_json, write_json)
+from .rundir import (
+    ADAPTER_DIR,
+    AVF_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    PLOTS_DIR,
+    RUN_FILE,
+    STRENGTHS_FILE,
+    Run,
+    is_run_dir,
+    read_json,
+    write_json,
+)
 
 __all__ = ["compute_metrics", "primary_metric", "StrengthRecorder", "write_run_info", "finish_run", "draw_plots",
            "find_full_run", "Timer"]
@@ -201,8 +212,8 @@ def draw_plots(plots_dir: Path, *, targets: list, w0: dict, w1: dict, w_full: Op
         last = strengths["history"][-1]
         plots.plot_strength_heatmap(last["scores"], strengths["vectors"], plots_dir / "training_strength.png",
                                     frozen=last.get("frozen", ()),
-                                    title=f"Training strength S per vector, end of training (step {last['step']})"
-                                          + (", red: frozen by AVF" if last.get("frozen") else ""))
+                                    title=f"Training strength S, step {last['step']}"
+                                          + (" (red: frozen by AVF)" if last.get("frozen") else ""))
         written.append("training_strength.png")
     if avf_state and any(r.get("scores") for r in avf_state.get("history", [])):
         try:
@@ -212,7 +223,7 @@ def draw_plots(plots_dir: Path, *, targets: list, w0: dict, w1: dict, w_full: Op
             written.append("training_strength_avf.png")
         except ImportError:
             pass
-    method_spectra = plots.spectra(w0, w1)
+    method_spectra = {n: s for n, s in plots.spectra(w0, w1).items() if max(s["delta"], default=0.0) > 0.0}
     full_spectra = plots.spectra(w0, w_full) if w_full else None
     write_json(plots_dir / "spectra.json", {"method": method_spectra, "full": full_spectra,
                                             "targets": [list(t) for t in targets]})
@@ -315,6 +326,7 @@ def summary_lines(metrics: dict, output: Path) -> list[str]:
     if metrics.get("model_dir"):
         lines.append(f"model: {metrics['model_dir']}")
     if metrics.get("plots"):
-        lines.append(f"plots: {Path(metrics['plots'][0]).parent}/ ({', '.join(Path(p).name for p in metrics['plots'])})")
+        names = ", ".join(Path(p).name for p in metrics["plots"])
+        lines.append(f"plots: {Path(metrics['plots'][0]).parent}/ ({names})")
     lines.append(f"metrics: {output / METRICS_FILE}")
     return lines

@@ -1,0 +1,328 @@
+"""The subcommands of ``vectorfit``: ``train``, ``evaluate``, ``merge``, ``plot``, ``list`` (and ``inspect``,
+in :mod:`vf_core.cli.inspect`). Each takes the parsed namespace and the parser and returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from .methods import DEFAULT_LR, METHODS, VECTOR_METHODS, MethodSpec
+from .records import CLIError
+from .registry import check_data, choose_recipe, get_runner, is_alias, list_recipes
+
+__all__ = ["cmd_train", "cmd_evaluate", "cmd_merge", "cmd_plot", "cmd_list", "cmd_inspect", "load_trained",
+           "method_spec_from_args"]
+
+
+def _quiet(verbose: bool) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def method_spec_from_args(args: argparse.Namespace) -> MethodSpec:
+    name = args.method
+    avf = args.avf if args.avf is not None else name == "vectorfit"
+    if avf and name not in VECTOR_METHODS:
+        raise CLIError(f"--avf freezes VectorFit vectors; method {name!r} has none")
+    if args.no_bias and name != "vectorfit":
+        raise CLIError("--no-bias applies to --method vectorfit (svfit and svft train no bias by default)")
+    if args.svfit_rank and args.svfit_energy:
+        raise CLIError("give --svfit-rank or --svfit-energy, not both")
+    if args.svfit_energy is not None and not 0.0 < args.svfit_energy <= 1.0:
+        raise CLIError(f"--svfit-energy must lie in (0, 1], got {args.svfit_energy}")
+    avf_config = None
+    if avf:
+        avf_config = _avf_config(args)
+    return MethodSpec(name=name, roles=list(args.roles), train_bias=False if args.no_bias else None,
+                      target_modules=args.target_modules, modules_to_save=getattr(args, "heads", None),
+                      svfit_rank=args.svfit_rank, svfit_energy=args.svfit_energy,
+                      svft_pattern=args.svft_pattern, svft_off_diagonals=args.svft_off_diagonals,
+                      lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      adalora_init_r=args.adalora_init_r, avf=avf_config)
+
+
+def _avf_config(args: argparse.Namespace) -> dict:
+    policy = args.avf_policy
+    if policy in ("topk_ema", "random"):
+        fields = {"policy": policy, "t_i": args.avf_t_i, "t_f": args.avf_t_f, "n_f": args.avf_n_f, "k": args.avf_k}
+        if policy == "topk_ema":
+            fields["beta"] = args.avf_beta
+        else:
+            fields["seed"] = args.seed
+    elif policy == "dropout":
+        fields = {"policy": policy, "p": 0.1 if args.avf_p is None else args.avf_p, "seed": args.seed}
+    else:
+        fields = {"policy": policy}
+    try:
+        from vf_avf import AVFConfig
+    except ImportError:
+        raise CLIError("AVF needs vf-avf (pip install vf-avf), or pass --no-avf") from None
+    from ..errors import VectorFitError
+
+    try:
+        return AVFConfig.model_validate(fields).model_dump(mode="json")
+    except VectorFitError as exc:
+        raise CLIError(f"AVF options: {' '.join(str(exc).split())}") from None
+
+
+def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """With --resume, fill the options not given from DIR/run.json and refuse conflicting ones."""
+    from .rundir import RUN_FILE, read_json
+
+    run_file = Path(args.output) / RUN_FILE
+    if not run_file.is_file():
+        raise CLIError(f"--resume: {run_file} does not exist; nothing to resume in {args.output}")
+    stored = read_json(run_file).get("args", {})
+    train = getattr(parser, "train_parser", parser)
+    may_change = {"epochs", "max_steps", "logging_steps", "save_total_limit", "no_plots", "compare_full", "device",
+                  "eval_batch_size"}
+    for key, value in stored.items():
+        if not hasattr(args, key):
+            continue
+        current, default = getattr(args, key), train.get_default(key)
+        if current is None or current == default:
+            setattr(args, key, value)
+        elif current != value and key not in may_change:
+            raise CLIError(f"--resume: --{key.replace('_', '-')} {current!r} differs from the run's {value!r};"
+                           " resume with the same options, or start a new --output")
+
+
+def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .rundir import METRICS_FILE
+    from .training import summary_lines
+
+    _quiet(args.verbose)
+    if not args.output:
+        raise CLIError("--output DIR is required (the run directory to write)")
+    if args.resume:
+        _merge_resume(args, parser)
+    missing = [f"--{k}" for k in ("model", "data") if not getattr(args, k)]
+    if missing:
+        raise CLIError(f"the following arguments are required: {', '.join(missing)}")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--output {args.output!r} exists and is not a directory")
+    if (out / METRICS_FILE).is_file() and not args.resume and not args.overwrite:
+        raise CLIError(f"{out} already holds a finished run; pass --overwrite to replace it or choose another --output")
+    if not 0.0 < args.eval_fraction < 1.0:
+        raise CLIError(f"--eval-fraction must lie strictly between 0 and 1, got {args.eval_fraction}")
+    if args.epochs <= 0 and not args.max_steps:
+        raise CLIError(f"--epochs must be positive, got {args.epochs}")
+    if args.compare_full and not Path(args.compare_full).is_dir():
+        raise CLIError(f"--compare-full {args.compare_full!r}: no such run directory")
+    for key in ("model", "data"):  # local paths are stored absolute in run.json, so later commands find them
+        value = getattr(args, key)
+        if value and os.path.exists(os.path.expanduser(value)) and not is_alias(value):
+            setattr(args, key, str(Path(value).expanduser().resolve()))
+    recipes = list_recipes()
+    recipe = choose_recipe(recipes, args.model, args.backend, args.data)
+    check_data(recipes, recipe, args.data)
+    args.method_spec = method_spec_from_args(args)
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.method]
+    if args.lr <= 0:
+        raise CLIError(f"--lr must be positive, got {args.lr}")
+    args.backend = recipe.name
+    runner = get_runner(recipe)
+    _threads(args)
+    if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
+        (out / METRICS_FILE).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = runner.train(args)
+    print("\n".join(summary_lines(metrics, out)))
+    return 0
+
+
+def _run_and_model(args, *, need_data: bool):
+    """(run or None, recipe, runner) for evaluate / merge / plot."""
+    from .rundir import Run
+
+    recipes = list_recipes()
+    run = None
+    if args.run:
+        run = Run.open(args.run)
+        if run.backend not in recipes:
+            raise CLIError(f"the run was trained with the {run.backend!r} backend, which is not installed")
+        recipe = recipes[run.backend]
+    elif getattr(args, "model", None):
+        recipe = choose_recipe(recipes, args.model, getattr(args, "backend", None), getattr(args, "data", None))
+    else:
+        raise CLIError("give a run directory, or --model")
+    return run, recipe, get_runner(recipe)
+
+
+def load_trained(runner, run, *, model_spec: Optional[str] = None, adapter: Optional[str] = None,
+                 num_labels: Optional[int] = None):
+    """The model of a run with its trained state applied (or ``--model`` with an optional ``--adapter``)."""
+    from .methods import restore_trained
+
+    if run is not None:
+        if run.method == "full":
+            if not run.model_dir.is_dir():
+                raise CLIError(f"{run.model_dir} is missing; the full fine-tuning run did not finish")
+            return runner.load_model(str(run.model_dir), run=run), None
+        base = runner.load_model(run.model_spec, run=run)
+        return restore_trained(base, run.method, run.adapter_dir), base
+    base = runner.load_model(model_spec, num_labels=num_labels)
+    if adapter:
+        return restore_trained(base, "vectorfit", Path(adapter)), base
+    return base, None
+
+
+def _adapter_num_labels(adapter: Optional[str]) -> Optional[int]:
+    """The head size stored in a VectorFit adapter (its 2-D ``module::*weight`` tensor), if any."""
+    if not adapter:
+        return None
+    from safetensors import safe_open
+
+    from ..errors import AdapterError
+    from ..saving import WEIGHTS_NAME, read_adapter_config
+
+    try:
+        meta = read_adapter_config(adapter)
+    except AdapterError as exc:
+        raise CLIError(str(exc)) from None
+    heads = meta.get("modules_to_save") or []
+    path = Path(adapter) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CLIError(f"{path} is missing; the adapter was not saved completely")
+    with safe_open(str(path), "pt") as fh:
+        for key in fh.keys():
+            is_head = any(key[len("module::"):].startswith(h + ".") for h in heads)
+            if key.startswith("module::") and key.endswith("weight") and is_head:
+                shape = fh.get_slice(key).get_shape()
+                if len(shape) >= 2:
+                    return int(shape[0])
+    return None
+
+
+def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from .rundir import write_json
+
+    _quiet(args.verbose)
+    if args.run and args.model:
+        raise CLIError("give a run directory or --model, not both")
+    if args.adapter and not args.model:
+        raise CLIError("--adapter goes with --model (a run directory finds its own adapter)")
+    if not args.run and not args.data:
+        raise CLIError("--data is required when evaluating --model")
+    run, recipe, runner = _run_and_model(args, need_data=True)
+    if args.data:
+        check_data(list_recipes(), recipe, args.data)
+    _threads(args)
+    model, _ = load_trained(runner, run, model_spec=args.model, adapter=args.adapter,
+                            num_labels=_adapter_num_labels(args.adapter))
+    metrics = runner.evaluate(model, args, run)
+    if run is not None:
+        write_json(run.path / "eval_metrics.json", metrics)
+    if args.output:
+        write_json(args.output, metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .methods import merged_module
+
+    _quiet(args.verbose)
+    if args.run and args.model:
+        raise CLIError("give a run directory or --model with --adapter, not both")
+    if args.model and not args.adapter:
+        raise CLIError("--model needs --adapter (the VectorFit adapter to merge into it)")
+    run, recipe, runner = _run_and_model(args, need_data=False)
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise CLIError(f"--output {args.output!r} exists and is not empty; choose a new directory")
+    _threads(args)
+    model, _ = load_trained(runner, run, model_spec=args.model, adapter=args.adapter,
+                            num_labels=_adapter_num_labels(args.adapter))
+    plain = merged_module(model)
+    runner.save_model(plain, str(out), run)
+    print(f"merged model saved to {out} (load it with --model {out})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .methods import restore_trained
+    from .plots import capture_matrices
+    from .rundir import AVF_FILE, STRENGTHS_FILE, read_json
+    from .training import draw_plots, find_full_run
+
+    _quiet(args.verbose)
+    args.model = None
+    run, recipe, runner = _run_and_model(args, need_data=False)
+    _threads(args)
+    from .methods import MethodSpec, family_targets
+
+    spec = MethodSpec.from_json(run.info["method"])
+    base = runner.load_model(run.model_spec, run=run)
+    targets, _, _ = family_targets(base, spec)
+    names = [t[0] for t in targets]
+    w0 = capture_matrices(base, names)
+    if run.method == "full":
+        trained = runner.load_model(str(run.model_dir), run=run)
+    else:
+        restore_trained(base, run.method, run.adapter_dir)
+        trained = base
+    w1 = capture_matrices(trained, names)
+    full_run = None if run.method == "full" else find_full_run(run.path, run.model_spec, run.info.get("data"),
+                                                                args.compare_full)
+    w_full = capture_matrices(runner.load_model(str(full_run.model_dir), run=full_run), names) if full_run else None
+    strengths = read_json(run.path / STRENGTHS_FILE) if (run.path / STRENGTHS_FILE).is_file() else None
+    avf_state = read_json(run.path / AVF_FILE) if (run.path / AVF_FILE).is_file() else None
+    out = Path(args.output) if args.output else run.plots_dir
+    written = draw_plots(out, targets=targets, w0=w0, w1=w1, w_full=w_full,
+                         label=run.info.get("method_label", run.method),
+                         strengths=strengths, avf_state=avf_state)
+    if full_run:
+        print(f"compared with full fine-tuning run {full_run.path}")
+    for name in written:
+        print(out / name)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    recipes = list_recipes()
+    if args.json:
+        print(json.dumps({"backends": {n: {"description": r.description, "engine": r.engine, "models": dict(r.models),
+                                           "datasets": dict(r.datasets)} for n, r in recipes.items()},
+                          "methods": list(METHODS), "default_lr": DEFAULT_LR}, indent=2))
+        return 0
+    for name, r in recipes.items():
+        print(f"backend {name}: {r.description} (engine: {r.engine or '?'})")
+        for alias, text in r.models.items():
+            print(f"  model   {alias:20s} {text}")
+        for alias, text in r.datasets.items():
+            print(f"  data    {alias:20s} {text}")
+    if not recipes:
+        print("no backend installed (pip install vf-backends-nlp[transformers] or vf-backends-vision[timm])")
+    print("methods: " + ", ".join(METHODS))
+    print("default learning rates: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .inspect import inspect_command
+
+    _quiet(args.verbose)
+    return inspect_command(args)

@@ -1,0 +1,255 @@
+"""The ``vectorfit`` dispatcher with a throwaway in-process recipe (no transformers, timm or diffusers needed).
+
+The fake recipe trains ``TinyNet`` (conftest) on synthetic tensors with a few plain steps, then calls the same
+``apply_method`` / ``finish_run`` every real backend calls, so the run directory, the adapter, the plots, and
+``evaluate`` / ``merge`` / ``inspect`` / ``plot`` are all exercised through the command.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TinyNet
+from vf_core import VectorFitModel
+from vf_core.cli import NO, SURE, CLIError, Recipe, apply_method, compute_metrics, finish_run, main, write_run_info
+from vf_core.cli.methods import MethodSpec, restore_trained
+from vf_core.cli.rundir import Run
+from vf_core.cli.training import StrengthRecorder
+from vf_core.plugins import get_plugin_manager, hookimpl, reset_plugin_manager
+
+TARGETS = r"blocks\.\d+\.(q|k|v|o|up|down)"
+
+
+def _data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 5, 8, generator=g)
+    y = (x.mean((1, 2)) > 0).long() + (x[:, 0, 0] > 1).long()
+    return x, y
+
+
+class FakeRunner:
+    def load_model(self, spec, *, run=None, num_labels=None):
+        torch.manual_seed(0)
+        model = TinyNet()
+        if spec != "tiny":
+            state = torch.load(Path(spec) / "model.pt", weights_only=True)
+            model.load_state_dict(state)
+        return model
+
+    def train(self, args):
+        x, y = _data()
+        model = self.load_model(args.model)
+        write_run_info(args, backend="fake", model_path=args.model, label_names=["a", "b", "c"],
+                       task="classification", num_train=48, num_eval=16)
+        from vf_core.cli.methods import family_targets
+        from vf_core.cli.plots import capture_matrices
+
+        targets, _, _ = family_targets(model, args.method_spec)
+        w0 = capture_matrices(model, [t[0] for t in targets])
+        prepared = apply_method(model, args.method_spec, total_steps=6)
+        opt = torch.optim.AdamW([p for p in prepared.model.parameters() if p.requires_grad], lr=args.lr)
+        recorder = StrengthRecorder(prepared.vf) if prepared.vf is not None else None
+        for step in range(args.max_steps or 6):
+            loss = torch.nn.functional.cross_entropy(prepared.model(x[:48]), y[:48])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if recorder:
+                recorder.record(step + 1)
+        metrics = self._metrics(prepared.model, x[48:], y[48:])
+
+        def save_full(directory):
+            directory.mkdir(parents=True, exist_ok=True)
+            torch.save(prepared.model.state_dict(), directory / "model.pt")
+
+        return finish_run(args, prepared, metrics, train_seconds=0.5, save_full_model=save_full, w0=w0,
+                          recorder=recorder, load_full=lambda run: self.load_model(str(run.model_dir)))
+
+    @torch.no_grad()
+    def _metrics(self, model, x, y):
+        model.eval()
+        return {f"eval_{k}": v for k, v in compute_metrics("classification", model(x).numpy(), y.numpy(), 3).items()}
+
+    def evaluate(self, model, args, run):
+        x, y = _data()
+        return self._metrics(model, x[48:], y[48:])
+
+    def save_model(self, model, directory, run):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), Path(directory) / "model.pt")
+
+
+def _claim_model(spec: str) -> int:
+    return SURE if spec == "tiny" or (Path(spec) / "model.pt").is_file() else NO
+
+
+class FakePlugin:
+    @hookimpl
+    def vectorfit_cli_commands(self):
+        return [Recipe(name="fake", description="a test double", engine="plain loop", models={"tiny": "TinyNet"},
+                       datasets={"synthetic": "random tensors"}, claim_model=_claim_model,
+                       claim_data=lambda s: SURE if s == "synthetic" else NO, runner=FakeRunner)]
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    monkeypatch.setenv("VECTORFIT_DISABLE_PLUGINS", "vf_backends_nlp_cli,vf_backends_vision_cli")
+    reset_plugin_manager()
+    pm = get_plugin_manager()
+    plugin = FakePlugin()
+    pm.register(plugin, name="fake-cli")
+    try:
+        yield
+    finally:
+        pm.unregister(plugin)
+        reset_plugin_manager()
+
+
+BASE = ["train", "--model", "tiny", "--data", "synthetic", "--target-modules", TARGETS, "--heads", "head",
+        "--no-avf", "--lr", "0.05"]
+
+
+def test_train_evaluate_merge_inspect_plot(fake_backend, tmp_path, capsys):
+    full = tmp_path / "full"
+    assert main([*BASE, "--method", "full", "--output", str(full), "--lr", "1e-3"]) == 0
+    out = tmp_path / "vf"
+    assert main([*BASE, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "eval_accuracy" in printed and "trainable params" in printed and str(out / "adapter") in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"eval_accuracy", "trainable_params", "total_params", "train_seconds"} <= set(metrics)
+    # per block: q, k, v, o (8x8): 8 singular values + 8 biases; up (12x8): 8 + 12; down (8x12): 8 + 8; head 8x3 + 3
+    assert metrics["trainable_params"] == 2 * (4 * 16 + 20 + 16) + 27
+    vf = VectorFitModel.from_pretrained(FakeRunner().load_model("tiny"), out / "adapter")
+    assert len(vf.vectors) == 2 * 6 * 2
+    for name in ("training_strength.png", "weight_change_spectra.png", "leading_sv_change.png"):
+        assert (out / "plots" / name).is_file()
+    assert metrics["compared_with_full_run"] == str(full)
+
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_accuracy"] == pytest.approx(metrics["eval_accuracy"])
+    merged = tmp_path / "merged"
+    assert main(["merge", str(out), "--output", str(merged)]) == 0
+    capsys.readouterr()
+    plain = FakeRunner().load_model(str(merged))
+    x, _ = _data()
+    with torch.no_grad():
+        again = restore_trained(FakeRunner().load_model("tiny"), "vectorfit", out / "adapter")
+        assert torch.allclose(plain(x), again(x), atol=1e-5)
+
+    assert main(["inspect", str(out / "adapter"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "vectorfit adapter" and info["vectors"] == 24
+    assert info["roles"] == []  # a regex --target-modules carries no roles (a family declaration does)
+    assert info["trainable_params"] == metrics["trainable_params"]
+    assert main(["inspect", str(out)]) == 0
+    assert "run directory" in capsys.readouterr().out
+    assert main(["plot", str(out), "--output", str(tmp_path / "p")]) == 0
+    assert "compared with full fine-tuning" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method,extra", [("vectorfit", ["--no-bias"]), ("vectorfit", ["--roles", "q,k,v,o"]),
+                                          ("svfit", ["--svfit-rank", "2"]), ("svft", []), ("bitfit", []),
+                                          ("full", [])])
+def test_methods_through_the_command(fake_backend, tmp_path, method, extra):
+    out = tmp_path / "r"
+    assert main([*BASE, "--method", method, *extra, "--output", str(out), "--no-plots", "--max-steps", "1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == method and 0 < m["trainable_params"] <= m["total_params"]
+    if method == "bitfit":
+        biases = sum(p.numel() for n, p in TinyNet().named_parameters() if n.endswith("bias"))
+        assert m["trainable_params"] == biases + 8 * 3  # every bias + the head's weight
+    if "--no-bias" in extra:
+        assert m["trainable_breakdown"]["bias"] == 0
+
+
+def test_errors_are_one_line(fake_backend, tmp_path, capsys):
+    cases = [
+        (["train", "--model", "nope", "--data", "synthetic", "--output", str(tmp_path / "o")], "unknown model 'nope'"),
+        (["train", "--model", "tiny", "--data", str(tmp_path / "x.csv"), "--output", str(tmp_path / "o")],
+         "no such file"),
+        (["train", "--model", "tiny", "--data", "synthetic"], "--output"),
+        (["train", "--model", "tiny", "--data", "synthetic", "--output", str(tmp_path / "o"), "--target-modules",
+          "nothing_matches"], "no module matched"),
+        (["train", "--model", "tiny", "--data", "synthetic", "--output", str(tmp_path / "o"), "--target-modules",
+          TARGETS], "--heads"),
+        (["train", "--model", "tiny", "--data", "synthetic", "--output", str(tmp_path / "o"), "--roles", "q,x"],
+         "roles"),
+        (["train", "--model", "tiny", "--data", "synthetic", "--output", str(tmp_path / "o"), "--backend", "zzz"],
+         "invalid choice"),
+        (["evaluate", str(tmp_path)], "not a run directory"),
+        (["inspect", str(tmp_path / "missing")], "unknown model"),
+        (["train", "--output", str(tmp_path / "fresh"), "--resume"], "nothing to resume"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, (argv, err)
+
+
+def test_finished_run_is_not_overwritten(fake_backend, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = [*BASE, "--output", str(out), "--no-plots", "--max-steps", "1"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_duplicate_recipe_names_are_rejected(fake_backend, capsys):
+    pm = get_plugin_manager()
+    twin = FakePlugin()
+    pm.register(twin, name="fake-cli-twin")
+    try:
+        assert main(["list"]) == 2
+        assert "provided by both" in capsys.readouterr().err
+    finally:
+        pm.unregister(twin)
+
+
+def test_list_and_help(fake_backend, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "backend fake" in out and "tiny" in out and "synthetic" in out and "vectorfit" in out
+    for command in ("train", "evaluate", "merge", "inspect", "plot", "list"):
+        assert main([command, "--help"]) == 0
+        assert f"usage: vectorfit {command}" in capsys.readouterr().out
+
+
+def test_compute_metrics():
+    m = compute_metrics("classification", [[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], [1, 0, 0])
+    assert m == {"accuracy": pytest.approx(2 / 3)}
+    m = compute_metrics("classification", [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], [0, 1, 2, 1], 3)
+    assert m["accuracy"] == 0.75 and 0 < m["f1_macro"] < 1
+    r = compute_metrics("regression", [[1.0], [2.0], [3.0], [4.0]], [1.5, 2.0, 3.5, 3.9])
+    assert r["pearson"] > 0.9 and r["spearman"] == pytest.approx(1.0) and r["mse"] > 0
+
+
+def test_method_spec_round_trip_and_labels():
+    spec = MethodSpec("vectorfit", train_bias=False, avf=None)
+    assert MethodSpec.from_json(spec.to_json()) == spec
+    assert spec.label() == "vectorfit (no AVF, sigma only)"
+    assert MethodSpec("lora", lora_r=1).label() == "lora r=1"
+    with pytest.raises(CLIError, match="unknown method"):
+        apply_method(TinyNet(), MethodSpec("prefix"))
+
+
+def test_core_cli_imports_no_backend_library():
+    code = ("import sys, vf_core.cli, vf_core.cli.app, vf_core.cli.methods, vf_core.cli.training, vf_core.cli.plots;"
+            "heavy=[m for m in ('transformers','timm','diffusers','peft','matplotlib') if m in sys.modules];"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_run_dir_errors(tmp_path):
+    with pytest.raises(CLIError, match="does not exist"):
+        Run.open(tmp_path / "nope")
+    (tmp_path / "run.json").write_text("{not json")
+    with pytest.raises(CLIError, match="not valid JSON"):
+        Run.open(tmp_path)
