@@ -9,33 +9,10 @@ import torch
 from torch import nn
 
 from vf_core import VectorFitConfig, VectorFitModel, get_vectorfit_model
+from vf_core.testing.tiny import TINY_ROLES, TinyNet
 from vf_core.vectors import TrainableVector, VectorRegistry
 
-ROLES = {"q": ["q"], "k": ["k"], "v": ["v"], "o": ["o"], "f1": ["up"], "f2": ["down"]}
-
-
-class Block(nn.Module):
-    def __init__(self, d: int = 8, hidden: int = 12) -> None:
-        super().__init__()
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.up, self.down = nn.Linear(d, hidden), nn.Linear(hidden, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        att = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2) / 3.0, -1) @ self.v(x)
-        x = x + self.o(att)
-        return x + self.down(torch.relu(self.up(x)))
-
-
-class TinyNet(nn.Module):
-    def __init__(self, d: int = 8, n_blocks: int = 2, n_out: int = 3) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(Block(d) for _ in range(n_blocks))
-        self.head = nn.Linear(d, n_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x.mean(-2))
+ROLES = TINY_ROLES
 
 
 def tiny_vf(seed: int = 0) -> VectorFitModel:

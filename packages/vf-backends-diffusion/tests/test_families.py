@@ -3,20 +3,18 @@ UNet, joint and single-stream blocks, unknown families and the nox matrix."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
+from vf_core.testing.repository import check_docs_mention_families, check_nox_matrix
 from vf_core.targets import identify_family
 from vf_backends_diffusion.families import FAMILIES
 
 diffusers = pytest.importorskip("diffusers")
 
 REQUIRED = {"unet2d-condition", "transformer2d", "dit", "sd3", "flux"}
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_required_families_are_registered():
@@ -68,26 +66,9 @@ def test_unknown_family_raises_a_clear_error():
     assert {v.role for v in vf.vectors} == {"q", "k", "v"}
 
 
-def _noxfile_families():
-    pytest.importorskip("nox")
-    path = ROOT / "noxfile.py"
-    if not path.is_file():
-        pytest.skip("noxfile.py not found (package installed outside the repository)")
-    spec = importlib.util.spec_from_file_location("_vectorfit_noxfile", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.declared_families()
-
-
 def test_nox_family_matrix_lists_exactly_this_backends_families():
-    declared = {name for name, key in _noxfile_families().items() if key == "diffusion"}
-    assert declared == {name for name, f in list_families().items() if f.backend == "diffusion"}
+    check_nox_matrix("diffusion")
 
 
 def test_docs_describe_every_family():
-    doc = ROOT / "docs" / "backends.md"
-    if not doc.is_file():
-        pytest.skip("docs/backends.md not found (package installed outside the repository)")
-    text = doc.read_text(encoding="utf-8")
-    missing = [name for name, f in list_families().items() if f.backend == "diffusion" and f"`{name}`" not in text]
-    assert not missing, f"docs/backends.md does not mention the families {missing}"
+    check_docs_mention_families("diffusion")

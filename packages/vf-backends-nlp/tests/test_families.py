@@ -3,8 +3,6 @@ tied weights, transformers 4.x ViT names, unknown families and the nox matrix.""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ from torch import nn
 
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
+from vf_core.testing.repository import check_docs_mention_families, check_nox_matrix
 from vf_core.targets import identify_family
 from vf_backends_nlp.families import FAMILIES
 
@@ -19,7 +18,6 @@ transformers = pytest.importorskip("transformers")
 
 REQUIRED = {"bert", "roberta", "distilbert", "deberta-v2", "electra", "bart", "t5", "gpt2", "opt", "llama", "mistral",
             "qwen2", "gemma", "vit"}
-ROOT = Path(__file__).resolve().parents[3]
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=99,
              max_position_embeddings=64)
 
@@ -155,26 +153,9 @@ def test_unknown_family_raises_a_clear_error():
     assert len(vf.vectors) > 0
 
 
-def _noxfile_families():
-    pytest.importorskip("nox")
-    path = ROOT / "noxfile.py"
-    if not path.is_file():
-        pytest.skip("noxfile.py not found (package installed outside the repository)")
-    spec = importlib.util.spec_from_file_location("_vectorfit_noxfile", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.declared_families()
-
-
 def test_nox_family_matrix_lists_exactly_this_backends_families():
-    declared = {name for name, key in _noxfile_families().items() if key == "nlp"}
-    assert declared == {name for name, f in list_families().items() if f.backend == "nlp"}
+    check_nox_matrix("nlp")
 
 
 def test_docs_describe_every_family():
-    doc = ROOT / "docs" / "backends.md"
-    if not doc.is_file():
-        pytest.skip("docs/backends.md not found (package installed outside the repository)")
-    text = doc.read_text(encoding="utf-8")
-    missing = [name for name, f in list_families().items() if f.backend == "nlp" and f"`{name}`" not in text]
-    assert not missing, f"docs/backends.md does not mention the families {missing}"
+    check_docs_mention_families("nlp")

@@ -4,14 +4,13 @@ EfficientNet-Lite0 decomposed exactly."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
+from vf_core.testing.repository import check_docs_mention_families, check_nox_matrix
 from vf_core.targets import identify_family
 from vf_core.testing import relative_error
 from vf_backends_vision.families import FAMILIES, timm_architecture
@@ -19,7 +18,6 @@ from vf_backends_vision.families import FAMILIES, timm_architecture
 timm = pytest.importorskip("timm")
 
 REQUIRED = {"timm-vit", "timm-deit", "timm-beit", "timm-swin", "timm-convnext", "timm-efficientnet"}
-ROOT = Path(__file__).resolve().parents[3]
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=4, num_classes=3)
 
 
@@ -81,20 +79,8 @@ def test_unknown_family_raises_a_clear_error():
     assert "ResNet" in message and "target_modules" in message and "timm-vit" in message
 
 
-def _noxfile_families():
-    pytest.importorskip("nox")
-    path = ROOT / "noxfile.py"
-    if not path.is_file():
-        pytest.skip("noxfile.py not found (package installed outside the repository)")
-    spec = importlib.util.spec_from_file_location("_vectorfit_noxfile", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.declared_families()
-
-
 def test_nox_family_matrix_lists_exactly_this_backends_families():
-    declared = {name for name, key in _noxfile_families().items() if key == "vision"}
-    assert declared == {name for name, f in list_families().items() if f.backend == "vision"}
+    check_nox_matrix("vision")
 
 
 # ------------------------------------------------------------------------------------ real pre-trained weights
@@ -137,9 +123,4 @@ def test_pretrained_efficientnet_lite0_loads_into_timm_and_decomposes_exactly():
 
 
 def test_docs_describe_every_family():
-    doc = ROOT / "docs" / "backends.md"
-    if not doc.is_file():
-        pytest.skip("docs/backends.md not found (package installed outside the repository)")
-    text = doc.read_text(encoding="utf-8")
-    missing = [name for name, f in list_families().items() if f.backend == "vision" and f"`{name}`" not in text]
-    assert not missing, f"docs/backends.md does not mention the families {missing}"
+    check_docs_mention_families("vision")
