@@ -18,8 +18,19 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """Run every case in one pair of processes (DDP's first use costs seconds of imports per process)."""
-    out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(train_rank, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    expected = [f"{name}-rank{r}.pt" for name, *_ in CASES for r in (0, 1)]
+    for attempt in range(2):
+        out = tmp_path_factory.mktemp("ddp")
+        try:
+            mp.spawn(train_rank, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+            break
+        except mp.ProcessExitedException:
+            # gloo's threads can abort a worker while it shuts down (std::terminate at teardown), after the
+            # results are written; a crash before that is retried once and then fails the test
+            if all((out / f).exists() for f in expected):
+                break
+            if attempt == 1:
+                raise
     return {name: [torch.load(out / f"{name}-rank{r}.pt") for r in (0, 1)] for name, *_ in CASES}
 
 
