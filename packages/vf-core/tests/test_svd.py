@@ -65,3 +65,57 @@ def test_fingerprint_depends_on_dtype_and_shape():
     w = torch.arange(6.0)
     assert fingerprint(w.view(2, 3)) != fingerprint(w.view(3, 2))
     assert fingerprint(w) != fingerprint(w.double())
+
+
+def _with_spectrum(rows: int, cols: int, spectrum: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q1, _ = torch.linalg.qr(torch.randn(rows, spectrum.numel(), generator=g, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(cols, spectrum.numel(), generator=g, dtype=torch.float64))
+    return ((q1 * spectrum.double()) @ q2.T).float()
+
+
+SPECTRA = {
+    "flat": lambda k: torch.ones(k),
+    "decade": lambda k: torch.logspace(0, -1, k),
+    "two decades": lambda k: torch.logspace(0, -2, k),
+    "near the old threshold": lambda k: torch.logspace(0, -2.9, k),
+    "six decades": lambda k: torch.logspace(0, -6, k),
+    "short tail": lambda k: torch.cat([torch.ones(k - k // 10), torch.logspace(-1.2, -3, k // 10)]),
+    "degenerate at the tail cut": lambda k: torch.tensor([0.1001, 0.099]).repeat(k // 2).sort(descending=True)[0],
+}
+
+
+def test_factors_are_orthonormal_whatever_the_conditioning():
+    """float32 Gram eigendecomposition loses orthogonality of the small singular vectors: the tail refinement
+    (or the fallback) must keep U and V orthonormal like LAPACK, for every driver and shape."""
+    for name, make in SPECTRA.items():
+        for rows, cols in [(96, 96), (288, 96), (96, 288)]:
+            k = min(rows, cols)
+            w = _with_spectrum(rows, cols, make(k))
+            exact = torch.linalg.svdvals(w.double())
+            for driver in ("auto", "gram", "svd"):
+                dec = decompose(w, "float32", driver)
+                eye = torch.eye(k)
+                where = f"{name}, {rows}x{cols}, driver {driver}"
+                assert (dec.u.T @ dec.u - eye).abs().max() < 5e-5, where
+                assert (dec.v.T @ dec.v - eye).abs().max() < 5e-5, where
+                _check(dec, w, 1e-5 * float(exact[0]))
+                assert (dec.s.double() - exact).abs().max() < 1e-5 * exact[0], where
+
+
+def test_float64_gram_keeps_float64_accuracy():
+    for name, make in SPECTRA.items():
+        w = _with_spectrum(120, 40, make(40)).double()
+        dec = decompose(w, "float64", "gram")
+        eye = torch.eye(40, dtype=torch.float64)
+        assert (dec.u.T @ dec.u - eye).abs().max() < 1e-10, name
+        _check(dec, w, 1e-12)
+
+
+def test_auto_driver_picks_by_shape():
+    from vf_core.svd import _choose
+
+    assert _choose(torch.Size([768, 768]), "auto") == "svd"
+    assert _choose(torch.Size([3072, 768]), "auto") == "gram"
+    assert _choose(torch.Size([768, 3072]), "auto") == "gram"
+    assert _choose(torch.Size([768, 768]), "gram") == "gram"
