@@ -40,6 +40,7 @@ def test_cache_round_trip_and_content_keying(tmp_path):
     cache = DecompositionCache(tmp_path)
     w = torch.randn(20, 10)
     first = decompose(w, cache=cache)
+    cache.flush()
     assert len(list(tmp_path.rglob("*.safetensors"))) == 1
     again = decompose(w.clone(), cache=cache)
     for a, b in zip(first, again):
@@ -49,6 +50,7 @@ def test_cache_round_trip_and_content_keying(tmp_path):
     assert fingerprint(w2) != fingerprint(w)
     other = decompose(w2, cache=cache)
     _check(other, w2, 1e-5)
+    cache.flush()
     assert len(list(tmp_path.rglob("*.safetensors"))) == 2
 
 
@@ -56,6 +58,7 @@ def test_damaged_cache_entry_is_recomputed(tmp_path):
     cache = DecompositionCache(tmp_path)
     w = torch.randn(6, 6)
     decompose(w, cache=cache)
+    cache.flush()
     (path,) = tmp_path.rglob("*.safetensors")
     path.write_bytes(b"garbage")
     _check(decompose(w, cache=cache), w, 1e-5)
@@ -119,3 +122,26 @@ def test_auto_driver_picks_by_shape():
     assert _choose(torch.Size([3072, 768]), "auto") == "gram"
     assert _choose(torch.Size([768, 3072]), "auto") == "gram"
     assert _choose(torch.Size([768, 768]), "gram") == "gram"
+
+
+def test_signs_are_deterministic_and_largest_entry_positive():
+    torch.manual_seed(0)
+    w = torch.randn(30, 12)
+    a, b = decompose(w, driver="svd"), decompose(-(-w), driver="gram")
+    for dec in (a, b):
+        idx = dec.u.abs().argmax(dim=0)
+        assert (dec.u.gather(0, idx[None, :]) > 0).all()
+    torch.testing.assert_close(a.u, b.u, atol=1e-5, rtol=0)
+
+
+def test_injection_leaves_every_cache_entry_written(tmp_path, monkeypatch):
+    """Cache writes run in the background during the decompositions; injection waits for all of them."""
+    from vf_core import VectorFitConfig, get_vectorfit_model
+    from vf_core.testing.tiny import TINY_ROLES, TinyNet
+
+    monkeypatch.setenv("VECTORFIT_CACHE", str(tmp_path))
+    model = get_vectorfit_model(TinyNet(), VectorFitConfig(target_modules=TINY_ROLES))
+    n_layers = sum(1 for m in model.modules() if type(m).__name__ == "DecomposedLayer")
+    files = list((tmp_path / "svd").rglob("*.safetensors"))
+    assert n_layers > 0 and len(files) == n_layers
+    assert not list((tmp_path / "svd").rglob("*.tmp"))

@@ -64,7 +64,7 @@ def plan_injection(model: nn.Module, config) -> Plan:
                 " decomposing it would untie them silently. Leave it out of target_modules, or set"
                 " decompose_tied=True to decompose this copy only")
         matrix = layout_for(target.module, target.name).matrix(target.module)
-        if not torch.isfinite(matrix).all():
+        if not torch.isfinite(matrix.sum()) and not torch.isfinite(matrix).all():  # one cheap pass first
             raise NonFiniteWeightError(
                 f"module {target.name!r} has non-finite values (NaN or inf) in its weight; its SVD is undefined."
                 " Check the checkpoint it was loaded from")
@@ -75,9 +75,13 @@ def plan_injection(model: nn.Module, config) -> Plan:
 def build_layers(plan: Plan, config) -> dict[str, DecomposedLayer]:
     """Decompose every target into a new layer; the model is not modified."""
     options = method_options(config)
-    return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=options,
-                                          weight_fingerprint=plan.fingerprints.get(t.name))
-            for t in plan.targets}
+    try:
+        return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=options,
+                                              weight_fingerprint=plan.fingerprints.get(t.name))
+                for t in plan.targets}
+    finally:
+        if options.cache is not None:
+            options.cache.flush()  # the cache writes overlapped the decompositions; none is left half-done
 
 
 def swap_in(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -58,10 +59,10 @@ class Decomposition(NamedTuple):
 
 
 def _fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = u.abs().argmax(dim=0)
-    signs = torch.sign(u.gather(0, idx[None, :])).squeeze(0)
-    signs[signs == 0] = 1
-    return u * signs, v * signs
+    """Flip each pair ``(u_i, v_i)`` so that the entry of largest magnitude of ``u_i`` is positive (on a tie
+    between a positive and a negative entry, positive wins)."""
+    signs = torch.where(u.amax(dim=0) >= -u.amin(dim=0), 1.0, -1.0).to(u.dtype)
+    return u.mul_(signs), v.mul_(signs)  # u and v are fresh results: flipped in place
 
 
 def _svd(work: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -188,12 +189,15 @@ def fingerprint(matrix: torch.Tensor) -> str:
 class DecompositionCache:
     """Decompositions on disk, one safetensors file per weight, keyed by fingerprint, driver and precision.
 
-    Writes go to a temporary file and are renamed, so concurrent processes never read half a file; a file
-    that cannot be read is ignored (and recomputed).
+    Writes happen on a background thread, overlapping the next decompositions (call :meth:`flush` to wait for
+    them; a model's injection does); each goes to a temporary file that is then renamed, so concurrent
+    processes never read half a file. A file that cannot be read is ignored (and recomputed).
     """
 
     def __init__(self, directory: os.PathLike | str) -> None:
         self.directory = Path(directory)
+        self._writer: Optional[ThreadPoolExecutor] = None
+        self._pending: list[Future] = []
 
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.safetensors"
@@ -211,6 +215,21 @@ class DecompositionCache:
             return None
 
     def put(self, key: str, dec: Decomposition) -> None:
+        """Store ``dec`` under ``key`` in the background (the tensors must not be modified until :meth:`flush`)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorfit-svd-cache")
+        self._pending.append(self._writer.submit(self._write, key, dec))
+
+    def flush(self) -> None:
+        """Wait until every stored decomposition is on disk."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _write(self, key: str, dec: Decomposition) -> None:
         from safetensors.torch import save_file
 
         path = self._path(key)
