@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,9 +62,10 @@ class WeightLayout:
         """``V^T x`` with ``vt`` of shape ``(r, d_in)``: the input projected on the right singular vectors."""
         return self.apply_dense(x, vt)
 
-    def apply_out(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``U z`` with ``u`` of shape ``(d_out, r)`` and ``z`` the output of :meth:`apply_in`."""
-        return F.linear(z, u)
+    def apply_out(self, z: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``U z (+ bias)`` with ``u`` of shape ``(d_out, r)`` and ``z`` the output of :meth:`apply_in` (the bias
+        is fused into the matrix product)."""
+        return F.linear(z, u, bias)
 
     def scale(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """``diag(s) z`` along the feature dimension."""
@@ -155,8 +158,8 @@ class Conv2dLayout(WeightLayout):
         weight = matrix.reshape(matrix.shape[0], *self.kernel)
         return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
 
-    def apply_out(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, u[:, :, None, None])
+    def apply_out(self, z: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.conv2d(z, u[:, :, None, None], bias)
 
     def scale(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return z * s[:, None, None]

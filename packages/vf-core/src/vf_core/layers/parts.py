@@ -104,6 +104,10 @@ class SigmaPart(Part):
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
         return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
 
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        """``U (s * V^T x) + b``, the bias fused into the last matrix product."""
+        return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u, self.bias)
+
 
 class SVFitPart(Part):
     """SVFit: the top-``r`` singular values train; ``U_r``, ``V_r`` and the residual ``W_e`` are frozen."""
