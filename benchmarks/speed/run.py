@@ -113,8 +113,8 @@ def measure_inference(args):
     with torch.no_grad():
         for m in models.values():
             m(**batch)
-        for r in range(args.rounds * args.steps):
-            for k, m in models.items():
+        for r in range(args.inference_repeats):
+            for k, m in (list(models.items())[r % 3:] + list(models.items())[:r % 3]):  # rotate the order
                 t = time.perf_counter()
                 m(**batch)
                 times[k].append(time.perf_counter() - t)
@@ -123,24 +123,32 @@ def measure_inference(args):
 
 
 def measure_startup(args):
+    """Seconds to decompose the model (``get_vectorfit_model``): cold (a fresh cache, written on the way) twice,
+    then from the cache twice, and without any cache; LoRA's and EigenTune's set-up, and the model load itself."""
     from vf_core import VectorFitConfig, get_vectorfit_model
 
+    def timed(setup) -> float:
+        model = build_model(args.model)
+        t = time.perf_counter()
+        setup(model)
+        return time.perf_counter() - t
+
     out = {}
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["VECTORFIT_CACHE"] = cache
-        for label in ("cold", "cached", "cached_again"):
-            model = build_model(args.model)
-            t = time.perf_counter()
-            get_vectorfit_model(model, VectorFitConfig())
-            out[f"vectorfit_{label}_s"] = time.perf_counter() - t
-        model = build_model(args.model)
-        t = time.perf_counter()
-        METHODS["lora_r1"](model)
-        out["lora_r1_s"] = time.perf_counter() - t
-        model = build_model(args.model)
-        t = time.perf_counter()
-        METHODS["eigentune_r16"](model)
-        out["eigentune_r16_s"] = time.perf_counter() - t
+    saved = os.environ.get("VECTORFIT_CACHE")
+    try:
+        for trial in (1, 2):
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["VECTORFIT_CACHE"] = cache
+                out[f"vectorfit_cold_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
+                out[f"vectorfit_cached_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
+        out["vectorfit_no_cache_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig(svd_cache=False)))
+    finally:
+        if saved is None:
+            os.environ.pop("VECTORFIT_CACHE", None)
+        else:
+            os.environ["VECTORFIT_CACHE"] = saved
+    out["lora_r1_s"] = timed(METHODS["lora_r1"])
+    out["eigentune_r16_s"] = timed(METHODS["eigentune_r16"])
     t = time.perf_counter()
     build_model(args.model)
     out["model_load_s"] = time.perf_counter() - t
@@ -223,7 +231,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--steps", type=int, default=2, help="steps per method per round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--inference-repeats", type=int, default=20, help="forward passes per model, alternated")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--only", default="step,memory,inference,startup")
     p.add_argument("--threads", type=int, default=int(os.environ.get("VF_BENCH_THREADS", "0")) or None)

@@ -84,6 +84,7 @@ SPECTRA = {
     "near the old threshold": lambda k: torch.logspace(0, -2.9, k),
     "six decades": lambda k: torch.logspace(0, -6, k),
     "short tail": lambda k: torch.cat([torch.ones(k - k // 10), torch.logspace(-1.2, -3, k // 10)]),
+    "tail only just under the cut": lambda k: torch.cat([torch.ones(k - 5), torch.full((5,), 0.07)]),
     "degenerate at the tail cut": lambda k: torch.tensor([0.1001, 0.099]).repeat(k // 2).sort(descending=True)[0],
 }
 

@@ -54,8 +54,8 @@ class WeightLayout:
         """A ``(d_out, d_in)`` matrix in the layer's own weight layout (the inverse of :meth:`matrix`)."""
         return matrix
 
-    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        """``W x`` for the layer's input ``x`` (no bias)."""
+    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``W x (+ bias)`` for the layer's input ``x``, the bias fused into the product."""
         raise NotImplementedError
 
     def apply_in(self, x: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
@@ -95,8 +95,8 @@ class LinearLayout(WeightLayout):
     def write(self, module: nn.Module, matrix: torch.Tensor) -> None:
         module.weight = nn.Parameter(matrix.contiguous())
 
-    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, matrix)
+    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.linear(x, matrix, bias)
 
 
 class Conv1DLayout(WeightLayout):
@@ -119,8 +119,8 @@ class Conv1DLayout(WeightLayout):
     def stored(self, matrix: torch.Tensor) -> torch.Tensor:
         return matrix.t()
 
-    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, matrix)
+    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.linear(x, matrix, bias)
 
 
 class Conv2dLayout(WeightLayout):
@@ -154,9 +154,9 @@ class Conv2dLayout(WeightLayout):
     def stored(self, matrix: torch.Tensor) -> torch.Tensor:
         return matrix.reshape(matrix.shape[0], *self.kernel)
 
-    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    def apply_dense(self, x: torch.Tensor, matrix: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         weight = matrix.reshape(matrix.shape[0], *self.kernel)
-        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
     def apply_out(self, z: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         return F.conv2d(z, u[:, :, None, None], bias)

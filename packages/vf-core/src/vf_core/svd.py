@@ -101,10 +101,10 @@ def _tail_cut(evals: torch.Tensor) -> int:
     below = int((evals >= (_TAIL ** 2) * top).sum())  # first index under TAIL * s_max
     if below >= evals.numel():
         return below
-    lower = int((evals >= (_TAIL / 2) ** 2 * top).sum())
-    if lower <= below:
+    last = min(int((evals >= (_TAIL / 2) ** 2 * top).sum()), evals.numel() - 1)  # the last candidate cut
+    if last <= below:
         return below
-    gaps = evals[below - 1:lower] - evals[below:lower + 1]  # gap before each candidate cut in the window
+    gaps = evals[below - 1:last] - evals[below:last + 1]  # the gap just before each candidate cut
     return below + int(torch.argmax(gaps))
 
 

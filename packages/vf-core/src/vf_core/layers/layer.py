@@ -198,8 +198,7 @@ class DecomposedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled():
             weight, bias = self._dense_cached()
-            y = self.layout.apply_dense(x, weight)
-            return y if bias is None else self.layout.add_bias(y, bias)
+            return self.layout.apply_dense(x, weight, bias)
         outs = [part(x, self.layout) for part in self.parts.values()]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=self.layout.out_dim)
 
