@@ -130,8 +130,15 @@ class SVFitPart(Part):
         return res + (u * s) @ vt
 
     def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        return self._forward(x, layout, None)
+
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        return self._forward(x, layout, self.bias)
+
+    def _forward(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``W_e x + b + U_r (s * V_r^T x)``: the bias fused into the residual's product, one addition."""
         low = layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
-        return layout.apply_dense(x, self.residual) + low
+        return layout.apply_dense(x, self.residual, bias) + low
 
 
 class SVFTPart(Part):
@@ -186,7 +193,8 @@ class SVFTPart(Part):
         u, vt = (t if dtype is None else t.to(dtype) for t in (self.u, self.vt))
         return u @ self.coefficient_matrix(dtype) @ vt
 
-    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+    def _core(self, x: torch.Tensor, layout) -> torch.Tensor:
+        """``(diag(s0) + M) V^T x``."""
         z = layout.apply_in(x, self.vt)
         w = layout.scale(z, self.s0)
         plan = self._band_plan()
@@ -197,4 +205,10 @@ class SVFTPart(Part):
             for off, sel, start, length in plan:
                 term = layout.scale(z.narrow(dim, start + off, length), self.m[sel])
                 w.narrow(dim, start, length).add_(term)
-        return layout.apply_out(w, self.u)
+        return w
+
+    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+        return layout.apply_out(self._core(x, layout), self.u)
+
+    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+        return layout.apply_out(self._core(x, layout), self.u, self.bias)
