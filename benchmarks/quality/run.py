@@ -42,6 +42,18 @@ from pathlib import Path
 from typing import Optional
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def portable(value):
+    """``value`` with every path under the repository written relative to it (records are committed)."""
+    if isinstance(value, str):
+        return value.replace(str(ROOT) + os.sep, "").replace(sys.executable, "python")
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    return value
 
 # ------------------------------------------------------------------------------------------------ the grid
 #: method label -> (vectorfit train options, learning-rate family)
@@ -66,7 +78,7 @@ LABELS = {
 }
 
 #: learning rates per family, picked by `--tune` on Rotten Tomatoes (README.md); the sweep's candidates below
-LR = {"vectorfit": 5e-3, "svfit": 5e-3, "svft": 5e-3, "bitfit": 2e-3, "lora": 1e-3, "adalora": 2e-3, "full": 5e-5}
+LR = {"vectorfit": 1e-2, "svfit": 4e-2, "svft": 1e-2, "bitfit": 5e-3, "lora": 2e-3, "adalora": 5e-3, "full": 1e-4}
 EXTEND = 2  # at most two extensions of a learning-rate grid whose best point is at an edge
 LR_GRID = {"vectorfit": [2e-3, 5e-3, 1e-2], "svfit": [2e-3, 5e-3, 1e-2], "svft": [2e-3, 5e-3, 1e-2],
            "bitfit": [1e-3, 2e-3, 5e-3], "lora": [5e-4, 1e-3, 2e-3], "adalora": [1e-3, 2e-3, 5e-3],
@@ -152,7 +164,7 @@ def run_cell(task: Task, method: str, seed: int, lr: float, out_json: Path, tmp:
               "method": method, "seed": seed, "lr": lr, "wall_seconds": round(wall, 1), "command": cmd[2:],
               "machine": machine(), "metrics": metrics}
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n")
+    out_json.write_text(json.dumps(portable(record), indent=2) + "\n")
     failed = out_json.parent / f"{out_json.stem}.failed"
     if failed.exists():
         failed.unlink()
@@ -195,11 +207,16 @@ def run_grid(grid: Grid, args) -> None:
     lrs = tuned_lr(results)
     cells = [(task, method, seed) for task in grid.tasks for seed in grid.seeds for method in grid.methods
              if _selected(task, method, args)]
-    done = sum((runs / f"{cell_name(t, m, s)}.json").is_file() for t, m, s in cells)
+
+    def finished(out: Path, method: str) -> bool:
+        """A run is kept only if it used the current learning rate of its family (a new sweep re-runs it)."""
+        return out.is_file() and json.loads(out.read_text()).get("lr") == lrs[METHODS[method][1]]
+
+    done = sum(finished(runs / f"{cell_name(t, m, s)}.json", m) for t, m, s in cells)
     print(f"grid {grid.name}: {len(cells)} cells, {done} finished, {len(cells) - done} to run", flush=True)
     for i, (task, method, seed) in enumerate(cells, 1):
         out = runs / f"{cell_name(task, method, seed)}.json"
-        if out.is_file():
+        if finished(out, method):
             continue
         family = METHODS[method][1]
         plots = seed == grid.seeds[0] and method in ("full", "vectorfit")
@@ -229,7 +246,7 @@ def _selected(task: Task, method: str, args) -> bool:
 
 # ------------------------------------------------------------------------------------------------ tuning
 def tune(grid: Grid, args) -> None:
-    """Sweep each learning-rate family's 3 candidates with the first seed, on a validation split carved out
+    """Sweep each learning-rate family's 3 candidates over the tuning seeds (mean score), on a validation split carved out
     of the first task's *training* examples (the eval examples of the grid are never seen), same budget."""
     results = Path(args.results)
     folder = results / "tuning"
@@ -242,22 +259,31 @@ def tune(grid: Grid, args) -> None:
     families = [f for f in representative if not args.only_methods or representative[f] in args.only_methods]
     best: dict[str, tuple[float, float]] = {}
     tried: dict[str, dict[float, Optional[float]]] = {}
+    per_seed: dict[str, dict[float, list[float]]] = {}
 
     def score(family: str, lr: float):
-        """(metric, -eval_loss): the metric decides, the validation loss breaks ties (accuracy on a few hundred
-        examples is coarse, and a method that has not left the majority class ties at every learning rate)."""
+        """(mean metric, -mean eval_loss) over the tuning seeds: the metric decides, the validation loss breaks
+        ties (accuracy on a few hundred examples is coarse, and a method that has not left the majority class
+        ties at every learning rate). Several seeds, so that a rate which diverges for one seed in two is not
+        picked for its lucky seed."""
         method = representative[family]
-        out = folder / "runs" / f"{cell_name(task, method, 0, lr)}.json"
-        if not out.is_file():
-            print(f"tune {out.stem} ...", flush=True)
-            run_cell(task, method, 0, lr, out, results / "tmp" / "tuning", args, data=str(data))
+        metrics, losses = [], []
+        for seed in args.tune_seeds:
+            out = folder / "runs" / f"{cell_name(task, method, seed, lr)}.json"
+            if not out.is_file():
+                print(f"tune {out.stem} ...", flush=True)
+                run_cell(task, method, seed, lr, out, results / "tmp" / "tuning", args, data=str(data))
+            if out.is_file():
+                m = json.loads(out.read_text())["metrics"]
+                if m.get(task.metric) is not None:
+                    metrics.append(m[task.metric])
+                    losses.append(m.get("eval_loss", 0.0))
         value = None
-        if out.is_file():
-            m = json.loads(out.read_text())["metrics"]
-            if m.get(task.metric) is not None:
-                value = (round(m[task.metric], 6), -m.get("eval_loss", 0.0))
-        print(f"  {family} lr={lr:g}: {task.metric}, -eval_loss = {value}", flush=True)
+        if metrics and len(metrics) == len(args.tune_seeds):
+            value = (round(statistics.mean(metrics), 6), -statistics.mean(losses))
+        print(f"  {family} lr={lr:g}: mean {task.metric}, -eval_loss = {value} (seeds: {metrics})", flush=True)
         tried.setdefault(family, {})[lr] = value
+        per_seed.setdefault(family, {})[lr] = metrics
         return value
 
     for family in families:
@@ -283,8 +309,10 @@ def tune(grid: Grid, args) -> None:
             best[family] = (lr, scores[lr][0])
     summary = {"task": task.key, "metric": task.metric, "candidates": LR_GRID, "extension_rule":
                f"while the best is at an edge, one more point beyond it (x2 or /2), at most {EXTEND} times",
-               "selection": "best validation metric, ties broken by the lower validation loss",
-               "tried": {f: {f"{lr:g}": (None if v is None else {task.metric: v[0], "eval_loss": -v[1]})
+               "seeds": args.tune_seeds,
+               "selection": "best mean validation metric over the seeds, ties broken by the lower mean validation loss",
+               "tried": {f: {f"{lr:g}": (None if v is None else {task.metric: v[0], "eval_loss": -v[1],
+                                                   "per_seed": per_seed[f][lr]})
                              for lr, v in sorted(t.items())} for f, t in tried.items()},
                "lr": {f: lr for f, (lr, _) in best.items()}, "scores": {f: v for f, (_, v) in best.items()}}
     (folder / "tuned_lr.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -307,8 +335,11 @@ def _write_train_only(task: Task, path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ report
 def _load_records(results: Path, grid: Grid) -> list[dict]:
+    """The finished runs of the grid made at the current learning rates (runs of an older sweep are left out)."""
     folder = results / "runs" / grid.name
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    lrs = tuned_lr(results)
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [r for r in records if r.get("lr") == lrs[METHODS[r["method"]][1]]]
 
 
 def _fmt_params(n: float) -> str:
@@ -407,9 +438,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the quick grid (Rotten Tomatoes subsample)")
     parser.add_argument("--tune", action="store_true", help="run the learning-rate sweep instead of the grid")
-    parser.add_argument("--report", action="store_true", help="only rebuild the table and plot")
+    parser.add_argument("--report", action="store_true", help="only rebuild the table and plot (and make the"
+                        " stored records' paths relative to the repository)")
     parser.add_argument("--results", default=str(HERE / "results"), help="results folder")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--tune-seeds", default="0,1", help="seeds each swept learning rate is scored over")
     parser.add_argument("--tasks", dest="only_tasks", help="comma-separated task keys (rt, debates, ratings, mnist)")
     parser.add_argument("--methods", dest="only_methods", help=f"comma-separated methods ({', '.join(METHODS)})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
@@ -423,7 +456,11 @@ def main(argv=None) -> int:
             parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
     grid = GRIDS["quick" if args.quick else "full"]
     grid.seeds = [int(s) for s in args.seeds.split(",")]
+    args.tune_seeds = [int(s) for s in args.tune_seeds.split(",")]
     if args.report:
+        for path in Path(args.results).glob("**/*.json"):
+            if "tmp" not in path.relative_to(args.results).parts:
+                path.write_text(json.dumps(portable(json.loads(path.read_text())), indent=2) + "\n")
         report(grid, args)
     elif args.tune:
         tune(grid, args)
