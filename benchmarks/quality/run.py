@@ -78,7 +78,7 @@ LABELS = {
 }
 
 #: learning rates per family, picked by `--tune` on Rotten Tomatoes (README.md); the sweep's candidates below
-LR = {"vectorfit": 1e-2, "svfit": 4e-2, "svft": 1e-2, "bitfit": 5e-3, "lora": 2e-3, "adalora": 5e-3, "full": 1e-4}
+LR = {"vectorfit": 1e-2, "svfit": 4e-2, "svft": 2e-2, "bitfit": 5e-3, "lora": 2e-3, "adalora": 5e-3, "full": 2e-4}
 EXTEND = 2  # at most two extensions of a learning-rate grid whose best point is at an edge
 LR_GRID = {"vectorfit": [2e-3, 5e-3, 1e-2], "svfit": [2e-3, 5e-3, 1e-2], "svft": [2e-3, 5e-3, 1e-2],
            "bitfit": [1e-3, 2e-3, 5e-3], "lora": [5e-4, 1e-3, 2e-3], "adalora": [1e-3, 2e-3, 5e-3],
@@ -401,10 +401,35 @@ def report(grid: Grid, args) -> None:
               "Learning rates: " + ", ".join(f"{k} {v:g}" for k, v in tuned_lr(results).items()) + ".", ""]
     for t in tasks:
         lines.append(f"- `{t.key}`: {t.title}")
+    lines += _sweep_table(results)
     md = results / f"quality_{grid.name}.md"
     md.write_text("\n".join(lines) + "\n")
     (results / f"quality_{grid.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     _plot(grid, tasks, summary, results / f"quality_{grid.name}.png")
+
+
+def _sweep_table(results: Path) -> list[str]:
+    """The learning-rate sweep behind the grid's rates, from ``tuning/tuned_lr.json``."""
+    path = results / "tuning" / "tuned_lr.json"
+    if not path.is_file():
+        return []
+    sweep = json.loads(path.read_text())
+    metric, seeds = sweep["metric"], sweep.get("seeds", [0])
+    lines = ["", f"Learning-rate sweep (`{sweep['task']}`, validation split of the training examples; mean"
+                 f" {metric} over seeds {seeds}, per seed in brackets; the chosen rate in bold):", "",
+             "| family | learning rate: validation score | chosen |", "|---|---|---|"]
+    for family, tried in sweep["tried"].items():
+        cells = []
+        for lr, v in tried.items():
+            if v is None:
+                cells.append(f"{lr}: failed")
+                continue
+            scale = 100.0 if metric == "eval_accuracy" else 1.0
+            per = ", ".join(f"{x * scale:.1f}" for x in v.get("per_seed", []))
+            text = f"{lr}: {v[metric] * scale:.1f}" + (f" [{per}]" if per else "")
+            cells.append(f"**{text}**" if float(lr) == sweep["lr"].get(family) else text)
+        lines.append(f"| {family} | {'; '.join(cells)} | {sweep['lr'].get(family, '–'):g} |")
+    return lines
 
 
 def _plot(grid: Grid, tasks: list[Task], summary: dict, path: Path) -> None:
