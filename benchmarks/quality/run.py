@@ -358,7 +358,7 @@ def report(grid: Grid, args) -> None:
     scale = {t.key: (100.0 if t.metric == "eval_accuracy" else 1.0) for t in tasks}
     lines = [f"### Quality grid `{grid.name}`", ""]
     head = ["method", "trainable params"] + [f"{t.key} ({'acc %' if t.metric == 'eval_accuracy' else 'Pearson r'})"
-                                             for t in tasks] + ["train s/run"]
+                                             for t in tasks] + ["train s/run (median)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     summary = {}
     for method in grid.methods:
@@ -389,7 +389,7 @@ def report(grid: Grid, args) -> None:
         p = sorted(set(params))
         row.append(_fmt_params(p[0]) if len(p) == 1 else " / ".join(_fmt_params(x) for x in p))
         row += values
-        row.append(f"{statistics.mean(secs):.0f}" if secs else "–")
+        row.append(f"{statistics.median(secs):.0f}" if secs else "–")
         lines.append("| " + " | ".join(row) + " |")
     n_runs = len(records)
     total = sum(r["metrics"]["train_seconds"] for r in records)
