@@ -380,6 +380,7 @@ def report(grid: Grid, args) -> None:
                     cell += f" (n={len(vals)})"
                 values.append(cell)
                 summary.setdefault(t.key, {})[method] = {"mean": mean, "sd": sd, "n": len(vals),
+                                                          "values": [v * scale[t.key] for v in vals],
                                                           "params": statistics.mean(
                                                               r["metrics"]["trainable_params"] for r in rs)}
             else:
@@ -445,13 +446,21 @@ def _plot(grid: Grid, tasks: list[Task], summary: dict, path: Path) -> None:
               "vectorfit-attn": "tab:pink", "svfit": "tab:purple", "svft-banded": "tab:brown", "bitfit": "tab:gray",
               "lora-r1": "tab:cyan", "lora-r8": "tab:blue", "adalora": "tab:green"}
     for ax, t in zip(axes, tasks):
+        seen: dict[float, int] = {}
         for method, s in summary.get(t.key, {}).items():
-            ax.errorbar([s["params"]], [s["mean"]], yerr=[0 if math.isnan(s["sd"]) else s["sd"]], fmt="o",
-                        color=colors.get(method, "k"), capsize=3, label=LABELS.get(method, method))
+            # methods with the same parameter count (VectorFit with and without AVF) are set side by side
+            nth = seen.get(round(s["params"], -2), 0)
+            seen[round(s["params"], -2)] = nth + 1
+            x = s["params"] * (1.18 ** nth)
+            color = colors.get(method, "k")
+            ax.errorbar([x], [s["mean"]], yerr=[0 if math.isnan(s["sd"]) else s["sd"]], fmt="o",
+                        color=color, capsize=3, label=LABELS.get(method, method))
+            ax.scatter([x] * len(s.get("values", [])), s.get("values", []), s=9, color=color, alpha=0.45,
+                       marker="x", linewidths=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (log)")
         ax.set_ylabel("accuracy (%)" if t.metric == "eval_accuracy" else "Pearson r")
-        ax.set_title(t.title, fontsize=9)
+        ax.set_title(t.title + "\nmean ± sd over seeds; x: each seed", fontsize=9)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
