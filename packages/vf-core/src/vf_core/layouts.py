@@ -67,6 +67,11 @@ class WeightLayout:
         is fused into the matrix product)."""
         return F.linear(z, u, bias)
 
+    def add_out(self, y: torch.Tensor, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``y + U z``, the addition fused into the matrix product (one GEMM writing onto ``y``)."""
+        flat = torch.addmm(y.reshape(-1, y.shape[-1]), z.reshape(-1, z.shape[-1]), u.mT)
+        return flat.view(y.shape)
+
     def scale(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """``diag(s) z`` along the feature dimension."""
         return z * s
@@ -160,6 +165,9 @@ class Conv2dLayout(WeightLayout):
 
     def apply_out(self, z: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         return F.conv2d(z, u[:, :, None, None], bias)
+
+    def add_out(self, y: torch.Tensor, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return y + self.apply_out(z, u)
 
     def scale(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return z * s[:, None, None]

@@ -136,9 +136,10 @@ class SVFitPart(Part):
         return self._forward(x, layout, self.bias)
 
     def _forward(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """``W_e x + b + U_r (s * V_r^T x)``: the bias fused into the residual's product, one addition."""
-        low = layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
-        return layout.apply_dense(x, self.residual, bias) + low
+        """``W_e x + b + U_r (s * V_r^T x)``: the bias fused into the residual's product, the low-rank term
+        added by the last product itself."""
+        z = layout.scale(layout.apply_in(x, self.vt), self.sigma)
+        return layout.add_out(layout.apply_dense(x, self.residual, bias), z, self.u)
 
 
 class SVFTPart(Part):
