@@ -146,3 +146,21 @@ def test_injection_leaves_every_cache_entry_written(tmp_path, monkeypatch):
     files = list((tmp_path / "svd").rglob("*.safetensors"))
     assert n_layers > 0 and len(files) == n_layers
     assert not list((tmp_path / "svd").rglob("*.tmp"))
+
+
+def test_factors_come_in_the_layout_the_layers_use(tmp_path):
+    """``V`` is the transpose of a contiguous ``V^T`` (fresh or from the cache), so a layer keeps it without a copy
+    (a copy of a cached ``V`` used to keep the whole cache file's ``V`` resident next to it)."""
+    from vf_core.layers.parts import SigmaPart
+
+    cache = DecompositionCache(tmp_path)
+    w = torch.randn(24, 10)
+    fresh = decompose(w, cache=cache)
+    cache.flush()
+    cached = decompose(w, cache=cache)
+    for dec in (fresh, cached):
+        assert dec.u.is_contiguous() and dec.v.mT.is_contiguous()
+        part = SigmaPart(dec, None, torch.float32, train_sigma=True, train_bias=False)
+        assert part.vt.data_ptr() == dec.v.mT.data_ptr() and part.u.data_ptr() == dec.u.data_ptr()
+    for a, b in zip(fresh, cached):
+        assert torch.equal(a, b)

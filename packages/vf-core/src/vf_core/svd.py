@@ -49,13 +49,13 @@ _MAX_TAIL = 0.25
 #: (the orthogonality error of ``U`` grows like ``eps * (s_max / s_min)^2``: here at most about 2e-8)
 _GRAM_MIN_RATIO_F64 = 1e-4
 #: part of every cache key: bumped whenever the algorithm's output changes
-_ALGORITHM = "v2"
+_ALGORITHM = "v3"
 
 
 class Decomposition(NamedTuple):
     u: torch.Tensor  # (d_out, k)
     s: torch.Tensor  # (k,)
-    v: torch.Tensor  # (d_in, k)
+    v: torch.Tensor  # (d_in, k); the transpose of a contiguous (k, d_in) V^T
 
 
 def _fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +171,9 @@ def decompose(matrix: torch.Tensor, svd_dtype: str = "float32", driver: str = "a
     factors = _gram(work, svd_dtype) if driver == "gram" else None
     u, s, v = factors if factors is not None else _svd(work)
     u, v = _fix_signs(u, v)
-    dec = Decomposition(u.contiguous(), s.contiguous(), v.contiguous())
+    # V is kept as the transposed view of a contiguous V^T: the layout the layers compute with, so they need no
+    # copy of their own, and the one the cache stores
+    dec = Decomposition(u.contiguous(), s.contiguous(), v.mT.contiguous().mT)
     if cache is not None and cache_key is not None:
         cache.put(cache_key, dec)
     return dec
@@ -210,7 +212,8 @@ class DecompositionCache:
             return None
         try:
             t = load_file(str(path), device=str(device))
-            return Decomposition(t["u"], t["s"], t["v"])
+            # views of the file's private mapping: pages are read as they are used, and nothing is copied
+            return Decomposition(t["u"], t["s"], t["vt"].mT)
         except Exception:  # a damaged entry is a miss, never an error
             return None
 
@@ -236,7 +239,7 @@ class DecompositionCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"u": dec.u.cpu(), "s": dec.s.cpu(), "v": dec.v.cpu()}, str(tmp))
+            save_file({"u": dec.u.cpu().contiguous(), "s": dec.s.cpu(), "vt": dec.v.cpu().mT.contiguous()}, str(tmp))
             os.replace(tmp, path)
         except OSError:  # a read-only or full disk only costs the cache
             pass
