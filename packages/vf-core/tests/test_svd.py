@@ -116,13 +116,17 @@ def test_float64_gram_keeps_float64_accuracy():
         _check(dec, w, 1e-12)
 
 
-def test_auto_driver_picks_by_shape():
+def test_auto_driver_picks_by_shape_and_spectrum():
     from vf_core.svd import _choose
 
-    assert _choose(torch.Size([768, 768]), "auto") == "svd"
-    assert _choose(torch.Size([3072, 768]), "auto") == "gram"
-    assert _choose(torch.Size([768, 3072]), "auto") == "gram"
-    assert _choose(torch.Size([768, 768]), "gram") == "gram"
+    torch.manual_seed(0)
+    assert _choose(torch.randn(300, 100), "auto") == "gram"  # rectangular
+    assert _choose(torch.randn(100, 300), "auto") == "gram"
+    assert _choose(torch.randn(200, 200) * 0.02, "auto") == "gram"  # square, flat spectrum (fresh init)
+    decaying = _with_spectrum(200, 200, torch.logspace(0, -3, 200))
+    assert _choose(decaying, "auto") == "svd"  # square, long small-value tail (like trained weights)
+    assert _choose(decaying, "gram") == "gram" and _choose(torch.randn(300, 100), "svd") == "svd"
+    assert _choose(torch.zeros(50, 50), "auto") == "svd"
 
 
 def test_signs_are_deterministic_and_largest_entry_positive():
