@@ -168,3 +168,19 @@ def test_factors_come_in_the_layout_the_layers_use(tmp_path):
         assert part.vt.data_ptr() == dec.v.mT.data_ptr() and part.u.data_ptr() == dec.u.data_ptr()
     for a, b in zip(fresh, cached):
         assert torch.equal(a, b)
+
+
+def test_svfit_keeps_its_own_copy_of_the_top_slices(tmp_path):
+    """A view of the top-r rows would keep the whole decomposition alive (all of a cache file's pages)."""
+    from vf_core.layers.parts import SVFitPart
+
+    cache = DecompositionCache(tmp_path)
+    w = torch.randn(24, 10)
+    decompose(w, cache=cache)
+    cache.flush()
+    dec = decompose(w, cache=cache)
+    part = SVFitPart(dec, 3, w, None, train_bias=False)
+    for name in ("u", "vt"):
+        assert getattr(part, name).untyped_storage().data_ptr() not in (
+            dec.u.untyped_storage().data_ptr(), dec.v.untyped_storage().data_ptr()), name
+    torch.testing.assert_close(part.dense_weight(), w, atol=1e-5, rtol=0)

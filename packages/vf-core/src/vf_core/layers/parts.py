@@ -119,8 +119,9 @@ class SVFitPart(Part):
         u, s, v = dec.u[:, :rank], dec.s[:rank], dec.v[:, :rank]
         top = (u * s) @ v.mT
         residual = weight.detach().to(top.dtype) - top
-        self.register_buffer("u", u.contiguous().to(dtype), persistent=False)
-        self.register_buffer("vt", v.mT.contiguous().to(dtype), persistent=False)
+        # own copies of the top-r slices: a view would keep the whole decomposition (e.g. a cache file) alive
+        self.register_buffer("u", u.to(dtype).clone(), persistent=False)
+        self.register_buffer("vt", v.mT.to(dtype).clone(), persistent=False)
         self.register_buffer("residual", residual.to(dtype), persistent=False)
         _param_or_buffer(self, "sigma", s.to(dtype), True)
         self._init_bias(bias, train_bias)
