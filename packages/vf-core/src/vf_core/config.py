@@ -51,8 +51,8 @@ class VectorFitConfig(StrictModel):
         pattern, off_diagonals, seed: ``svft``'s sparsity pattern of ``M``, its number of off-diagonals
             on each side, and the seed of the ``random`` pattern (stored with the adapter).
         svd_dtype: the precision of the decomposition, whatever the model's dtype.
-        svd_driver: ``"auto"`` (Gram eigendecomposition for rectangular weights, LAPACK for square-ish ones),
-            ``"gram"`` or ``"svd"``; see :mod:`vf_core.svd`.
+        svd_driver: ``"auto"`` (Gram eigendecomposition for rectangular weights and flat spectra, LAPACK for
+            other square-ish ones), ``"gram"`` or ``"svd"``; see :mod:`vf_core.svd`.
         svd_cache: keep decompositions on disk (``$VECTORFIT_CACHE/svd``), keyed by a fingerprint of the weights.
         add_missing_bias: give a targeted layer that has no bias a zero-initialised trainable one.
         decompose_tied: decompose weights shared with another module (otherwise an error).

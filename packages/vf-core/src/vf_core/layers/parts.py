@@ -40,7 +40,7 @@ def _param_or_buffer(module: nn.Module, name: str, value: Optional[torch.Tensor]
 
 
 class Part(nn.Module):
-    """A slice of output rows. Subclasses define ``forward(x, layout)`` (without bias) and ``dense_weight()``."""
+    """A slice of output rows. Subclasses define ``project(x, layout, bias)`` and ``dense_weight()``."""
 
     bias: Optional[torch.Tensor]
 
@@ -58,12 +58,13 @@ class Part(nn.Module):
         """The slice's current dense weight, computed in ``dtype`` (default: the part's own dtype)."""
         raise NotImplementedError
 
-    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
+    def project(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The slice's output for the layer input ``x`` plus ``bias`` (None: none), the bias fused into a
+        matrix product."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
-        y = self.project(x, layout)
-        return y if self.bias is None else layout.add_bias(y, self.bias)
+        return self.project(x, layout, self.bias)
 
 
 class FrozenPart(Part):
@@ -77,8 +78,8 @@ class FrozenPart(Part):
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         return self.weight if dtype is None else self.weight.to(dtype)
 
-    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return layout.apply_dense(x, self.weight)
+    def project(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return layout.apply_dense(x, self.weight, bias)
 
 
 class SigmaPart(Part):
@@ -101,12 +102,9 @@ class SigmaPart(Part):
         u, s, vt = (t if dtype is None else t.to(dtype) for t in (self.u, self.sigma, self.vt))
         return (u * s) @ vt
 
-    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u)
-
-    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
+    def project(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """``U (s * V^T x) + b``, the bias fused into the last matrix product."""
-        return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u, self.bias)
+        return layout.apply_out(layout.scale(layout.apply_in(x, self.vt), self.sigma), self.u, bias)
 
 
 class SVFitPart(Part):
@@ -130,13 +128,7 @@ class SVFitPart(Part):
         u, s, vt, res = (t if dtype is None else t.to(dtype) for t in (self.u, self.sigma, self.vt, self.residual))
         return res + (u * s) @ vt
 
-    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return self._forward(x, layout, None)
-
-    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return self._forward(x, layout, self.bias)
-
-    def _forward(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def project(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """``W_e x + b + U_r (s * V_r^T x)``: the bias fused into the residual's product, the low-rank term
         added by the last product itself."""
         z = layout.scale(layout.apply_in(x, self.vt), self.sigma)
@@ -195,8 +187,8 @@ class SVFTPart(Part):
         u, vt = (t if dtype is None else t.to(dtype) for t in (self.u, self.vt))
         return u @ self.coefficient_matrix(dtype) @ vt
 
-    def _core(self, x: torch.Tensor, layout) -> torch.Tensor:
-        """``(diag(s0) + M) V^T x``."""
+    def project(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """``U (diag(s0) + M) V^T x + b``, the bias fused into the last matrix product."""
         z = layout.apply_in(x, self.vt)
         w = layout.scale(z, self.s0)
         plan = self._band_plan()
@@ -207,10 +199,4 @@ class SVFTPart(Part):
             for off, sel, start, length in plan:
                 term = layout.scale(z.narrow(dim, start + off, length), self.m[sel])
                 w.narrow(dim, start, length).add_(term)
-        return w
-
-    def project(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return layout.apply_out(self._core(x, layout), self.u)
-
-    def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return layout.apply_out(self._core(x, layout), self.u, self.bias)
+        return layout.apply_out(w, self.u, bias)
