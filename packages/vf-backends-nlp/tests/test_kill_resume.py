@@ -44,7 +44,7 @@ def test_killed_training_resumes_bit_identical(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "final.safetensors").exists()
-    assert not (killed / f"checkpoint-12").exists()
+    assert not (killed / "checkpoint-12").exists()
 
     resumed = _run(killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -22,9 +22,8 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 from vf_core.cli import CLIError, apply_method, compute_metrics, finish_run, write_run_info
 from vf_core.cli.methods import PEFT_METHODS, adalora_update, resolve_avf
-from vf_core.cli.plots import capture_matrices
 from vf_core.cli.rundir import CHECKPOINTS_DIR, Run
-from vf_core.cli.training import StrengthRecorder, Timer
+from vf_core.cli.training import StrengthRecorder, Timer, initial_weights, optimizer_steps
 from vf_core.model import VectorFitModel
 
 from .data import DataError, TextDataset, load_text_dataset
@@ -195,19 +194,13 @@ class NLPRunner:
         max_length = min(args.max_length, getattr(tokenizer, "model_max_length", args.max_length) or args.max_length)
         train_ds = TokenizedDataset(train_data, tokenizer, max_length)
         eval_ds = TokenizedDataset(eval_data, tokenizer, max_length)
-        steps_per_epoch = -(-len(train_ds) // args.batch_size)
-        total_steps = args.max_steps or max(1, int(round(steps_per_epoch * args.epochs)))
+        _, total_steps = optimizer_steps(len(train_ds), args)
         spec = args.method_spec
         write_run_info(args, backend="nlp", model_path=str(model_path), label_names=train_data.label_names,
                        task=train_data.task, num_train=len(train_data), num_eval=len(eval_data),
                        extra={"max_length": max_length, "total_steps": total_steps})
 
-        w0 = None
-        if not args.no_plots:
-            from vf_core.cli.methods import family_targets
-
-            targets, _, _ = family_targets(model, spec)
-            w0 = capture_matrices(model, [t[0] for t in targets])
+        w0 = None if args.no_plots else initial_weights(model, spec)[1]
         prepared = apply_method(model, spec, total_steps=total_steps)
 
         checkpoints = out / CHECKPOINTS_DIR

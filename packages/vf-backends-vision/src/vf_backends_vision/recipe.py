@@ -29,10 +29,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from vf_core.cli import CLIError, apply_method, compute_metrics, finish_run, write_run_info
-from vf_core.cli.methods import adalora_update, family_targets, resolve_avf
-from vf_core.cli.plots import capture_matrices
+from vf_core.cli.methods import adalora_update, resolve_avf
 from vf_core.cli.rundir import CHECKPOINTS_DIR, Run
-from vf_core.cli.training import StrengthRecorder, Timer
+from vf_core.cli.training import StrengthRecorder, Timer, initial_weights, optimizer_steps
 
 from .data import DataError, ImageDataset, load_image_dataset
 from .models import load_image_classifier, save_image_classifier
@@ -133,17 +132,13 @@ class VisionRunner:
         if getattr(model, "num_classes", None) != train_data.num_labels:
             model.reset_classifier(train_data.num_labels)
         preprocessing = {**preprocessing, "input_size": list(size) if not isinstance(size, int) else [size, size]}
-        steps_per_epoch = -(-len(train_data) // args.batch_size)
-        total_steps = args.max_steps or max(1, int(round(steps_per_epoch * args.epochs)))
+        steps_per_epoch, total_steps = optimizer_steps(len(train_data), args)
         epochs = math.ceil(total_steps / steps_per_epoch)
         spec = args.method_spec
         write_run_info(args, backend="vision", model_path=args.model, label_names=train_data.label_names,
                        task="classification", num_train=len(train_data), num_eval=len(eval_data),
                        extra={"preprocessing": preprocessing, "total_steps": total_steps})
-        w0 = None
-        if not args.no_plots:
-            targets, _, _ = family_targets(model, spec)
-            w0 = capture_matrices(model, [t[0] for t in targets])
+        w0 = None if args.no_plots else initial_weights(model, spec)[1]
         prepared = apply_method(model, spec, total_steps=total_steps)
 
         accelerator = Accelerator(cpu=args.device == "cpu" or not torch.cuda.is_available(),

@@ -270,13 +270,13 @@ def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.model = None
     run, recipe, runner = _run_and_model(args, need_data=False)
     _threads(args)
-    from .methods import MethodSpec, family_targets
+    from .methods import MethodSpec
+    from .training import initial_weights
 
     spec = MethodSpec.from_json(run.info["method"])
     base = runner.load_model(run.model_spec, run=run)
-    targets, _, _ = family_targets(base, spec)
+    targets, w0 = initial_weights(base, spec)
     names = [t[0] for t in targets]
-    w0 = capture_matrices(base, names)
     if run.method == "full":
         trained = runner.load_model(str(run.model_dir), run=run)
     else:

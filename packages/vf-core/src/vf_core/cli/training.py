@@ -32,7 +32,24 @@ from .rundir import (
 )
 
 __all__ = ["compute_metrics", "primary_metric", "StrengthRecorder", "write_run_info", "finish_run", "draw_plots",
-           "find_full_run", "Timer"]
+           "find_full_run", "Timer", "optimizer_steps", "initial_weights"]
+
+def optimizer_steps(num_train: int, args: argparse.Namespace) -> tuple[int, int]:
+    """``(steps per epoch, total optimizer steps)`` of a run: ``--max-steps`` if given, else ``--epochs`` epochs
+    of ``--batch-size`` batches (at least one step)."""
+    per_epoch = -(-num_train // args.batch_size)
+    return per_epoch, args.max_steps or max(1, int(round(per_epoch * args.epochs)))
+
+
+def initial_weights(model, spec: MethodSpec) -> tuple[list, dict]:
+    """``(targets, {name: W0})``: the method's targeted modules and their weights before training, the reference
+    of the run's plots."""
+    from .methods import family_targets
+    from .plots import capture_matrices
+
+    targets, _, _ = family_targets(model, spec)
+    return targets, capture_matrices(model, [t[0] for t in targets])
+
 
 #: options not stored in run.json (they do not change what the run computes)
 _VOLATILE = {"func", "command", "resume", "overwrite", "no_progress", "threads", "verbose", "method_spec"}
