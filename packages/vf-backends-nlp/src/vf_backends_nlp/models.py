@@ -42,14 +42,9 @@ def resolve_model_dir(spec: Union[str, os.PathLike]) -> Path:
 
 
 def load_sequence_classifier(spec: Union[str, os.PathLike], num_labels: int = 2, **kwargs):
-    """``AutoModelForSequenceClassification`` from a local directory or alias, offline; returns (model, tokenizer)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    directory = resolve_model_dir(spec)
-    model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=num_labels, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    return model, tokenizer
+    """``AutoModelForSequenceClassification`` with ``num_labels`` outputs from a local directory or alias, offline;
+    returns (model, tokenizer). The short form of :func:`load_text_classifier`."""
+    return load_text_classifier(spec, num_labels=num_labels, **kwargs)
 
 
 def load_tokenizer(spec: Union[str, os.PathLike]):
