@@ -9,6 +9,10 @@ Usage:
     python benchmarks/speed/run.py --model bert-base            # BERT-base shape from a config (random)
     python benchmarks/speed/run.py --model minilm                # the real all-MiniLM-L6-v2
     python benchmarks/speed/run.py --model bert-base --only step --methods lora_r1,vectorfit
+    python benchmarks/speed/run.py --device cuda --dtype bfloat16 --steps 10   # on a GPU: -cuda-bfloat16 files
+
+On a GPU every timed region ends with ``torch.cuda.synchronize()``, and the memory column is the peak of
+``torch.cuda.max_memory_allocated`` in each method's child process (the RSS is recorded beside it).
 
 Writes ``benchmarks/speed/results/<model>.json`` and ``.md``.
 """
@@ -35,29 +39,44 @@ from methods import METHODS  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 
 
+#: where the models live and in which dtype (set once from the command line)
+DEVICE, DTYPE = torch.device("cpu"), torch.float32
+
+
+def sync() -> None:
+    """Wait for the device, so that a host clock read after it covers the work queued before it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def build_model(name: str, seed: int = 0):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(seed)
     if name == "bert-base":
         from transformers import BertConfig, BertForSequenceClassification
 
-        return BertForSequenceClassification(BertConfig(num_labels=2)).train()
-    if name == "minilm":
+        model = BertForSequenceClassification(BertConfig(num_labels=2))
+    elif name == "minilm":
         from vf_backends_nlp.models import load_sequence_classifier
 
-        return load_sequence_classifier("minilm", num_labels=2)[0].train()
-    raise SystemExit(f"unknown model {name!r}: use bert-base or minilm")
+        model = load_sequence_classifier("minilm", num_labels=2)[0]
+    else:
+        raise SystemExit(f"unknown model {name!r}: use bert-base or minilm")
+    model = model.to(device=DEVICE, dtype=DTYPE).train()
+    sync()
+    return model
 
 
 def make_batch(model, batch: int, seq: int):
     gen = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     ids = torch.randint(1000, vocab, (batch, seq), generator=gen)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-            "labels": torch.randint(0, 2, (batch,), generator=gen)}
+    return {"input_ids": ids.to(DEVICE), "attention_mask": torch.ones_like(ids).to(DEVICE),
+            "labels": torch.randint(0, 2, (batch,), generator=gen).to(DEVICE)}
 
 
 def one_step(prepared, optimizer, batch, step: int) -> float:
+    sync()
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss = prepared.module(**batch).loss
@@ -65,6 +84,7 @@ def one_step(prepared, optimizer, batch, step: int) -> float:
     if prepared.after_backward is not None:
         prepared.after_backward(step)
     optimizer.step()
+    sync()
     return time.perf_counter() - start
 
 
@@ -115,22 +135,30 @@ def measure_inference(args):
             m(**batch)
         for r in range(args.inference_repeats):
             for k, m in (list(models.items())[r % 3:] + list(models.items())[:r % 3]):  # rotate the order
+                sync()
                 t = time.perf_counter()
                 m(**batch)
+                sync()
                 times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {k: {"forward_s": v, "ratio_vs_original": v / med["original"]} for k, v in med.items()}
 
 
 def measure_startup(args):
-    """Seconds to decompose the model (``get_vectorfit_model``): cold (a fresh cache, written on the way) twice,
-    then from the cache twice, and without any cache; LoRA's and EigenTune's set-up, and the model load itself."""
+    """Seconds to decompose the model (``get_vectorfit_model``): cold (a fresh cache) twice, then from the cache
+    twice, and without any cache; LoRA's and EigenTune's set-up, and the model load itself. A cold start returns
+    while the cache files are still written on a background thread: ``vectorfit_cold_*_written_s`` is the time
+    until they are all on disk."""
     from vf_core import VectorFitConfig, get_vectorfit_model
+    from vf_core.svd import wait_for_cache_writes
+
+    built_at = [0.0]  # when the last timed() call's model was ready
 
     def timed(setup) -> float:
         model = build_model(args.model)
-        t = time.perf_counter()
+        t = built_at[0] = time.perf_counter()
         setup(model)
+        sync()
         return time.perf_counter() - t
 
     out = {}
@@ -140,6 +168,8 @@ def measure_startup(args):
             with tempfile.TemporaryDirectory() as cache:
                 os.environ["VECTORFIT_CACHE"] = cache
                 out[f"vectorfit_cold_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
+                wait_for_cache_writes()
+                out[f"vectorfit_cold_{trial}_written_s"] = time.perf_counter() - built_at[0]
                 out[f"vectorfit_cached_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
         out["vectorfit_no_cache_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig(svd_cache=False)))
     finally:
@@ -173,7 +203,8 @@ def memory_child(args) -> None:
     batch = make_batch(prepared.module, args.batch, args.seq)
     for step in range(3):
         one_step(prepared, optimizer, batch, step)
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+    gpu = {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if DEVICE.type == "cuda" else {}
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), **gpu}))
 
 
 #: the child's environment for the second memory column: large blocks are mapped and unmapped one by one, so the
@@ -186,39 +217,44 @@ def measure_memory(args, methods):
     out = {}
     for m in methods:
         cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq),
-               "--memory-child", m]
+               "--device", args.device, "--dtype", args.dtype, "--memory-child", m]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        steady = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                env={**os.environ, **STEADY_ALLOCATOR})
-        out[m] = {**json.loads(res.stdout.strip().splitlines()[-1]),
-                  "peak_rss_mb_steady_allocator": json.loads(steady.stdout.strip().splitlines()[-1])["peak_rss_mb"]}
-        print(f"  memory {m}: {out[m]['peak_rss_mb']:.0f} MB (steady allocator:"
-              f" {out[m]['peak_rss_mb_steady_allocator']:.0f} MB)", flush=True)
+        out[m] = json.loads(res.stdout.strip().splitlines()[-1])
+        if DEVICE.type == "cpu":  # the allocator column speaks of host memory only
+            steady = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                    env={**os.environ, **STEADY_ALLOCATOR})
+            out[m]["peak_rss_mb_steady_allocator"] = json.loads(steady.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+        print(f"  memory {m}: " + ", ".join(f"{k} {v:.0f}" for k, v in out[m].items()), flush=True)
     return out
 
 
 def table(result) -> str:
     steps, mem = result.get("steps", {}), result.get("memory", {})
     base_step = steps.get("lora_r1", {}).get("step_s")
-    base_mem = mem.get("lora_r1", {}).get("peak_rss_mb")
-    base_steady = mem.get("lora_r1", {}).get("peak_rss_mb_steady_allocator")
-    lines = ["| method | trainable | step (s) | step / LoRA r=1 | peak RSS (MB) | memory / LoRA r=1 |"
-             " memory, steady allocator / LoRA r=1 | adapter (KB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    base = mem.get("lora_r1", {})
+    columns = [("peak_rss_mb", "peak RSS (MB)", "memory / LoRA r=1"),
+               ("peak_rss_mb_steady_allocator", None, "memory, steady allocator / LoRA r=1"),
+               ("peak_gpu_mb", "peak GPU memory (MB)", "GPU memory / LoRA r=1")]
+    columns = [c for c in columns if any(c[0] in v for v in mem.values())]
+    head = ["method", "trainable", "step (s)", "step / LoRA r=1"]
+    for _, absolute, ratio in columns:
+        head += ([absolute] if absolute else []) + [ratio]
+    lines = ["| " + " | ".join(head + ["adapter (KB)"]) + " |", "|" + "---|" * (len(head) + 1)]
     for m in dict.fromkeys(list(steps) + list(mem)):
         s, p = steps.get(m, {}), mem.get(m, {})
-        ratio = f"{s['step_s'] / base_step:.2f}x" if s and base_step else ""
-        mratio = f"{p['peak_rss_mb'] / base_mem:.2f}x" if p and base_mem else ""
-        sratio = (f"{p['peak_rss_mb_steady_allocator'] / base_steady:.2f}x"
-                  if p.get("peak_rss_mb_steady_allocator") and base_steady else "")
-        size = f"{s['adapter_bytes'] / 1024:,.0f}" if s.get("adapter_bytes") else ""
-        lines.append(f"| {m} | {s.get('trainable', ''):,} | {s.get('step_s', float('nan')):.3f} | {ratio} |"
-                     f" {p.get('peak_rss_mb', float('nan')):.0f} | {mratio} | {sratio} | {size} |" if s else
-                     f"| {m} | | | | {p.get('peak_rss_mb', float('nan')):.0f} | {mratio} | {sratio} | |")
+        cells = [m, f"{s['trainable']:,}" if s else "", f"{s['step_s']:.4f}" if s else "",
+                 f"{s['step_s'] / base_step:.2f}x" if s and base_step else ""]
+        for key, absolute, _ in columns:
+            value = p.get(key)
+            if absolute:
+                cells.append(f"{value:.0f}" if value is not None else "")
+            cells.append(f"{value / base[key]:.2f}x" if value is not None and base.get(key) else "")
+        cells.append(f"{s['adapter_bytes'] / 1024:,.0f}" if s.get("adapter_bytes") else "")
+        lines.append("| " + " | ".join(cells) + " |")
     if "inference" in result:
         inf = result["inference"]
         lines += ["", "| inference | forward (s) | / original |", "|---|---|---|"]
-        lines += [f"| {k} | {v['forward_s']:.3f} | {v['ratio_vs_original']:.2f}x |" for k, v in inf.items()]
+        lines += [f"| {k} | {v['forward_s']:.4f} | {v['ratio_vs_original']:.2f}x |" for k, v in inf.items()]
     if "startup" in result:
         lines += ["", "| start-up | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in result["startup"].items()]
@@ -236,8 +272,12 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--only", default="step,memory,inference,startup")
     p.add_argument("--threads", type=int, default=int(os.environ.get("VF_BENCH_THREADS", "0")) or None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    global DEVICE, DTYPE
+    DEVICE, DTYPE = torch.device(args.device), getattr(torch, args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -246,7 +286,9 @@ def main() -> None:
     only = set(args.only.split(","))
     result = {"model": args.model, "batch": args.batch, "seq": args.seq, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "date": time.strftime("%Y-%m-%d")}
+              "date": time.strftime("%Y-%m-%d"), "device": args.device, "dtype": args.dtype}
+    if DEVICE.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(DEVICE)
     if "step" in only:
         result["steps"] = measure_steps(args, methods)
     if "memory" in only:
@@ -256,7 +298,9 @@ def main() -> None:
     if "startup" in only:
         result["startup"] = measure_startup(args)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "" if only == {"step", "memory", "inference", "startup"} else "-" + "-".join(sorted(only))
+    suffix = "" if (args.device, args.dtype) == ("cpu", "float32") else f"-{args.device}-{args.dtype}"
+    suffix += "" if only == {"step", "memory", "inference", "startup"} else "-" + "-".join(sorted(only))
+    suffix += "" if (args.batch, args.seq) == (16, 128) else f"-b{args.batch}x{args.seq}"
     (RESULTS / f"{args.model}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = table(result)
     (RESULTS / f"{args.model}{suffix}.md").write_text(md + "\n")

@@ -146,3 +146,25 @@ def test_eval_cache_follows_parameter_updates():
     assert not torch.allclose(before, after)
     with torch.no_grad():
         torch.testing.assert_close(after, layer.parts["main"](x, layer.layout))
+
+
+@pytest.mark.parametrize("change", ["replace_sigma", "assign_data", "edit_buffer", "replace_buffer", "double"])
+def test_eval_cache_follows_replacements_casts_and_buffer_edits(change):
+    torch.manual_seed(0)
+    layer = DecomposedLayer.build(nn.Linear(4, 4), "l", [SliceSpec(None, 4)]).eval()
+    part = layer.parts["main"]
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        layer(x)  # fills the cache
+        if change == "replace_sigma":
+            part.sigma = nn.Parameter(part.sigma * 3.0)
+        elif change == "assign_data":
+            part.sigma.data = part.sigma.data * 3.0
+        elif change == "edit_buffer":
+            part.u.mul_(-1.0)
+        elif change == "replace_buffer":
+            part.u = part.u * -1.0
+        else:
+            layer.double()
+            x = x.double()
+        torch.testing.assert_close(layer(x), part(x, layer.layout))

@@ -139,17 +139,32 @@ def test_signs_are_deterministic_and_largest_entry_positive():
     torch.testing.assert_close(a.u, b.u, atol=1e-5, rtol=0)
 
 
-def test_injection_leaves_every_cache_entry_written(tmp_path, monkeypatch):
-    """Cache writes run in the background during the decompositions; injection waits for all of them."""
+def test_cache_writes_finish_in_the_background_and_a_second_start_reads_them(tmp_path, monkeypatch):
+    """Injection returns while the cache files are still being written; a second model built at once waits for
+    those writes and is served from them (same factors, no half file), and the trained ``s`` of the first model
+    never leaks into the cache."""
     from vf_core import VectorFitConfig, get_vectorfit_model
+    from vf_core.svd import wait_for_cache_writes
     from vf_core.testing.tiny import TINY_ROLES, TinyNet
 
     monkeypatch.setenv("VECTORFIT_CACHE", str(tmp_path))
-    model = get_vectorfit_model(TinyNet(), VectorFitConfig(target_modules=TINY_ROLES))
-    n_layers = sum(1 for m in model.modules() if type(m).__name__ == "DecomposedLayer")
+    torch.manual_seed(0)
+    net = TinyNet()
+    twin = TinyNet()
+    twin.load_state_dict(net.state_dict())
+    first = get_vectorfit_model(net, VectorFitConfig(target_modules=TINY_ROLES))
+    with torch.no_grad():
+        for v in first.vectors:
+            v.parameter.add_(1.0)  # an optimizer step, possibly before the writes end
+    second = get_vectorfit_model(twin, VectorFitConfig(target_modules=TINY_ROLES))
+    wait_for_cache_writes()
+    n_layers = sum(1 for m in first.modules() if type(m).__name__ == "DecomposedLayer")
     files = list((tmp_path / "svd").rglob("*.safetensors"))
     assert n_layers > 0 and len(files) == n_layers
     assert not list((tmp_path / "svd").rglob("*.tmp"))
+    for a, b in zip(first.vectors, second.vectors):
+        expected = a.initial if a.kind == "sigma" else b.parameter
+        torch.testing.assert_close(b.parameter, expected.to(b.parameter), atol=0, rtol=0)
 
 
 def test_factors_come_in_the_layout_the_layers_use(tmp_path):
@@ -184,3 +199,25 @@ def test_svfit_keeps_its_own_copy_of_the_top_slices(tmp_path):
         assert getattr(part, name).untyped_storage().data_ptr() not in (
             dec.u.untyped_storage().data_ptr(), dec.v.untyped_storage().data_ptr()), name
     torch.testing.assert_close(part.dense_weight(), w, atol=1e-5, rtol=0)
+
+
+def test_a_queued_write_stores_s_as_it_was_when_queued(tmp_path, monkeypatch):
+    """Layers train ``s`` in place: a write still queued when the first optimizer step lands must store ``s0``."""
+    import threading
+
+    gate = threading.Event()
+    real_write = DecompositionCache._write
+
+    def held_write(path, dec):
+        gate.wait(10)
+        real_write(path, dec)
+
+    monkeypatch.setattr(DecompositionCache, "_write", staticmethod(held_write))
+    cache = DecompositionCache(tmp_path)
+    w = torch.randn(12, 7)
+    dec = decompose(w, cache=cache)
+    s0 = dec.s.clone()
+    dec.s.add_(1.0)  # the write has not started yet
+    gate.set()
+    cache.flush()
+    torch.testing.assert_close(decompose(w, cache=cache).s, s0, atol=0, rtol=0)

@@ -81,7 +81,7 @@ def build_layers(plan: Plan, config) -> dict[str, DecomposedLayer]:
                 for t in plan.targets}
     finally:
         if options.cache is not None:
-            options.cache.flush()  # the cache writes overlapped the decompositions; none is left half-done
+            options.cache.close()  # its writes finish in the background (vf_core.svd.wait_for_cache_writes)
 
 
 def swap_in(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:

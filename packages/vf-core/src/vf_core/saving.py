@@ -182,8 +182,9 @@ def _restore_patterns(layers, tensors) -> None:
                 cols = tensors.get(f"pattern::{name}::{key}::cols")
                 if rows is None or cols is None:
                     raise AdapterFormatError(f"the adapter lacks SVFT's pattern of {name!r}[{key}]")
-                part.rows, part.cols = rows.long().clone(), cols.long().clone()
-                part.m = torch.nn.Parameter(torch.zeros(rows.numel(), dtype=part.m.dtype))
+                device = part.u.device
+                part.rows, part.cols = rows.long().to(device, copy=True), cols.long().to(device, copy=True)
+                part.m = torch.nn.Parameter(torch.zeros(rows.numel(), dtype=part.m.dtype, device=device))
 
 
 def _stage_values(model, plan, layers, tensors) -> list:

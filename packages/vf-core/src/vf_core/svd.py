@@ -15,7 +15,7 @@
   ``d x 4d``: 2 to 5 times faster than LAPACK) and for square-ish ones with a flat spectrum (a freshly
   initialised weight: short tail, about 20% faster); ``"svd"`` for other square-ish ones, where LAPACK is as fast
   as the Gram path with its long refinement. Every path gives the SVD to float32 accuracy; only the time differs.
-- Cache: decompositions are stored under ``$VECTORFIT_CACHE/svd/`` (``~/.cache/vectorfit/svd``) keyed by a
+- Cache: decompositions are stored (on a background thread) under ``$VECTORFIT_CACHE/svd/`` keyed by a
   SHA-256 of the weight's bytes, dtype and shape plus the driver and precision, so a second start is a file
   read, and a different weight can never be served another's factors.
 
@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["Decomposition", "decompose", "fingerprint", "DecompositionCache", "default_cache"]
+__all__ = ["Decomposition", "decompose", "fingerprint", "DecompositionCache", "default_cache",
+           "wait_for_cache_writes"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: the Gram path is used by ``"auto"`` when the longer side is at least this many times the shorter one
@@ -138,7 +141,7 @@ def _gram(work: torch.Tensor, svd_dtype: str) -> Optional[tuple[torch.Tensor, to
         else:
             u = b / s
     order = torch.argsort(s, descending=True)
-    if not bool((order == torch.arange(order.numel())).all()):
+    if not bool((order == torch.arange(order.numel(), device=order.device)).all()):
         s, u, v = s[order], u[:, order], v[:, order]
     return (u, s, v) if tall else (v, s, u)
 
@@ -207,21 +210,42 @@ def fingerprint(matrix: torch.Tensor) -> str:
     t = matrix.detach().cpu().contiguous()
     h = hashlib.sha256()
     h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, not a copy
     return h.hexdigest()
+
+
+#: writes still running in this process, by file: a read of one of them waits for it instead of recomputing
+_IN_FLIGHT: dict[str, Future] = {}
+_IN_FLIGHT_LOCK = threading.RLock()  # re-entered when a write is done before its callback is added
+
+
+def wait_for_cache_writes() -> None:
+    """Block until every decomposition this process queued for the on-disk cache has been written.
+
+    ``get_vectorfit_model`` returns as soon as the layers are built; the cache files are written on a
+    background thread meanwhile (the interpreter waits for them at exit). Call this before copying or
+    inspecting the cache directory.
+    """
+    with _IN_FLIGHT_LOCK:
+        pending = list(_IN_FLIGHT.values())
+    for future in pending:
+        future.result()
 
 
 class DecompositionCache:
     """Decompositions on disk, one safetensors file per weight, keyed by fingerprint, driver and precision.
 
-    Writes happen on a background thread, overlapping the next decompositions (call :meth:`flush` to wait for
-    them; a model's injection does); each goes to a temporary file that is then renamed, so concurrent
-    processes never read half a file. A file that cannot be read is ignored (and recomputed).
+    Writes are queued while a model is decomposed and run on a background thread once it is built
+    (:meth:`close`), overlapping whatever follows (:meth:`flush` or :func:`wait_for_cache_writes` waits for them;
+    the interpreter does at exit). Each goes to a temporary file that is then renamed, so no process ever reads half a file; a read
+    of an entry this process is still writing waits for it. A file that cannot be read is ignored (and
+    recomputed).
     """
 
     def __init__(self, directory: os.PathLike | str) -> None:
         self.directory = Path(directory)
-        self._writer: Optional[ThreadPoolExecutor] = None
+        self._queued: list[tuple[Path, Decomposition]] = []
         self._pending: list[Future] = []
 
     def _path(self, key: str) -> Path:
@@ -231,6 +255,10 @@ class DecompositionCache:
         from safetensors.torch import load_file
 
         path = self._path(key)
+        with _IN_FLIGHT_LOCK:
+            writing = _IN_FLIGHT.get(str(path))
+        if writing is not None:
+            writing.result()
         if not path.is_file():
             return None
         try:
@@ -241,31 +269,54 @@ class DecompositionCache:
             return None
 
     def put(self, key: str, dec: Decomposition) -> None:
-        """Store ``dec`` under ``key`` in the background (the tensors must not be modified until :meth:`flush`)."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorfit-svd-cache")
-        self._pending.append(self._writer.submit(self._write, key, dec))
+        """Queue ``dec`` for writing under ``key``; the writes start at :meth:`close` (or :meth:`flush`), so they do
+        not compete with the decompositions still to come. ``s`` is copied now (layers train it in place);
+        ``U`` and ``V`` are frozen buffers and are written from where they are."""
+        self._queued.append((self._path(key), Decomposition(dec.u, dec.s.detach().clone(), dec.v)))
+
+    def close(self) -> None:
+        """Start writing what was queued, on a background thread, and return at once (:meth:`flush` or
+        :func:`wait_for_cache_writes` wait for the writes; the interpreter does at exit)."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorfit-svd-cache")
+        with _IN_FLIGHT_LOCK:
+            for path, snapshot in queued:
+                future = writer.submit(self._write, path, snapshot)
+                _IN_FLIGHT[str(path)] = future
+                future.add_done_callback(lambda f, name=str(path): _done(name, f))
+                self._pending.append(future)
+        writer.shutdown(wait=False)  # the thread ends once the queue is written
 
     def flush(self) -> None:
-        """Wait until every stored decomposition is on disk."""
+        """Write everything queued through this cache and wait until it is on disk."""
+        self.close()
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
 
-    def _write(self, key: str, dec: Decomposition) -> None:
+    @staticmethod
+    def _write(path: Path, dec: Decomposition) -> None:
         from safetensors.torch import save_file
 
-        path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             save_file({"u": dec.u.cpu().contiguous(), "s": dec.s.cpu(), "vt": dec.v.cpu().mT.contiguous()}, str(tmp))
             os.replace(tmp, path)
         except OSError:  # a read-only or full disk only costs the cache
             pass
+
+
+def _done(name: str, future: Future) -> None:
+    with _IN_FLIGHT_LOCK:
+        if _IN_FLIGHT.get(name) is future:
+            del _IN_FLIGHT[name]
+    error = future.exception()
+    if error is not None:
+        warnings.warn(f"vectorfit: could not write the SVD cache entry {name}: {error!r}", RuntimeWarning,
+                      stacklevel=1)
 
 
 def default_cache() -> Optional[DecompositionCache]:

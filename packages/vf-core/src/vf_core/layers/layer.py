@@ -67,7 +67,7 @@ def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float], n
                           f" {s.numel()} singular values; lower 'rank' or use 'energy'", fields=("rank",))
     if energy is not None:
         share = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum().clamp_min(1e-300)
-        found = int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype) - 1e-12).item()) + 1
+        found = int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype, device=share.device) - 1e-12).item()) + 1
         return min(found, s.numel())
     return min(int(rank), s.numel())
 
@@ -180,8 +180,16 @@ class DecomposedLayer(nn.Module):
                           for b, p in zip(biases, self.parts.values())])
 
     def _cache_key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version, t.dtype) for t in self.parameters()) + tuple(
-            (b.data_ptr(), b.dtype) for b in self.buffers())
+        """Identity, version and dtype of every tensor the dense weight depends on: any in-place update (an
+        optimizer step, ``load_state_dict``), replacement or cast changes it. Read straight from the parts'
+        tensor dicts (parts hold no submodules): this runs on every inference call."""
+        key: list = []
+        for owner in (self, *self.parts.values()):
+            for group in (owner._parameters, owner._buffers):
+                for t in group.values():
+                    if t is not None:
+                        key += (t.data_ptr(), t._version, t.dtype)
+        return tuple(key)
 
     def _dense_cached(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         key = self._cache_key()
@@ -194,6 +202,18 @@ class DecomposedLayer(nn.Module):
     def train(self, mode: bool = True) -> "DecomposedLayer":
         self._dense_cache = None
         return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.half()``, ``.cuda()``...: the layer's compute dtype follows its factors."""
+        out = super()._apply(fn, recurse)
+        self._dense_cache = None
+        for part in self.parts.values():
+            floats = [t for t in (*part._buffers.values(), *part._parameters.values())
+                      if t is not None and t.is_floating_point()]
+            if floats:
+                self.dtype = floats[0].dtype
+                break
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not torch.is_grad_enabled():

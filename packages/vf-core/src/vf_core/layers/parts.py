@@ -147,9 +147,10 @@ class SVFTPart(Part):
         self.register_buffer("u", dec.u.to(dtype), persistent=False)
         self.register_buffer("vt", dec.v.mT.contiguous().to(dtype), persistent=False)
         self.register_buffer("s0", dec.s.to(dtype), persistent=False)
-        self.register_buffer("rows", rows.long(), persistent=False)
-        self.register_buffer("cols", cols.long(), persistent=False)
-        self.m = nn.Parameter(torch.zeros(rows.numel(), dtype=dtype))
+        device = dec.u.device  # patterns are drawn on the CPU; the part lives with its factors
+        self.register_buffer("rows", rows.long().to(device), persistent=False)
+        self.register_buffer("cols", cols.long().to(device), persistent=False)
+        self.m = nn.Parameter(torch.zeros(rows.numel(), dtype=dtype, device=device))
         self._init_bias(bias, train_bias)
         self._diagonals: Optional[list] = None
 
