@@ -221,3 +221,17 @@ def test_a_queued_write_stores_s_as_it_was_when_queued(tmp_path, monkeypatch):
     gate.set()
     cache.flush()
     torch.testing.assert_close(decompose(w, cache=cache).s, s0, atol=0, rtol=0)
+
+
+def test_building_a_model_returns_the_decompositions_memory(monkeypatch):
+    """The decompositions' freed temporaries go back to the operating system once the layers are built."""
+    import vf_core.injection as injection
+    from vf_core import VectorFitConfig, get_vectorfit_model
+    from vf_core.heap import return_freed_memory
+    from vf_core.testing.tiny import TINY_ROLES, TinyNet
+
+    assert isinstance(return_freed_memory(), bool)
+    calls = []
+    monkeypatch.setattr(injection, "return_freed_memory", lambda: calls.append(1) or True)
+    get_vectorfit_model(TinyNet(), VectorFitConfig(target_modules=TINY_ROLES))
+    assert calls == [1]

@@ -14,6 +14,7 @@ from torch import nn
 
 from .errors import NonFiniteWeightError, TargetError, TiedWeightError
 from .families import Family
+from .heap import return_freed_memory
 from .layers import DecomposedLayer, MethodOptions
 from .layouts import layout_for
 from .svd import default_cache, fingerprint
@@ -82,6 +83,7 @@ def build_layers(plan: Plan, config) -> dict[str, DecomposedLayer]:
     finally:
         if options.cache is not None:
             options.cache.close()  # its writes finish in the background (vf_core.svd.wait_for_cache_writes)
+        return_freed_memory()  # the decompositions' temporaries, kept by the allocator otherwise
 
 
 def swap_in(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:
