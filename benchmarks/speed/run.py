@@ -145,10 +145,10 @@ def measure_inference(args):
 
 
 def measure_startup(args):
-    """Seconds to decompose the model (``get_vectorfit_model``): cold (a fresh cache) twice, then from the cache
-    twice, and without any cache; LoRA's and EigenTune's set-up, and the model load itself. A cold start returns
-    while the cache files are still written on a background thread: ``vectorfit_cold_*_written_s`` is the time
-    until they are all on disk."""
+    """Seconds to decompose the model (``get_vectorfit_model``): cold (a fresh cache), then from that cache, for
+    ``--startup-trials`` fresh caches, and without any cache; LoRA's and EigenTune's set-up, and the model load
+    itself. A cold start returns while the cache files are still written on a background thread:
+    ``vectorfit_cold_*_written_s`` is the time until they are all on disk."""
     from vf_core import VectorFitConfig, get_vectorfit_model
     from vf_core.svd import wait_for_cache_writes
 
@@ -164,7 +164,7 @@ def measure_startup(args):
     out = {}
     saved = os.environ.get("VECTORFIT_CACHE")
     try:
-        for trial in (1, 2):
+        for trial in range(1, args.startup_trials + 1):
             with tempfile.TemporaryDirectory() as cache:
                 os.environ["VECTORFIT_CACHE"] = cache
                 out[f"vectorfit_cold_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
@@ -269,6 +269,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2, help="steps per method per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--inference-repeats", type=int, default=20, help="forward passes per model, alternated")
+    p.add_argument("--startup-trials", type=int, default=3, help="cold + cached start-ups, each on a fresh cache")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--only", default="step,memory,inference,startup")
     p.add_argument("--threads", type=int, default=int(os.environ.get("VF_BENCH_THREADS", "0")) or None)
