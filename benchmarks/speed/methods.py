@@ -46,6 +46,11 @@ def vectorfit(model) -> Prepared:
     return prepared
 
 
+def vectorfit_bias(model) -> Prepared:
+    """VectorFit with only the biases training (``train_sigma=False``): the layers run one dense product."""
+    return _vf(model, train_sigma=False)
+
+
 def svfit(model) -> Prepared:
     return _vf(model, method="svfit", rank=16)
 
@@ -99,6 +104,7 @@ METHODS: dict[str, Callable[[nn.Module], Prepared]] = {
     "svfit_r16": svfit,
     "svft_banded_d2": svft,
     "bitfit": bitfit,
+    "vectorfit_bias": vectorfit_bias,
     "full": full,
     "lora_r8": lora_r8,
     "eigentune_r16": eigentune_r16,

@@ -168,3 +168,36 @@ def test_eval_cache_follows_replacements_casts_and_buffer_edits(change):
             layer.double()
             x = x.double()
         torch.testing.assert_close(layer(x), part(x, layer.layout))
+
+
+def test_bias_only_training_runs_one_dense_product_with_the_same_values_and_gradients(monkeypatch):
+    """With no spectral parameter taking gradients (``train_sigma=False``), a training forward is the base layer's
+    single product with the cached dense weight: same output and gradients as the factored form, biases fresh."""
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 5)
+    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 5)],
+                                  options=MethodOptions(train_sigma=False, train_bias=True)).train()
+    part = layer.parts["main"]
+    assert not isinstance(part.sigma, nn.Parameter) and isinstance(part.bias, nn.Parameter)
+    x = torch.randn(3, 6, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    factored = part(x2, layer.layout)
+    factored.pow(2).sum().backward()
+    bias_grad = part.bias.grad.clone()
+    part.bias.grad = None
+    monkeypatch.setattr(type(part), "project", lambda *a: (_ for _ in ()).throw(AssertionError("factored path")))
+    out = layer(x)
+    out.pow(2).sum().backward()
+    torch.testing.assert_close(out, factored, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(part.bias.grad, bias_grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        part.bias.add_(1.0)  # an optimizer step: the bias is read fresh, the weight stays cached
+    torch.testing.assert_close(layer(x), out + 1.0, atol=1e-5, rtol=1e-5)
+
+
+def test_sigma_that_trains_keeps_the_factored_form_in_training():
+    torch.manual_seed(0)
+    layer = DecomposedLayer.build(nn.Linear(6, 5), "l", [SliceSpec(None, 5)]).train()
+    layer(torch.randn(3, 6)).sum().backward()
+    assert layer.parts["main"].sigma.grad is not None

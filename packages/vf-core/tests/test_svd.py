@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from vf_core.svd import DecompositionCache, decompose, fingerprint
@@ -235,3 +238,18 @@ def test_building_a_model_returns_the_decompositions_memory(monkeypatch):
     monkeypatch.setattr(injection, "return_freed_memory", lambda: calls.append(1) or True)
     get_vectorfit_model(TinyNet(), VectorFitConfig(target_modules=TINY_ROLES))
     assert calls == [1]
+
+
+def test_a_failed_cache_write_leaves_no_file_and_only_warns(tmp_path, monkeypatch):
+    def broken_save(tensors, filename):
+        Path(filename).write_bytes(b"partial")
+        raise RuntimeError("disk vanished")
+
+    monkeypatch.setattr("safetensors.torch.save_file", broken_save)
+    cache = DecompositionCache(tmp_path)
+    w = torch.randn(9, 5)
+    with pytest.warns(RuntimeWarning, match="could not write the SVD cache entry.*disk vanished"):
+        dec = decompose(w, cache=cache)
+        cache.flush()
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.safetensors"))
+    _check(dec, w, 1e-5)

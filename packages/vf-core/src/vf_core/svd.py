@@ -34,7 +34,7 @@ import hashlib
 import os
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -229,8 +229,7 @@ def wait_for_cache_writes() -> None:
     """
     with _IN_FLIGHT_LOCK:
         pending = list(_IN_FLIGHT.values())
-    for future in pending:
-        future.result()
+    wait(pending)  # a failed write was warned about; it only costs the cache
 
 
 class DecompositionCache:
@@ -258,7 +257,7 @@ class DecompositionCache:
         with _IN_FLIGHT_LOCK:
             writing = _IN_FLIGHT.get(str(path))
         if writing is not None:
-            writing.result()
+            wait([writing])
         if not path.is_file():
             return None
         try:
@@ -293,20 +292,21 @@ class DecompositionCache:
         """Write everything queued through this cache and wait until it is on disk."""
         self.close()
         pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        wait(pending)
 
     @staticmethod
     def _write(path: Path, dec: Decomposition) -> None:
         from safetensors.torch import save_file
 
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             save_file({"u": dec.u.cpu().contiguous(), "s": dec.s.cpu(), "vt": dec.v.cpu().mT.contiguous()}, str(tmp))
             os.replace(tmp, path)
-        except OSError:  # a read-only or full disk only costs the cache
-            pass
+        except BaseException as error:
+            tmp.unlink(missing_ok=True)  # never leave a partial file behind
+            if not isinstance(error, OSError):  # a read-only or full disk only costs the cache
+                raise
 
 
 def _done(name: str, future: Future) -> None:

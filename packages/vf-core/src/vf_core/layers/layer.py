@@ -93,7 +93,7 @@ class DecomposedLayer(nn.Module):
         self.fingerprint = fingerprint_
         self.had_bias = had_bias
         object.__setattr__(self, "_shell", shell)  # not a submodule: holds no tensors
-        self._dense_cache: Optional[tuple[tuple, torch.Tensor, Optional[torch.Tensor]]] = None
+        self._dense_cache: Optional[tuple[tuple, torch.Tensor]] = None
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -173,31 +173,37 @@ class DecomposedLayer(nn.Module):
 
     def dense_bias(self) -> Optional[torch.Tensor]:
         biases = [part.bias for part in self.parts.values()]
-        if all(b is None for b in biases):
-            return None
+        if len(biases) == 1 or all(b is None for b in biases):
+            return biases[0]
         ref = next(b for b in biases if b is not None)
         return torch.cat([b if b is not None else ref.new_zeros(p.dense_weight().shape[0])
                           for b, p in zip(biases, self.parts.values())])
 
     def _cache_key(self) -> tuple:
-        """Identity, version and dtype of every tensor the dense weight depends on: any in-place update (an
-        optimizer step, ``load_state_dict``), replacement or cast changes it. Read straight from the parts'
-        tensor dicts (parts hold no submodules): this runs on every inference call."""
+        """Identity, version and dtype of every tensor the dense weight depends on (biases aside): any in-place
+        update (an optimizer step, ``load_state_dict``), replacement or cast changes it. Read straight from the
+        parts' tensor dicts (parts hold no submodules): this runs on every call that uses the cached weight."""
         key: list = []
         for owner in (self, *self.parts.values()):
             for group in (owner._parameters, owner._buffers):
-                for t in group.values():
-                    if t is not None:
+                for name, t in group.items():
+                    if t is not None and name != "bias":
                         key += (t.data_ptr(), t._version, t.dtype)
         return tuple(key)
 
-    def _dense_cached(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _dense_cached(self) -> torch.Tensor:
+        """``U diag(s) V^T`` (stacked over parts), rebuilt only when a tensor it depends on changed."""
         key = self._cache_key()
         if self._dense_cache is None or self._dense_cache[0] != key:
             work = torch.float32 if self.dtype in (torch.float16, torch.bfloat16) else None
-            weight = self.dense_weight(work).to(self.dtype)
-            self._dense_cache = (key, weight, self.dense_bias())
-        return self._dense_cache[1], self._dense_cache[2]
+            with torch.no_grad():
+                self._dense_cache = (key, self.dense_weight(work).to(self.dtype))
+        return self._dense_cache[1]
+
+    def _spectrum_trains(self) -> bool:
+        """Whether any of ``s``, ``s_r`` or ``M`` takes gradients (biases aside)."""
+        return any(t is not None and t.requires_grad and name != "bias"
+                   for part in self.parts.values() for name, t in part._parameters.items())
 
     def train(self, mode: bool = True) -> "DecomposedLayer":
         self._dense_cache = None
@@ -216,9 +222,9 @@ class DecomposedLayer(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled():
-            weight, bias = self._dense_cached()
-            return self.layout.apply_dense(x, weight, bias)
+        if not (torch.is_grad_enabled() or self.training) or not self._spectrum_trains():
+            # inference, or only biases train here: one product with the cached dense weight, as in the base layer
+            return self.layout.apply_dense(x, self._dense_cached(), self.dense_bias())
         outs = [part(x, self.layout) for part in self.parts.values()]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=self.layout.out_dim)
 
