@@ -15,7 +15,7 @@ from vf_core_test_utils import TINY_ROLES, TinyNet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-METHODS = [{}, {"method": "svfit", "rank": 3}, {"method": "svfit", "energy": 0.9},
+METHODS = [{}, {"train_sigma": False}, {"method": "svfit", "rank": 3}, {"method": "svfit", "energy": 0.9},
            {"method": "svft", "pattern": "plain"}, {"method": "svft", "pattern": "banded", "off_diagonals": 1},
            {"method": "svft", "pattern": "random"},
            {"method": "svft", "pattern": "topk", "off_diagonals": 1, "roles": ["q", "k", "v", "o"]}]
@@ -44,7 +44,8 @@ def test_decompose_on_cuda_matches_the_cpu(driver, shape):
     torch.testing.assert_close(s.cpu(), decompose(w, driver=driver).s, atol=1e-5 * float(s[0]), rtol=0)
 
 
-@pytest.mark.parametrize("method_kw", METHODS, ids=lambda kw: "-".join(map(str, kw.values())) or "vectorfit")
+@pytest.mark.parametrize("method_kw", METHODS,
+                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "vectorfit")
 def test_every_method_is_exact_trains_and_round_trips_on_cuda(method_kw, tmp_path):
     net, x = _net(), _input()
     base = copy.deepcopy(net)
