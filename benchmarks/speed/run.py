@@ -152,11 +152,12 @@ def measure_startup(args):
     from vf_core import VectorFitConfig, get_vectorfit_model
     from vf_core.svd import wait_for_cache_writes
 
-    built_at = [0.0]  # when the last timed() call's model was ready
+    built_at = 0.0  # when the last timed() call's model was ready
 
     def timed(setup) -> float:
+        nonlocal built_at
         model = build_model(args.model)
-        t = built_at[0] = time.perf_counter()
+        t = built_at = time.perf_counter()
         setup(model)
         sync()
         return time.perf_counter() - t
@@ -169,7 +170,7 @@ def measure_startup(args):
                 os.environ["VECTORFIT_CACHE"] = cache
                 out[f"vectorfit_cold_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
                 wait_for_cache_writes()
-                out[f"vectorfit_cold_{trial}_written_s"] = time.perf_counter() - built_at[0]
+                out[f"vectorfit_cold_{trial}_written_s"] = time.perf_counter() - built_at
                 out[f"vectorfit_cached_{trial}_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig()))
         out["vectorfit_no_cache_s"] = timed(lambda m: get_vectorfit_model(m, VectorFitConfig(svd_cache=False)))
     finally:

@@ -237,9 +237,9 @@ class DecompositionCache:
 
     Writes are queued while a model is decomposed and run on a background thread once it is built
     (:meth:`close`), overlapping whatever follows (:meth:`flush` or :func:`wait_for_cache_writes` waits for them;
-    the interpreter does at exit). Each goes to a temporary file that is then renamed, so no process ever reads half a file; a read
-    of an entry this process is still writing waits for it. A file that cannot be read is ignored (and
-    recomputed).
+    the interpreter does at exit). Each goes to a temporary file that is then renamed, so no process ever reads
+    half a file; a read of an entry this process is still writing waits for it. A file that cannot be read is
+    ignored (and recomputed).
     """
 
     def __init__(self, directory: os.PathLike | str) -> None:

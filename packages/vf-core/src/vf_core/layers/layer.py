@@ -67,7 +67,8 @@ def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float], n
                           f" {s.numel()} singular values; lower 'rank' or use 'energy'", fields=("rank",))
     if energy is not None:
         share = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum().clamp_min(1e-300)
-        found = int(torch.searchsorted(share, torch.tensor(energy, dtype=share.dtype, device=share.device) - 1e-12).item()) + 1
+        target = torch.tensor(energy, dtype=share.dtype, device=share.device) - 1e-12
+        found = int(torch.searchsorted(share, target).item()) + 1
         return min(found, s.numel())
     return min(int(rank), s.numel())
 
@@ -125,9 +126,7 @@ class DecomposedLayer(nn.Module):
             parts[key].role = spec.role
         if start != weight.shape[0]:
             raise ValueError(f"slices of {name!r} cover {start} rows, the weight has {weight.shape[0]}")
-        layer = cls(name, layout, parts, _shell_of(module), weight_fingerprint, had_bias)
-        layer.dtype = weight.dtype
-        return layer
+        return cls(name, layout, parts, _shell_of(module), weight_fingerprint, had_bias)
 
     @staticmethod
     def _make_part(w: torch.Tensor, b: Optional[torch.Tensor], spec: SliceSpec, opts: MethodOptions,
@@ -156,6 +155,22 @@ class DecomposedLayer(nn.Module):
                 yield key, role, kind, param
 
     # ----------------------------------------------------------------------------------------- compute
+    @property
+    def dtype(self) -> torch.dtype:
+        """The layer's dtype: its factors' (it follows ``.to()``, ``.half()``, ...)."""
+        for part in self.parts.values():
+            for t in (*part._buffers.values(), *part._parameters.values()):
+                if t is not None and t.is_floating_point():
+                    return t.dtype
+        return torch.get_default_dtype()
+
+    def _current_weight(self) -> torch.Tensor:
+        """``dense_weight`` in the layer's dtype, computed at float32 or better (half precision is only the
+        storage)."""
+        dtype = self.dtype
+        work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
+        return self.dense_weight(work).to(dtype)
+
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts), computed in ``dtype``."""
         weights = [part.dense_weight(dtype) for part in self.parts.values()]
@@ -168,8 +183,7 @@ class DecomposedLayer(nn.Module):
         For model code that reads ``layer.weight`` itself (T5 checks ``wo.weight.dtype``; timm's BEiT calls
         ``F.linear(x, qkv.weight, qkv_bias)``).
         """
-        work = torch.float32 if self.dtype in (torch.float16, torch.bfloat16) else None
-        return self.layout.stored(self.dense_weight(work).to(self.dtype))
+        return self.layout.stored(self._current_weight())
 
     def dense_bias(self) -> Optional[torch.Tensor]:
         biases = [part.bias for part in self.parts.values()]
@@ -195,9 +209,8 @@ class DecomposedLayer(nn.Module):
         """``U diag(s) V^T`` (stacked over parts), rebuilt only when a tensor it depends on changed."""
         key = self._cache_key()
         if self._dense_cache is None or self._dense_cache[0] != key:
-            work = torch.float32 if self.dtype in (torch.float16, torch.bfloat16) else None
             with torch.no_grad():
-                self._dense_cache = (key, self.dense_weight(work).to(self.dtype))
+                self._dense_cache = (key, self._current_weight())
         return self._dense_cache[1]
 
     def _spectrum_trains(self) -> bool:
@@ -210,16 +223,9 @@ class DecomposedLayer(nn.Module):
         return super().train(mode)
 
     def _apply(self, fn, recurse: bool = True):
-        """``.to()``, ``.half()``, ``.cuda()``...: the layer's compute dtype follows its factors."""
-        out = super()._apply(fn, recurse)
+        """``.to()``, ``.half()``, ``.cuda()``...: the cached weight is of the old tensors; drop it now."""
         self._dense_cache = None
-        for part in self.parts.values():
-            floats = [t for t in (*part._buffers.values(), *part._parameters.values())
-                      if t is not None and t.is_floating_point()]
-            if floats:
-                self.dtype = floats[0].dtype
-                break
-        return out
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() or self.training) or not self._spectrum_trains():
@@ -233,12 +239,10 @@ class DecomposedLayer(nn.Module):
     def merged(self) -> nn.Module:
         """A plain layer of the original type holding ``U diag(s) V^T`` and the trained bias."""
         module = _shell_of(self._shell)
-        dtype = self.dtype
-        work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype  # merge at full precision
-        self.layout.write(module, self.dense_weight(work).to(dtype))
+        self.layout.write(module, self._current_weight())  # merged at float32 or better
         bias = self.dense_bias()
         if "bias" in module._parameters or bias is not None:
-            module.bias = None if bias is None else nn.Parameter(bias.to(dtype).clone())
+            module.bias = None if bias is None else nn.Parameter(bias.to(self.dtype).clone())
         return module
 
     def extra_repr(self) -> str:
