@@ -19,7 +19,7 @@ from vf_core import VectorFitModel
 from vf_core.cli import NO, SURE, CLIError, Recipe, apply_method, compute_metrics, finish_run, main, write_run_info
 from vf_core.cli.methods import MethodSpec, restore_trained
 from vf_core.cli.rundir import Run
-from vf_core.cli.training import StrengthRecorder
+from vf_core.cli.training import StrengthRecorder, clip_vector_gradients, optimizer_groups, stall_verdict
 from vf_core.plugins import get_plugin_manager, hookimpl, reset_plugin_manager
 
 TARGETS = r"blocks\.\d+\.(q|k|v|o|up|down)"
@@ -52,11 +52,12 @@ class FakeRunner:
         targets, _, _ = family_targets(model, args.method_spec)
         w0 = capture_matrices(model, [t[0] for t in targets])
         prepared = apply_method(model, args.method_spec, total_steps=6)
-        opt = torch.optim.AdamW([p for p in prepared.model.parameters() if p.requires_grad], lr=args.lr)
+        opt = torch.optim.AdamW(optimizer_groups(prepared, args), lr=args.lr)
         recorder = StrengthRecorder(prepared.vf) if prepared.vf is not None else None
         for step in range(args.max_steps or 6):
             loss = torch.nn.functional.cross_entropy(prepared.model(x[:48]), y[:48])
             loss.backward()
+            clip_vector_gradients(prepared.vf, args.max_grad_norm_per_vector)
             opt.step()
             opt.zero_grad()
             if recorder:
@@ -223,7 +224,7 @@ def test_list_and_help(fake_backend, capsys):
 
 def test_compute_metrics():
     m = compute_metrics("classification", [[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], [1, 0, 0])
-    assert m == {"accuracy": pytest.approx(2 / 3)}
+    assert m == {"accuracy": pytest.approx(2 / 3), "majority_accuracy": pytest.approx(2 / 3), "predicted_classes": 2}
     m = compute_metrics("classification", [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], [0, 1, 2, 1], 3)
     assert m["accuracy"] == 0.75 and 0 < m["f1_macro"] < 1
     r = compute_metrics("regression", [[1.0], [2.0], [3.0], [4.0]], [1.5, 2.0, 3.5, 3.9])
@@ -253,3 +254,104 @@ def test_run_dir_errors(tmp_path):
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(CLIError, match="not valid JSON"):
         Run.open(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ stalls
+def test_stall_verdict_known_values():
+    majority = compute_metrics("classification", [[1.0, 0.0]] * 4, [0, 0, 0, 1])
+    assert majority["accuracy"] == 0.75 and majority["majority_accuracy"] == 0.75
+    assert "same class" in stall_verdict(majority, "classification")
+    below = {"eval_accuracy": 0.55, "eval_majority_accuracy": 0.578, "eval_predicted_classes": 2}
+    assert "at or below" in stall_verdict(below, "classification")
+    assert stall_verdict({"eval_accuracy": 0.70, "eval_majority_accuracy": 0.578, "eval_predicted_classes": 2},
+                         "classification") is None
+    flat = compute_metrics("regression", [[0.3]] * 4, [1.0, 2.0, 3.0, 4.0])
+    assert stall_verdict(flat, "regression") == "every eval prediction is the same value"
+    assert stall_verdict(compute_metrics("regression", [[1.0], [2.0], [2.5], [4.0]], [1.0, 2.0, 3.0, 4.0]),
+                         "regression") is None
+
+
+def test_a_stalled_run_says_so(fake_backend, tmp_path, capsys, monkeypatch):
+    def constant(self, model, x, y):  # a model that answers class 0 for everything
+        logits = torch.zeros(len(y), 3)
+        logits[:, 0] = 1.0
+        return {f"eval_{k}": v for k, v in compute_metrics("classification", logits.numpy(), y.numpy(), 3).items()}
+
+    monkeypatch.setattr(FakeRunner, "_metrics", constant)
+    out = tmp_path / "stalled"
+    assert main([*BASE, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("WARNING: this run stalled: every eval example gets the same class")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stalled"] is True and "same class" in metrics["stalled_reason"]
+    assert metrics["eval_predicted_classes"] == 1
+
+
+def test_a_run_that_learns_is_not_flagged(fake_backend, tmp_path):
+    out = tmp_path / "fine"
+    assert main([*BASE, "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stalled"] is (metrics["eval_accuracy"] <= metrics["eval_majority_accuracy"])
+
+
+# ------------------------------------------------------------------------------------------------ per-kind rates
+def _prepared(method: str, **spec_kw):
+    model = FakeRunner().load_model("tiny")
+    spec = MethodSpec(method, target_modules=TARGETS, modules_to_save=["head"], **spec_kw)
+    return apply_method(model, spec, total_steps=6)
+
+
+@pytest.mark.parametrize("method", ["vectorfit", "svft", "bitfit", "full"])
+def test_optimizer_groups_hold_every_trainable_parameter_once(method):
+    import argparse
+
+    prepared = _prepared(method)
+    args = argparse.Namespace(lr=1e-2, lr_sigma=None, lr_bias=1e-3, lr_head=5e-2, weight_decay=0.1)
+    groups = optimizer_groups(prepared, args)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in prepared.model.parameters() if p.requires_grad}
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["head"]["lr"] == 5e-2 and {id(p) for p in by_name["head"]["params"]} == {
+        id(p) for p in prepared.base.get_submodule("head").parameters()}
+    if method in ("vectorfit", "bitfit"):
+        assert by_name["bias"]["lr"] == 1e-3 and by_name["bias"]["weight_decay"] == 0.0
+    if method in ("vectorfit", "svft"):
+        assert by_name["sigma"]["lr"] == 1e-2 and by_name["sigma"]["weight_decay"] == 0.1
+        kinds = {v.kind for v in prepared.vf.vectors if any(v.parameter is p for p in by_name["sigma"]["params"])}
+        assert kinds == ({"sigma"} if method == "vectorfit" else {"m"})
+    if method == "full":
+        assert by_name["other"]["lr"] == 1e-2
+
+
+def test_per_kind_rates_reach_the_optimizer(fake_backend, tmp_path):
+    """Biases at a rate of (almost) zero do not move while the singular values and the head train."""
+    out = tmp_path / "kinds"
+    assert main([*BASE, "--output", str(out), "--lr-bias", "1e-12", "--no-plots"]) == 0
+    vf = VectorFitModel.from_pretrained(FakeRunner().load_model("tiny"), out / "adapter")
+    base = FakeRunner().load_model("tiny")
+    biases = [v for v in vf.vectors if v.kind == "bias"]
+    assert biases
+    for v in biases:
+        torch.testing.assert_close(v.parameter, base.get_submodule(v.module).bias, atol=1e-9, rtol=0)
+    assert not torch.allclose(vf.base_model.head.weight, base.head.weight)  # the head did train
+
+
+def test_clip_vector_gradients_bounds_each_vector():
+    prepared = _prepared("vectorfit")
+    x, y = _data()
+    torch.nn.functional.cross_entropy(prepared.model(x[:48]), y[:48]).mul(100).backward()
+    clip_vector_gradients(prepared.vf, 1e-3)
+    norms = [float(v.parameter.grad.norm()) for v in prepared.vf.vectors if v.parameter.grad is not None]
+    assert norms and max(norms) <= 1e-3 * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "full", "--lr-sigma", "1e-3"], "--lr-sigma applies to vectorfit"),
+    (["--lr-bias", "-1"], "--lr-bias must be positive"),
+    (["--method", "bitfit", "--max-grad-norm-per-vector", "1"], "--max-grad-norm-per-vector applies"),
+    (["--method", "svfit", "--sigma-parametrization", "relative"], "--sigma-parametrization applies"),
+])
+def test_bad_per_kind_options(fake_backend, tmp_path, capsys, argv, message):
+    assert main([*BASE, "--output", str(tmp_path / "bad"), *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -13,6 +13,7 @@ from vf_core_test_utils import Conv1D
 
 CASES = {
     "vectorfit": MethodOptions("vectorfit"),
+    "vectorfit-relative": MethodOptions("vectorfit", sigma_parametrization="relative"),
     "svfit": MethodOptions("svfit", rank=2),
     "svft-banded": MethodOptions("svft", pattern="banded", off_diagonals=1),
     "svft-random": MethodOptions("svft", pattern="random", off_diagonals=1, seed=5),

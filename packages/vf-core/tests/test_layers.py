@@ -14,6 +14,7 @@ from vf_core_test_utils import Conv1D
 METHODS = [
     MethodOptions(method="vectorfit"),
     MethodOptions(method="vectorfit", train_sigma=False),
+    MethodOptions(method="vectorfit", sigma_parametrization="relative"),
     MethodOptions(method="svfit", rank=3),
     MethodOptions(method="svfit", rank=None, energy=0.9),
     MethodOptions(method="svft", pattern="plain"),

@@ -23,7 +23,14 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from vf_core.cli import CLIError, apply_method, compute_metrics, finish_run, write_run_info
 from vf_core.cli.methods import PEFT_METHODS, adalora_update, resolve_avf
 from vf_core.cli.rundir import CHECKPOINTS_DIR, Run
-from vf_core.cli.training import StrengthRecorder, Timer, initial_weights, optimizer_steps
+from vf_core.cli.training import (
+    StrengthRecorder,
+    Timer,
+    clip_vector_gradients,
+    initial_weights,
+    optimizer_groups,
+    optimizer_steps,
+)
 from vf_core.model import VectorFitModel
 
 from .data import DataError, TextDataset, load_text_dataset
@@ -103,6 +110,16 @@ class _StrengthCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.recorder.record(state.global_step, self._frozen())
+
+
+class _VectorClipCallback(TrainerCallback):
+    """``--max-grad-norm-per-vector``: each vector's gradient clipped on its own, right before the optimizer step."""
+
+    def __init__(self, vf, max_norm: float) -> None:
+        self.vf, self.max_norm = vf, max_norm
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        clip_vector_gradients(self.vf, self.max_norm)
 
 
 class _AdaLoraCallback(TrainerCallback):
@@ -236,9 +253,12 @@ class NLPRunner:
             return compute_metrics(task, logits, pred.label_ids, num_labels)
 
         trainer_cls = VectorFitTrainer if isinstance(prepared.model, VectorFitModel) else Trainer
+        optimizer = torch.optim.AdamW(optimizer_groups(prepared, args), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
         trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                               data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_fn,
-                              processing_class=tokenizer)
+                              processing_class=tokenizer, optimizers=(optimizer, None))
+        if getattr(args, "max_grad_norm_per_vector", 0.0) and prepared.vf is not None:
+            trainer.add_callback(_VectorClipCallback(prepared.vf, args.max_grad_norm_per_vector))
         avf_callback = None
         if spec.avf is not None:
             from vf_avf.integrations.trainer import AVFCallback

@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from vf_core.cli import CLIError, apply_method, compute_metrics, finish_run, write_run_info
 from vf_core.cli.methods import adalora_update, resolve_avf
 from vf_core.cli.rundir import CHECKPOINTS_DIR, Run
-from vf_core.cli.training import StrengthRecorder, Timer, initial_weights, optimizer_steps
+from vf_core.cli.training import (
+    StrengthRecorder,
+    Timer,
+    clip_vector_gradients,
+    initial_weights,
+    optimizer_groups,
+    optimizer_steps,
+)
 
 from .data import DataError, ImageDataset, load_image_dataset
 from .models import load_image_classifier, save_image_classifier
@@ -146,7 +153,8 @@ class VisionRunner:
         if args.device == "cuda" and not torch.cuda.is_available():
             raise CLIError("--device cuda: no CUDA device is available")
         params = [p for p in prepared.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
+        optimizer = torch.optim.AdamW(optimizer_groups(prepared, args), lr=args.lr, weight_decay=args.weight_decay,
+                                      betas=(0.9, 0.999))
         warmup = int(args.warmup_ratio * total_steps) if args.warmup_ratio < 1 else int(args.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(args.scheduler, total_steps, warmup))
         generator = torch.Generator().manual_seed(args.seed)
@@ -199,6 +207,7 @@ class VisionRunner:
                         freezer.step(global_step)
                     if args.max_grad_norm and args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                    clip_vector_gradients(prepared.vf, getattr(args, "max_grad_norm_per_vector", 0.0))
                     optimizer.step()
                     scheduler.step()
                     if spec.name == "adalora":

@@ -19,10 +19,11 @@ from pydantic import Field, field_validator, model_validator
 from .roles import ROLES, Role
 from .strict import StrictModel
 
-__all__ = ["VectorFitConfig", "Method", "Pattern"]
+__all__ = ["VectorFitConfig", "Method", "Pattern", "SigmaParametrization"]
 
 Method = Literal["vectorfit", "svfit", "svft"]
 Pattern = Literal["plain", "banded", "random", "topk"]
+SigmaParametrization = Literal["absolute", "relative"]
 
 TargetSpec = Union[str, list[str]]
 
@@ -37,6 +38,10 @@ class VectorFitConfig(StrictModel):
             ``U (diag(s0) + M) V^T``.
         roles: the roles to target among ``q, k, v, o, f1, f2`` (default: all six).
         train_sigma: train the singular values (``vectorfit``; ``svfit``/``svft`` always train theirs).
+        sigma_parametrization: what ``vectorfit``'s trained singular-value vector holds: ``"absolute"`` (the
+            paper: ``s`` itself) or ``"relative"`` (``t`` in ``s = s0 * (1 + t)``, so that Adam moves each
+            singular value in proportion to its size). Both are exact at initialisation and merge, save and load
+            alike; docs/method.md says which is the default and why.
         train_bias: train the bias of each targeted matrix. Default: ``True`` for ``vectorfit``,
             ``False`` for ``svfit`` and ``svft``.
         target_modules: overrides the backend's declarations. A list matches module names exactly or by a
@@ -61,6 +66,7 @@ class VectorFitConfig(StrictModel):
     method: Method = "vectorfit"
     roles: list[Role] = Field(default_factory=lambda: list(ROLES))
     train_sigma: bool = True
+    sigma_parametrization: SigmaParametrization = "absolute"
     train_bias: Optional[bool] = None
     target_modules: Optional[Union[TargetSpec, dict[Role, TargetSpec]]] = None
     fused_modules: dict[str, list[Role]] = Field(default_factory=dict)
@@ -91,6 +97,10 @@ class VectorFitConfig(StrictModel):
             raise ValueError("give svfit's 'rank' or 'energy', not both")
         if self.method == "vectorfit" and not self.train_sigma and self.train_bias is False:
             raise ValueError("'train_sigma' and 'train_bias' are both False: nothing would train")
+        if (self.method != "vectorfit" and self.sigma_parametrization != "absolute"
+                and "sigma_parametrization" in self.model_fields_set):
+            raise ValueError(f"sigma_parametrization={self.sigma_parametrization!r} applies to method 'vectorfit'"
+                             f" only, not {self.method!r}")
         return self
 
     @property

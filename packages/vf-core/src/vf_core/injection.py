@@ -34,6 +34,7 @@ class Plan:
 def method_options(config) -> MethodOptions:
     rank, energy = config.svfit_rank_or_energy
     return MethodOptions(method=config.method, train_sigma=config.sigma_trained, train_bias=config.bias_trained,
+                         sigma_parametrization=config.sigma_parametrization,
                          rank=rank, energy=energy, pattern=config.pattern, off_diagonals=config.off_diagonals,
                          seed=config.seed, svd_dtype=config.svd_dtype, svd_driver=config.svd_driver,
                          add_missing_bias=config.add_missing_bias,

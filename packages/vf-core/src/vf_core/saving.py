@@ -142,8 +142,12 @@ def load_adapter(model: torch.nn.Module, directory: Union[str, os.PathLike], *,
     directory = Path(directory)
     meta = read_adapter_config(directory)
     tensors = _read_tensors(directory)
+    saved_config = dict(meta.get("config", {}))
+    if saved_config.get("method", "vectorfit") == "vectorfit":
+        # adapters written before the option existed hold absolute singular values, whatever today's default
+        saved_config.setdefault("sigma_parametrization", "absolute")
     try:
-        config = VectorFitConfig.model_validate(meta.get("config", {}))
+        config = VectorFitConfig.model_validate(saved_config)
     except ConfigError as exc:
         raise AdapterFormatError(f"{str(directory / CONFIG_NAME)!r} holds an invalid config: {exc}") from None
     plan = plan_injection(model, config)

@@ -109,6 +109,9 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
     m.add_argument("--roles", type=_roles, default=list(ROLES), metavar="R,R,...",
                    help="roles to target among q,k,v,o,f1,f2 (q,k,v,o: attention only); LoRA/AdaLoRA use the same")
     m.add_argument("--no-bias", action="store_true", help="vectorfit: train singular values only (VectorFit(Σ))")
+    m.add_argument("--sigma-parametrization", choices=("absolute", "relative"), metavar="P",
+                   help="vectorfit: what the trained singular-value vector holds: absolute (s itself, the paper) or"
+                   " relative (t in s = s0 (1 + t)); default: VectorFitConfig's")
     m.add_argument("--target-modules", metavar="REGEX", help="full-match regex of the module names to target,"
                    " instead of the backend's family declaration")
     m.add_argument("--heads", type=lambda t: [h.strip() for h in t.split(",") if h.strip()], metavar="NAME,...",
@@ -150,6 +153,12 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
     t.add_argument("--eval-batch-size", type=_positive_int, default=64, help="evaluation batch size")
     lrs = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
     t.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (AdamW); default per method: {lrs}")
+    for kind, what in (("sigma", "the spectral vectors (s; svfit's s_r; svft's M)"), ("bias", "the biases"),
+                       ("head", "the new head")):
+        t.add_argument(f"--lr-{kind}", type=float, metavar="LR", help=f"learning rate of {what} (default: --lr)")
+    t.add_argument("--max-grad-norm-per-vector", type=float, default=0.0, metavar="C",
+                   help="vectorfit/svfit/svft: clip each trainable vector's gradient to norm C before the optimizer"
+                   " step (0: none)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     t.add_argument("--warmup-ratio", type=float, default=0.0, help="share of steps of linear warm-up")
     t.add_argument("--scheduler", choices=("linear", "constant", "cosine"), default="linear",

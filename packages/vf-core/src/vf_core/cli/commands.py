@@ -46,6 +46,9 @@ def method_spec_from_args(args: argparse.Namespace) -> MethodSpec:
         raise CLIError("give --svfit-rank or --svfit-energy, not both")
     if args.svfit_energy is not None and not 0.0 < args.svfit_energy <= 1.0:
         raise CLIError(f"--svfit-energy must lie in (0, 1], got {args.svfit_energy}")
+    sigma_param = getattr(args, "sigma_parametrization", None)
+    if sigma_param not in (None, "absolute") and name != "vectorfit":
+        raise CLIError(f"--sigma-parametrization applies to --method vectorfit, not {name!r}")
     avf_config = None
     if avf:
         avf_config = _avf_config(args)
@@ -54,7 +57,8 @@ def method_spec_from_args(args: argparse.Namespace) -> MethodSpec:
                       svfit_rank=args.svfit_rank, svfit_energy=args.svfit_energy,
                       svft_pattern=args.svft_pattern, svft_off_diagonals=args.svft_off_diagonals,
                       lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      adalora_init_r=args.adalora_init_r, avf=avf_config)
+                      adalora_init_r=args.adalora_init_r, avf=avf_config,
+                      sigma_parametrization=sigma_param if name == "vectorfit" else None)
 
 
 def _avf_config(args: argparse.Namespace) -> dict:
@@ -138,6 +142,16 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.lr = DEFAULT_LR[args.method]
     if args.lr <= 0:
         raise CLIError(f"--lr must be positive, got {args.lr}")
+    for kind in ("sigma", "bias", "head"):
+        value = getattr(args, f"lr_{kind}", None)
+        if value is not None and value <= 0:
+            raise CLIError(f"--lr-{kind} must be positive, got {value}")
+    if getattr(args, "lr_sigma", None) is not None and args.method not in VECTOR_METHODS:
+        raise CLIError(f"--lr-sigma applies to vectorfit, svfit and svft, not {args.method!r}")
+    if getattr(args, "max_grad_norm_per_vector", 0.0) and args.method not in VECTOR_METHODS:
+        raise CLIError(f"--max-grad-norm-per-vector applies to vectorfit, svfit and svft, not {args.method!r}")
+    if getattr(args, "max_grad_norm_per_vector", 0.0) < 0:
+        raise CLIError(f"--max-grad-norm-per-vector must be 0 (off) or positive, got {args.max_grad_norm_per_vector}")
     args.backend = recipe.name
     runner = get_runner(recipe)
     _threads(args)

@@ -80,6 +80,7 @@ class MethodSpec:
     lora_dropout: float = 0.0
     adalora_init_r: Optional[int] = None
     avf: Optional[dict] = None
+    sigma_parametrization: Optional[str] = None   # vectorfit: None takes VectorFitConfig's default
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -102,6 +103,10 @@ class MethodSpec:
                     bits.append("no AVF")
                 if self.train_bias is False:
                     bits.append("sigma only")
+                if self.sigma_parametrization == "relative":
+                    bits.append("relative sigma")
+                elif self.sigma_parametrization == "absolute":
+                    bits.append("absolute sigma")
             if self.name == "svfit":
                 bits.append(f"r={self.svfit_rank}" if self.svfit_rank else
                             f"energy={self.svfit_energy}" if self.svfit_energy else "r=16")
@@ -122,6 +127,8 @@ class MethodSpec:
         fields: dict[str, Any] = {"method": self.name, "roles": list(self.roles)}
         if self.train_bias is not None:
             fields["train_bias"] = self.train_bias
+        if self.sigma_parametrization is not None and self.name == "vectorfit":
+            fields["sigma_parametrization"] = self.sigma_parametrization
         if self.target_modules:
             fields["target_modules"] = self.target_modules
         if self.modules_to_save is not None:

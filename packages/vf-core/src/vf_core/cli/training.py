@@ -31,7 +31,7 @@ from .rundir import (
     write_json,
 )
 
-__all__ = ["compute_metrics", "primary_metric", "StrengthRecorder", "write_run_info", "finish_run", "draw_plots",
+__all__ = ["compute_metrics", "primary_metric", "stall_verdict", "optimizer_groups", "LR_KINDS", "clip_vector_gradients", "StrengthRecorder", "write_run_info", "finish_run", "draw_plots",
            "find_full_run", "Timer", "optimizer_steps", "initial_weights"]
 
 def optimizer_steps(num_train: int, args: argparse.Namespace) -> tuple[int, int]:
@@ -49,6 +49,53 @@ def initial_weights(model, spec: MethodSpec) -> tuple[list, dict]:
 
     targets, _, _ = family_targets(model, spec)
     return targets, capture_matrices(model, [t[0] for t in targets])
+
+
+#: the kinds of trainable parameter that can take their own learning rate (``--lr-sigma`` ...)
+LR_KINDS = ("sigma", "bias", "head")
+
+
+def optimizer_groups(prepared: Prepared, args: argparse.Namespace) -> list[dict]:
+    """AdamW parameter groups of a run: every trainable parameter once, in a group per kind with its own learning
+    rate (``--lr-sigma`` for the spectral vectors ``s``, ``s_r`` and ``M``, ``--lr-bias`` for the biases,
+    ``--lr-head`` for the new head; each defaults to ``--lr``; anything else, such as LoRA's factors, takes
+    ``--lr``). Weight decay spares biases, as the Trainer's default does. Empty groups are left out."""
+    rates = {kind: getattr(args, f"lr_{kind}", None) or args.lr for kind in LR_KINDS}
+    kind_of: dict[int, str] = {}
+    if prepared.vf is not None:
+        for vec in prepared.vf.vectors:
+            kind_of[id(vec.parameter)] = "bias" if vec.kind == "bias" else "sigma"
+    head_ids = {id(p) for h in prepared.heads for p in prepared.base.get_submodule(h).parameters()}
+    groups: dict[str, list] = {kind: [] for kind in (*LR_KINDS, "other")}
+    seen: set[int] = set()
+    for name, param in prepared.model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        kind = kind_of.get(id(param)) or ("head" if id(param) in head_ids else "other")
+        if kind == "other" and name.endswith("bias") and prepared.spec.name == "bitfit":
+            kind = "bias"
+        groups[kind].append(param)
+    decay = getattr(args, "weight_decay", 0.0) or 0.0
+    out = []
+    for kind, params in groups.items():
+        if params:
+            out.append({"params": params, "lr": rates.get(kind, args.lr), "name": kind,
+                        "weight_decay": 0.0 if kind == "bias" else decay})
+    return out
+
+
+def clip_vector_gradients(vf, max_norm: float) -> None:
+    """Clip the gradient of each trainable vector of ``vf`` (a VectorFitModel) to norm ``max_norm`` on its own
+    (``--max-grad-norm-per-vector``); a no-op for ``max_norm <= 0`` or ``vf`` None."""
+    if vf is None or not max_norm or max_norm <= 0:
+        return
+    import torch
+
+    for vec in vf.vectors:
+        grad = vec.parameter.grad
+        if grad is not None:
+            torch.nn.utils.clip_grad_norm_([vec.parameter], max_norm)
 
 
 #: options not stored in run.json (they do not change what the run computes)
@@ -88,10 +135,15 @@ def compute_metrics(task: str, predictions, labels, num_labels: Optional[int] = 
         values = preds.reshape(len(preds), -1)[:, 0].astype(float)
         y = labels.astype(float).reshape(-1)
         return {"pearson": _pearson(values, y), "spearman": _pearson(_rank(values), _rank(y)),
-                "mse": float(np.mean((values - y) ** 2)), "mae": float(np.mean(np.abs(values - y)))}
+                "mse": float(np.mean((values - y) ** 2)), "mae": float(np.mean(np.abs(values - y))),
+                "prediction_std": float(values.std()) if len(values) else 0.0}
     guess = preds.argmax(-1) if preds.ndim > 1 else preds
     y = labels.reshape(-1)
     out = {"accuracy": float((guess == y).mean())}
+    if len(y):
+        _, counts = np.unique(y, return_counts=True)
+        out["majority_accuracy"] = float(counts.max() / len(y))  # always predicting the most frequent label
+        out["predicted_classes"] = int(len(np.unique(guess)))
     k = num_labels or int(max(guess.max(initial=0), y.max(initial=0)) + 1)
     if k > 2:
         f1s = []
@@ -102,6 +154,29 @@ def compute_metrics(task: str, predictions, labels, num_labels: Optional[int] = 
             f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
         out["f1_macro"] = float(np.mean(f1s))
     return out
+
+
+def stall_verdict(metrics: dict, task: str) -> Optional[str]:
+    """Why a run's eval metrics say it learnt nothing beyond a constant answer, or None when they do not.
+
+    Classification: the eval accuracy is at or below always answering the most frequent label (or one class is
+    predicted for every example). Regression: every prediction is the same value (Pearson r undefined). Keys
+    are read with or without the ``eval_`` prefix.
+    """
+    def get(key):
+        return metrics.get(f"eval_{key}", metrics.get(key))
+
+    if task == "regression":
+        std = get("prediction_std")
+        if std is not None and std < 1e-6:
+            return "every eval prediction is the same value"
+        return None
+    acc, majority, classes = get("accuracy"), get("majority_accuracy"), get("predicted_classes")
+    if classes == 1:
+        return "every eval example gets the same class"
+    if acc is not None and majority is not None and acc <= majority + 1e-9:
+        return f"eval accuracy {acc:.4f} is at or below the majority class's share {majority:.4f}"
+    return None
 
 
 def primary_metric(task: str) -> str:
@@ -295,6 +370,10 @@ def finish_run(args: argparse.Namespace, prepared: Prepared, metrics: dict, *, t
         "model_dir": str(out / MODEL_DIR) if spec.name == "full" else None,
     })
     result.update(extra or {})
+    verdict = stall_verdict(result, task)
+    result["stalled"] = verdict is not None
+    if verdict is not None:
+        result["stalled_reason"] = verdict
     plots_written: list[str] = []
     if not args.no_plots and w0 is not None:
         try:
@@ -333,6 +412,9 @@ def summary_lines(metrics: dict, output: Path) -> list[str]:
     value = metrics.get(key)
     shown = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
     lines = [f"{key}: {shown}"]
+    if metrics.get("stalled"):
+        lines.insert(0, f"WARNING: this run stalled: {metrics.get('stalled_reason', 'it learnt a constant answer')};"
+                        " it is not a result. Try another --seed, a lower --lr, or more steps (docs/method.md)")
     if metrics.get("task") == "regression" and metrics.get("eval_mse") is not None:
         lines[0] += f"   eval_mse: {metrics['eval_mse']:.4f}"
     lines.append(f"trainable params: {metrics['trainable_params']:,} of {metrics['total_params']:,}"

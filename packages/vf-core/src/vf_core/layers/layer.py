@@ -50,6 +50,7 @@ class MethodOptions:
     method: str = "vectorfit"
     train_sigma: bool = True
     train_bias: bool = True
+    sigma_parametrization: str = "absolute"
     rank: Optional[int] = 16
     energy: Optional[float] = None
     pattern: str = "banded"
@@ -135,7 +136,8 @@ class DecomposedLayer(nn.Module):
             return FrozenPart(w, b)
         dec = decompose(w, opts.svd_dtype, opts.svd_driver, cache=opts.cache, key=key)
         if opts.method == "vectorfit":
-            return SigmaPart(dec, b, w.dtype, train_sigma=opts.train_sigma, train_bias=opts.train_bias)
+            return SigmaPart(dec, b, w.dtype, train_sigma=opts.train_sigma, train_bias=opts.train_bias,
+                             sigma_parametrization=opts.sigma_parametrization)
         if opts.method == "svfit":
             rank = _svfit_rank(dec.s, opts.rank, opts.energy, name)
             return SVFitPart(dec, rank, w, b, train_bias=opts.train_bias)
