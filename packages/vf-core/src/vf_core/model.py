@@ -31,7 +31,10 @@ from .injection import Plan, build_layers, plan_injection, swap_in
 from .layers import DecomposedLayer
 from .vectors import TrainableVector, VectorRegistry
 
-__all__ = ["VectorFitModel", "get_vectorfit_model"]
+__all__ = ["VectorFitModel", "get_vectorfit_model", "BIAS_LR_SCALE"]
+
+#: the biases' learning rate as a share of the singular values' (the stall study, docs/method.md)
+BIAS_LR_SCALE = 0.1
 
 _KIND_WORDS = {"sigma": "singular values", "bias": "bias entries", "m": "sparse M entries"}
 
@@ -89,6 +92,41 @@ class VectorFitModel(nn.Module):
             for pname, p in self.base_model.get_submodule(head).named_parameters():
                 out[f"{head}.{pname}"] = p
         return out
+
+    def parameter_groups(self, lr: float, *, sigma_lr: Optional[float] = None, bias_lr: Optional[float] = None,
+                         head_lr: Optional[float] = None, weight_decay: float = 0.0) -> list[dict]:
+        """Optimizer parameter groups with a learning rate per kind of trainable vector: the spectral vectors
+        (``s``, ``s_r``, ``M``) at ``sigma_lr`` (default ``lr``), the biases at ``bias_lr`` (default
+        ``lr * BIAS_LR_SCALE``, a tenth), the ``modules_to_save`` at ``head_lr`` (default ``lr``); no weight decay
+        on biases. Only what trains now is included.
+
+        Why the biases get a tenth: under Adam every bias entry moves by about the learning rate per step, all
+        of them in the direction that helps the new head's first guess; at the singular values' rate they swamp the
+        input-dependent part of the features within a few steps and the run stalls at the majority class
+        (docs/method.md, "Stalls"; benchmarks/quality/results/stall/).
+
+            >>> import torch
+            >>> from vf_core import VectorFitConfig, get_vectorfit_model
+            >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
+            >>> vf = get_vectorfit_model(net, VectorFitConfig(target_modules=["0"]))
+            >>> [(g["name"], g["lr"]) for g in vf.parameter_groups(1e-2)]
+            [('sigma', 0.01), ('bias', 0.001)]
+            >>> optimizer = torch.optim.AdamW(vf.parameter_groups(1e-2))
+        """
+        rates = {"sigma": sigma_lr or lr, "bias": bias_lr or lr * BIAS_LR_SCALE, "head": head_lr or lr}
+        groups: dict[str, list[nn.Parameter]] = {"sigma": [], "bias": [], "head": []}
+        seen: set[int] = set()
+        for vec in self.vectors:
+            if vec.parameter.requires_grad and id(vec.parameter) not in seen:
+                seen.add(id(vec.parameter))
+                groups["bias" if vec.kind == "bias" else "sigma"].append(vec.parameter)
+        for param in self.head_parameters().values():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                groups["head"].append(param)
+        return [{"params": params, "lr": rates[kind], "name": kind,
+                 "weight_decay": 0.0 if kind == "bias" else weight_decay}
+                for kind, params in groups.items() if params]
 
     # ------------------------------------------------------------------------------------------ counting
     def trainable_parameter_counts(self) -> dict[str, int]:
