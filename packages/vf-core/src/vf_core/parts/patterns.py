@@ -6,7 +6,7 @@
 - ``topk``: the positions of largest alignment ``|u_i . v_j|`` (square matrices only).
 
 Example:
-    >>> from vf_core.layers.patterns import sparsity_pattern
+    >>> from vf_core.parts.patterns import sparsity_pattern
     >>> rows, cols = sparsity_pattern("banded", k=4, off_diagonals=1)
     >>> len(rows)
     10
