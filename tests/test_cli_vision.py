@@ -1,4 +1,5 @@
-"""End to end: the ``vectorfit`` command on a tiny random timm EfficientNet and a tiny pixel CSV (no network)."""
+"""End to end: the image-classification task through the ``vectorfit`` command, on a tiny random timm EfficientNet
+and a tiny pixel CSV (no network)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ pytest.importorskip("timm")
 pytest.importorskip("accelerate")
 
 from vf_core import VectorFitModel  # noqa: E402
-from vf_core.cli import main  # noqa: E402
+from vectorfit import main  # noqa: E402
 
 MODEL = ["--model", "test_efficientnet", "--random-init", "--image-size", "16"]
 COMMON = ["--batch-size", "16", "--eval-batch-size", "32", "--no-progress"]

@@ -1,8 +1,10 @@
-"""What every recipe shares around its engine: metrics, strength recording, and writing the run directory.
+"""What every task shares around its engine: parameter groups, strength recording, and the run directory.
 
-A recipe's runner loads model and data, calls :func:`vf_core.cli.methods.apply_method`, trains with its engine,
-then calls :func:`finish_run`, which saves the adapter (or model), ``metrics.json``, the strength history and
-the plots. The plots can be redrawn later with ``vectorfit plot DIR``.
+A task's runner loads model and data, has the method applied (:func:`vectorfit.methods.apply_method`, through
+:meth:`vectorfit.context.RunContext.prepare`), trains with its engine, then finishes the run
+(:func:`finish_run`), which saves the adapter (or model), ``metrics.json``, the strength history and the plots.
+The runner reaches all of this through the :class:`~vectorfit.context.RunContext` it is handed; the plots can be
+redrawn later with ``vectorfit plot DIR``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .methods import MethodSpec, Prepared, save_trained
-from .records import CLIError
+import torch
+from vf_core.tasks import Task
+
+from . import plots
+from .errors import CLIError
+from .methods import MethodSpec, Prepared, family_targets, save_trained
 from .rundir import (
     ADAPTER_DIR,
     AVF_FILE,
@@ -31,8 +37,10 @@ from .rundir import (
     write_json,
 )
 
-__all__ = ["compute_metrics", "primary_metric", "stall_verdict", "optimizer_groups", "LR_KINDS", "clip_vector_gradients", "StrengthRecorder", "write_run_info", "finish_run", "draw_plots",
-           "find_full_run", "Timer", "optimizer_steps", "initial_weights"]
+__all__ = ["optimizer_groups", "LR_KINDS", "clip_vector_gradients", "StrengthRecorder", "write_run_info",
+           "finish_run", "draw_plots", "find_full_run", "Timer", "optimizer_steps", "initial_weights",
+           "summary_lines"]
+
 
 def optimizer_steps(num_train: int, args: argparse.Namespace) -> tuple[int, int]:
     """``(steps per epoch, total optimizer steps)`` of a run: ``--max-steps`` if given, else ``--epochs`` epochs
@@ -44,11 +52,8 @@ def optimizer_steps(num_train: int, args: argparse.Namespace) -> tuple[int, int]
 def initial_weights(model, spec: MethodSpec) -> tuple[list, dict]:
     """``(targets, {name: W0})``: the method's targeted modules and their weights before training, the reference
     of the run's plots."""
-    from .methods import family_targets
-    from .plots import capture_matrices
-
     targets, _, _ = family_targets(model, spec)
-    return targets, capture_matrices(model, [t[0] for t in targets])
+    return targets, plots.capture_matrices(model, [t[0] for t in targets])
 
 
 #: the kinds of trainable parameter that can take their own learning rate (``--lr-sigma`` ...)
@@ -90,8 +95,6 @@ def clip_vector_gradients(vf, max_norm: float) -> None:
     (``--max-grad-norm-per-vector``); a no-op for ``max_norm <= 0`` or ``vf`` None."""
     if vf is None or not max_norm or max_norm <= 0:
         return
-    import torch
-
     for vec in vf.vectors:
         grad = vec.parameter.grad
         if grad is not None:
@@ -99,89 +102,7 @@ def clip_vector_gradients(vf, max_norm: float) -> None:
 
 
 #: options not stored in run.json (they do not change what the run computes)
-_VOLATILE = {"func", "command", "resume", "overwrite", "no_progress", "threads", "verbose", "method_spec"}
-
-
-# ------------------------------------------------------------------------------------------------ metrics
-def _rank(x):
-    import numpy as np
-
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=float)
-    ranks[order] = np.arange(len(x), dtype=float)
-    # average the ranks of ties
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
-
-
-def _pearson(a, b) -> float:
-    import numpy as np
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def compute_metrics(task: str, predictions, labels, num_labels: Optional[int] = None) -> dict:
-    """Classification: ``accuracy`` (+ ``f1_macro`` beyond 2 classes); regression: ``pearson``, ``spearman``,
-    ``mse``, ``mae``. ``predictions`` are logits ``(N, K)`` or values ``(N,)`` / ``(N, 1)``."""
-    import numpy as np
-
-    preds = np.asarray(predictions)
-    labels = np.asarray(labels)
-    if task == "regression":
-        values = preds.reshape(len(preds), -1)[:, 0].astype(float)
-        y = labels.astype(float).reshape(-1)
-        return {"pearson": _pearson(values, y), "spearman": _pearson(_rank(values), _rank(y)),
-                "mse": float(np.mean((values - y) ** 2)), "mae": float(np.mean(np.abs(values - y))),
-                "prediction_std": float(values.std()) if len(values) else 0.0}
-    guess = preds.argmax(-1) if preds.ndim > 1 else preds
-    y = labels.reshape(-1)
-    out = {"accuracy": float((guess == y).mean())}
-    if len(y):
-        _, counts = np.unique(y, return_counts=True)
-        out["majority_accuracy"] = float(counts.max() / len(y))  # always predicting the most frequent label
-        out["predicted_classes"] = int(len(np.unique(guess)))
-    k = num_labels or int(max(guess.max(initial=0), y.max(initial=0)) + 1)
-    if k > 2:
-        f1s = []
-        for c in range(k):
-            tp = float(((guess == c) & (y == c)).sum())
-            fp = float(((guess == c) & (y != c)).sum())
-            fn = float(((guess != c) & (y == c)).sum())
-            f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-        out["f1_macro"] = float(np.mean(f1s))
-    return out
-
-
-def stall_verdict(metrics: dict, task: str) -> Optional[str]:
-    """Why a run's eval metrics say it learnt nothing beyond a constant answer, or None when they do not.
-
-    Classification: the eval accuracy is at or below always answering the most frequent label (or one class is
-    predicted for every example). Regression: every prediction is the same value (Pearson r undefined). Keys
-    are read with or without the ``eval_`` prefix.
-    """
-    def get(key):
-        return metrics.get(f"eval_{key}", metrics.get(key))
-
-    if task == "regression":
-        std = get("prediction_std")
-        if std is not None and std < 1e-6:
-            return "every eval prediction is the same value"
-        return None
-    acc, majority, classes = get("accuracy"), get("majority_accuracy"), get("predicted_classes")
-    if classes == 1:
-        return "every eval example gets the same class"
-    if acc is not None and majority is not None and acc <= majority + 1e-9:
-        return f"eval accuracy {acc:.4f} is at or below the majority class's share {majority:.4f}"
-    return None
-
-
-def primary_metric(task: str) -> str:
-    """The metric runs are compared by: ``eval_accuracy`` or ``eval_pearson``."""
-    return "eval_pearson" if task == "regression" else "eval_accuracy"
+_VOLATILE = {"func", "command", "resume", "overwrite", "no_progress", "threads", "verbose", "method_spec", "argv"}
 
 
 class Timer:
@@ -219,8 +140,8 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for dist in ("vf-core", "vf-avf", "vf-backends-nlp", "vf-backends-vision", "torch", "transformers", "timm",
-                 "peft", "accelerate"):
+    for dist in ("vectorfit", "vf-core", "vf-avf", "vf-backends-nlp", "vf-backends-vision", "torch", "transformers",
+                 "timm", "peft", "accelerate"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -238,8 +159,10 @@ def stored_args(args: argparse.Namespace) -> dict:
 
 
 def write_run_info(args: argparse.Namespace, *, backend: str, model_path: str, label_names: Optional[list],
-                   task: str, num_train: int, num_eval: int, extra: Optional[dict] = None) -> dict:
-    """Write ``DIR/run.json`` (before training starts, so that ``--resume`` finds it)."""
+                   task: str, num_train: int, num_eval: int, extra: Optional[dict] = None,
+                   task_name: Optional[str] = None) -> dict:
+    """Write ``DIR/run.json`` (before training starts, so that ``--resume`` finds it). ``task`` is the kind of
+    labels (``classification``, ``regression``), ``task_name`` the :class:`~vf_core.tasks.Task` that ran."""
     spec: MethodSpec = args.method_spec
     info = {
         "format": "vectorfit-run/1",
@@ -248,6 +171,7 @@ def write_run_info(args: argparse.Namespace, *, backend: str, model_path: str, l
         "model_path": model_path,
         "data": args.data,
         "task": task,
+        "task_name": task_name,
         "label_names": label_names,
         "num_train": num_train,
         "num_eval": num_eval,
@@ -293,8 +217,6 @@ def find_full_run(output: Path, model: str, data: str, explicit: Optional[str] =
 def draw_plots(plots_dir: Path, *, targets: list, w0: dict, w1: dict, w_full: Optional[dict], label: str,
                strengths: Optional[dict], avf_state: Optional[dict]) -> list[str]:
     """Draw the run's figures into ``plots_dir``; returns the file names written."""
-    from . import plots
-
     if not plots.have_matplotlib():
         print("vectorfit: matplotlib is not installed; skipping plots (pip install matplotlib)", file=sys.stderr)
         return []
@@ -328,13 +250,12 @@ def draw_plots(plots_dir: Path, *, targets: list, w0: dict, w1: dict, w_full: Op
     return written
 
 
-def finish_run(args: argparse.Namespace, prepared: Prepared, metrics: dict, *, train_seconds: float,
+def finish_run(args: argparse.Namespace, prepared: Prepared, metrics: dict, *, task: Task, train_seconds: float,
                save_full_model: Callable[[Path], None], w0: Optional[dict] = None,
                recorder: Optional[StrengthRecorder] = None, avf_state: Optional[dict] = None,
                load_full: Optional[Callable[[Run], Any]] = None, extra: Optional[dict] = None) -> dict:
-    """Save the trained state, ``metrics.json``, strengths and plots into ``args.output``; returns the metrics."""
-    from .plots import capture_matrices
-
+    """Save the trained state, ``metrics.json``, strengths and plots into ``args.output``; returns the metrics.
+    The headline metric (``primary_metric``) and the stall check are ``task``'s."""
     out = Path(args.output)
     spec = prepared.spec
     if spec.name == "full":
@@ -346,15 +267,14 @@ def finish_run(args: argparse.Namespace, prepared: Prepared, metrics: dict, *, t
     if avf_state is not None:
         write_json(out / AVF_FILE, avf_state)
     info = read_json(out / RUN_FILE)
-    task = info.get("task", "classification")
     result = {k: v for k, v in metrics.items() if not k.startswith("_")}
     result.update({
         "method": spec.name,
         "method_label": spec.label(),
         "model": args.model,
         "data": args.data,
-        "task": task,
-        "primary_metric": primary_metric(task),
+        "task": info.get("task", "classification"),
+        "primary_metric": task.headline,
         "trainable_params": int(prepared.trainable_params),
         "total_params": int(prepared.total_params),
         "trainable_percent": 100.0 * prepared.trainable_params / max(prepared.total_params, 1),
@@ -370,18 +290,18 @@ def finish_run(args: argparse.Namespace, prepared: Prepared, metrics: dict, *, t
         "model_dir": str(out / MODEL_DIR) if spec.name == "full" else None,
     })
     result.update(extra or {})
-    verdict = stall_verdict(result, task)
+    verdict = task.stalled(result) if task.stalled is not None else None
     result["stalled"] = verdict is not None
     if verdict is not None:
         result["stalled_reason"] = verdict
     plots_written: list[str] = []
     if not args.no_plots and w0 is not None:
         try:
-            w1 = capture_matrices(prepared.base, list(w0))
+            w1 = plots.capture_matrices(prepared.base, list(w0))
             full_run = None if spec.name == "full" else find_full_run(out, args.model, args.data, args.compare_full)
             w_full = None
             if full_run is not None and load_full is not None:
-                w_full = capture_matrices(load_full(full_run), list(w0))
+                w_full = plots.capture_matrices(load_full(full_run), list(w0))
                 result["compared_with_full_run"] = str(full_run.path)
             plots_written = draw_plots(out / PLOTS_DIR, targets=prepared.targets, w0=w0, w1=w1, w_full=w_full,
                                        label=spec.label(), strengths=recorder.to_json() if recorder else None,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
 
 import pytest
 
 from vf_core.plugins import hookspecs
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "hooks.md"
+from vectorfit_test_utils import REPO
+
+DOC = REPO / "docs" / "hooks.md"
 
 
 def _hooks() -> dict:
@@ -25,8 +26,6 @@ def _signature(fn) -> str:
 
 @pytest.fixture(scope="module")
 def doc() -> str:
-    if not DOC.is_file():
-        pytest.skip(f"{DOC} not found (vf-core installed outside the repository)")
     return DOC.read_text(encoding="utf-8")
 
 

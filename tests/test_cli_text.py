@@ -1,4 +1,5 @@
-"""End to end: the ``vectorfit`` command on a tiny random BERT saved to a temp dir and tiny CSVs (no network)."""
+"""End to end: the text tasks through the ``vectorfit`` command, on a tiny random BERT saved to a temp dir and tiny
+CSVs (no network)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 pytest.importorskip("transformers")
 
 from vf_core import VectorFitModel  # noqa: E402
-from vf_core.cli import main  # noqa: E402
+from vectorfit import main  # noqa: E402
 
 WORDS_POS = ["good", "great", "fun", "superb", "lovely"]
 WORDS_NEG = ["bad", "awful", "boring", "dull", "weak"]
@@ -243,7 +244,7 @@ def test_resume_with_avf_restores_freezer(tiny_bert, tiny_csv, tmp_path):
 # ------------------------------------------------------------------------------------------------ bad input
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "vf_core.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "vectorfit", *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
 

@@ -1,8 +1,9 @@
-"""The ``vectorfit`` dispatcher with a throwaway in-process recipe (no transformers, timm or diffusers needed).
+"""The ``vectorfit`` command with a throwaway in-process task (no transformers, timm or diffusers needed).
 
-The fake recipe trains ``TinyNet`` (conftest) on synthetic tensors with a few plain steps, then calls the same
-``apply_method`` / ``finish_run`` every real backend calls, so the run directory, the adapter, the plots, and
-``evaluate`` / ``merge`` / ``inspect`` / ``plot`` are all exercised through the command.
+The fake task trains ``TinyNet`` on synthetic tensors with a few plain steps, through the same
+:class:`~vectorfit.context.RunContext` every real backend gets (``prepare``, ``optimizer_groups``, ``finish``),
+so the run directory, the adapter, the plots, and ``evaluate`` / ``merge`` / ``inspect`` / ``plot`` are all
+exercised through the command.
 """
 
 from __future__ import annotations
@@ -14,13 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyNet
 from vf_core import VectorFitModel
-from vf_core.cli import NO, SURE, CLIError, Recipe, apply_method, compute_metrics, finish_run, main, write_run_info
-from vf_core.cli.methods import MethodSpec, restore_trained
-from vf_core.cli.rundir import Run
-from vf_core.cli.training import StrengthRecorder, clip_vector_gradients, optimizer_groups, stall_verdict
+from vf_core.metrics import classification_metrics, classification_stall, compute_metrics, stall_verdict
 from vf_core.plugins import get_plugin_manager, hookimpl, reset_plugin_manager
+from vf_core.tasks import NO, SURE, Task
+from vf_core.testing.tiny import TinyNet
+
+from vectorfit import main
+from vectorfit.errors import CLIError
+from vectorfit.methods import MethodSpec, apply_method, restore_trained
+from vectorfit.rundir import Run
+from vectorfit.training import clip_vector_gradients, optimizer_groups
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 TARGETS = r"blocks\.\d+\.(q|k|v|o|up|down)"
 
@@ -41,23 +48,20 @@ class FakeRunner:
             model.load_state_dict(state)
         return model
 
-    def train(self, args):
+    def train(self, ctx):
+        args = ctx.settings
         x, y = _data()
         model = self.load_model(args.model)
-        write_run_info(args, backend="fake", model_path=args.model, label_names=["a", "b", "c"],
-                       task="classification", num_train=48, num_eval=16)
-        from vf_core.cli.methods import family_targets
-        from vf_core.cli.plots import capture_matrices
-
-        targets, _, _ = family_targets(model, args.method_spec)
-        w0 = capture_matrices(model, [t[0] for t in targets])
-        prepared = apply_method(model, args.method_spec, total_steps=6)
-        opt = torch.optim.AdamW(optimizer_groups(prepared, args), lr=args.lr)
-        recorder = StrengthRecorder(prepared.vf) if prepared.vf is not None else None
+        ctx.record_run(model_path=args.model, label_names=["a", "b", "c"], kind="classification", num_train=48,
+                       num_eval=16)
+        w0 = ctx.initial_weights(model)
+        prepared = ctx.prepare(model, total_steps=6)
+        opt = torch.optim.AdamW(ctx.optimizer_groups(prepared), lr=args.lr)
+        recorder = ctx.strength_recorder(prepared)
         for step in range(args.max_steps or 6):
             loss = torch.nn.functional.cross_entropy(prepared.model(x[:48]), y[:48])
             loss.backward()
-            clip_vector_gradients(prepared.vf, args.max_grad_norm_per_vector)
+            ctx.clip_vector_gradients(prepared)
             opt.step()
             opt.zero_grad()
             if recorder:
@@ -68,7 +72,7 @@ class FakeRunner:
             directory.mkdir(parents=True, exist_ok=True)
             torch.save(prepared.model.state_dict(), directory / "model.pt")
 
-        return finish_run(args, prepared, metrics, train_seconds=0.5, save_full_model=save_full, w0=w0,
+        return ctx.finish(prepared, metrics, train_seconds=0.5, save_full_model=save_full, w0=w0,
                           recorder=recorder, load_full=lambda run: self.load_model(str(run.model_dir)))
 
     @torch.no_grad()
@@ -76,7 +80,7 @@ class FakeRunner:
         model.eval()
         return {f"eval_{k}": v for k, v in compute_metrics("classification", model(x).numpy(), y.numpy(), 3).items()}
 
-    def evaluate(self, model, args, run):
+    def evaluate(self, model, ctx):
         x, y = _data()
         return self._metrics(model, x[48:], y[48:])
 
@@ -89,21 +93,26 @@ def _claim_model(spec: str) -> int:
     return SURE if spec == "tiny" or (Path(spec) / "model.pt").is_file() else NO
 
 
+FAKE_TASK = Task(name="fake-classification", backend="fake", description="a test double", engine="plain loop",
+                 aliases=("classification",), models="TinyNet", data="random tensors",
+                 model_aliases={"tiny": "TinyNet"}, datasets={"synthetic": "random tensors"},
+                 claim_model=_claim_model, claim_data=lambda s: SURE if s == "synthetic" else NO, runner=FakeRunner,
+                 metrics=classification_metrics, headline="eval_accuracy", stalled=classification_stall)
+
+
 class FakePlugin:
     @hookimpl
-    def vectorfit_cli_commands(self):
-        return [Recipe(name="fake", description="a test double", engine="plain loop", models={"tiny": "TinyNet"},
-                       datasets={"synthetic": "random tensors"}, claim_model=_claim_model,
-                       claim_data=lambda s: SURE if s == "synthetic" else NO, runner=FakeRunner)]
+    def vectorfit_tasks(self):
+        return [FAKE_TASK]
 
 
 @pytest.fixture
 def fake_backend(monkeypatch):
-    monkeypatch.setenv("VECTORFIT_DISABLE_PLUGINS", "vf_backends_nlp_cli,vf_backends_vision_cli")
+    monkeypatch.setenv("VECTORFIT_DISABLE_PLUGINS", "vf_backends_nlp_tasks,vf_backends_vision_tasks")
     reset_plugin_manager()
     pm = get_plugin_manager()
     plugin = FakePlugin()
-    pm.register(plugin, name="fake-cli")
+    pm.register(plugin, name="fake-tasks")
     try:
         yield
     finally:
@@ -202,13 +211,14 @@ def test_finished_run_is_not_overwritten(fake_backend, tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0
 
 
-def test_duplicate_recipe_names_are_rejected(fake_backend, capsys):
+def test_duplicate_task_names_are_rejected(fake_backend, capsys):
     pm = get_plugin_manager()
     twin = FakePlugin()
-    pm.register(twin, name="fake-cli-twin")
+    pm.register(twin, name="fake-tasks-twin")
     try:
         assert main(["list"]) == 2
-        assert "provided by both" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "provided by both" in err and "'fake-tasks'" in err and "'fake-tasks-twin'" in err
     finally:
         pm.unregister(twin)
 
@@ -216,7 +226,8 @@ def test_duplicate_recipe_names_are_rejected(fake_backend, capsys):
 def test_list_and_help(fake_backend, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "backend fake" in out and "tiny" in out and "synthetic" in out and "vectorfit" in out
+    assert "task fake-classification (backend fake" in out and "backend fake" in out
+    assert "tiny" in out and "synthetic" in out and "vectorfit" in out
     for command in ("train", "evaluate", "merge", "inspect", "plot", "list"):
         assert main([command, "--help"]) == 0
         assert f"usage: vectorfit {command}" in capsys.readouterr().out
@@ -232,16 +243,17 @@ def test_compute_metrics():
 
 
 def test_method_spec_round_trip_and_labels():
-    spec = MethodSpec("vectorfit", train_bias=False, avf=None)
+    spec = MethodSpec("vectorfit", config={"train_bias": False}, avf=None)
     assert MethodSpec.from_json(spec.to_json()) == spec
     assert spec.label() == "vectorfit (no AVF, sigma only)"
+    assert spec.vectorfit_config().bias_trained is False
     assert MethodSpec("lora", lora_r=1).label() == "lora r=1"
     with pytest.raises(CLIError, match="unknown method"):
         apply_method(TinyNet(), MethodSpec("prefix"))
 
 
 def test_core_cli_imports_no_backend_library():
-    code = ("import sys, vf_core.cli, vf_core.cli.app, vf_core.cli.methods, vf_core.cli.training, vf_core.cli.plots;"
+    code = ("import sys, vectorfit, vectorfit.cli, vectorfit.methods, vectorfit.training, vectorfit.plots;"
             "heavy=[m for m in ('transformers','timm','diffusers','peft','matplotlib') if m in sys.modules];"
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -297,7 +309,7 @@ def test_a_run_that_learns_is_not_flagged(fake_backend, tmp_path):
 # ------------------------------------------------------------------------------------------------ per-kind rates
 def _prepared(method: str, **spec_kw):
     model = FakeRunner().load_model("tiny")
-    spec = MethodSpec(method, target_modules=TARGETS, modules_to_save=["head"], **spec_kw)
+    spec = MethodSpec(method, config={"target_modules": TARGETS, "modules_to_save": ["head"]}, **spec_kw)
     return apply_method(model, spec, total_steps=6)
 
 

@@ -1,4 +1,10 @@
-"""The ``vectorfit`` command: argument parsing and dispatch to the recipes the installed backends contribute.
+"""The ``vectorfit`` command: argument parsing and dispatch to the tasks the installed backends contribute.
+
+vf-core imports neither transformers, timm nor diffusers, and neither does this module: each backend registers,
+through the ``vectorfit_tasks`` hook, :class:`vf_core.tasks.Task` records (their model aliases, datasets, model
+loading, data handling and training engine). ``vectorfit train --model minilm ...`` then runs the text backend's
+task (the Hugging Face Trainer), ``--model efficientnet-lite0`` the vision backend's (accelerate). See
+``docs/cli.md``.
 
 Subcommands: ``train``, ``evaluate``, ``merge``, ``inspect``, ``plot``, ``list``. Bad input ends with one line on
 stderr (``vectorfit: error: ...``) and exit status 2; an unexpected failure with one line and status 1
@@ -12,14 +18,16 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from .. import __version__
-from ..roles import ROLES
+from vf_core.errors import VectorFitError
+from vf_core.roles import ROLES
+from vf_core.tasks import Task
+
+from . import __version__
 from .commands import cmd_evaluate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
 from .methods import DEFAULT_AVF, DEFAULT_LR, METHODS
-from .records import Recipe
-from .registry import check_data, choose_recipe, get_runner, list_recipes  # noqa: F401 (re-exported)
+from .selection import backends, list_tasks
 
-__all__ = ["main", "build_parser", "list_recipes", "choose_recipe", "check_data", "get_runner"]
+__all__ = ["main", "build_parser"]
 
 PROG = "vectorfit"
 
@@ -80,15 +88,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe]) -> None:
+def _add_train_arguments(p: argparse.ArgumentParser, tasks: dict[str, Task]) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--model", "-m", metavar="M", help="built-in alias (see `vectorfit list`), a local Hugging Face"
                    " model directory, or a timm model name (with --checkpoint)")
     g.add_argument("--data", "-d", metavar="D", help="built-in dataset alias, a local CSV/TSV/JSON-lines file, a pixel"
                    " CSV or an image folder (one sub-folder per class)")
     g.add_argument("--method", default="vectorfit", choices=METHODS, help="fine-tuning method")
+    names = sorted({n for t in tasks.values() for n in (t.name, *t.aliases)})
+    g.add_argument("--task", "-t", metavar="TASK", default="auto",
+                   help="the training task (see `vectorfit list`): " + (", ".join(names) or "none installed")
+                   + "; default: recognised from --model and --data (numeric labels: regression)")
     g.add_argument("--output", "-o", metavar="DIR", help="run directory to write (metrics.json, adapter/, plots/)")
-    g.add_argument("--backend", metavar="NAME", choices=sorted(recipes) or None,
+    g.add_argument("--backend", metavar="NAME", choices=sorted(backends(tasks)) or None,
                    help="force a backend instead of recognising it from --model")
 
     d = p.add_argument_group("data")
@@ -96,9 +108,6 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
                    " statement or review)")
     d.add_argument("--label-column", metavar="COL", help="label column of a local file (default: label, labels,"
                    " target, score or rating)")
-    d.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
-                   help="auto: regression when every label is a number and they are non-integers or more than 20"
-                   " distinct values")
     d.add_argument("--eval-fraction", type=float, default=0.2, help="share of the examples held out for evaluation")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the fixed train/eval split")
     d.add_argument("--max-train", type=_positive_int, metavar="N", help="keep the first N training examples of the"
@@ -182,10 +191,11 @@ def _add_train_arguments(p: argparse.ArgumentParser, recipes: dict[str, Recipe])
     o.add_argument("--compare-full", metavar="FULL_DIR", help="a `--method full` run directory of the same model"
                    " and data, for the weight-change figures (default: a sibling run directory that is one)")
 
-    for recipe in recipes.values():
-        if recipe.add_arguments is not None:
-            group = p.add_argument_group(f"{recipe.name} backend options")
-            recipe.add_arguments(group)
+    added: set = set()
+    for task in tasks.values():  # tasks of one backend usually share their options: added once
+        if task.add_arguments is not None and task.add_arguments not in added:
+            added.add(task.add_arguments)
+            task.add_arguments(p.add_argument_group(f"{task.backend} backend options"))
 
 
 def _eval_common(p: argparse.ArgumentParser) -> None:
@@ -195,17 +205,18 @@ def _eval_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="keep the libraries' info messages")
 
 
-def build_parser(recipes: Optional[dict[str, Recipe]] = None) -> argparse.ArgumentParser:
-    recipes = list_recipes() if recipes is None else recipes
-    backends = "\n".join(f"  {r.name:8s} {r.description} [engine: {r.engine or '?'}]" for r in recipes.values()) \
-        or "  (none installed: pip install vf-backends-nlp[transformers] or vf-backends-vision[timm])"
+def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentParser:
+    tasks = list_tasks() if tasks is None else tasks
+    installed = "\n".join(f"  {t.name:22s} {t.backend:8s} {t.description}" for t in tasks.values()) \
+        or "  (none installed: pip install 'vectorfit[nlp]' or 'vectorfit[vision]')"
     parser = _Parser(
         prog=PROG, formatter_class=_Formatter,
         description="Fine-tune pre-trained models by their singular values and biases (VectorFit), and compare with\n"
                     "SVFit, SVFT, BitFit, LoRA, AdaLoRA and full fine-tuning, on real models and data, offline.\n\n"
-                    f"installed backends:\n{backends}",
+                    f"installed tasks (task, backend):\n{installed}",
         epilog="examples:\n"
                "  vectorfit train --model minilm --data rotten-tomatoes --method vectorfit --output runs/rt\n"
+               "  vectorfit train --task text-regression --model minilm --data movie-ratings --output runs/mr\n"
                "  vectorfit evaluate runs/rt\n"
                "  vectorfit merge runs/rt --output runs/rt-merged\n"
                "  vectorfit inspect runs/rt/adapter\n"
@@ -227,7 +238,7 @@ def build_parser(recipes: Optional[dict[str, Recipe]] = None) -> argparse.Argume
                     "Variants of the paper: --no-bias (VectorFit(Σ), singular values only), --roles q,k,v,o\n"
                     "(attention only), --no-avf (VectorFit without Adaptive Vector Freezing).",
         epilog="example:\n  vectorfit train -m minilm -d rotten-tomatoes --max-train 2000 --epochs 2 -o runs/rt")
-    _add_train_arguments(p, recipes)
+    _add_train_arguments(p, tasks)
     p.set_defaults(func=cmd_train)
     parser.train_parser = p  # type: ignore[attr-defined]
 
@@ -244,8 +255,8 @@ def build_parser(recipes: Optional[dict[str, Recipe]] = None) -> argparse.Argume
     p.add_argument("--split", choices=("eval", "train"), default="eval", help="which split of the data")
     for flag, kw in (("--text-column", {}), ("--label-column", {})):
         p.add_argument(flag, metavar="COL", **kw, help="column of a local data file")
-    p.add_argument("--task", choices=("auto", "classification", "regression"), default=None,
-                   help="task of the data (default: the run's, else auto)")
+    p.add_argument("--task", metavar="TASK", default=None,
+                   help="the task (or classification / regression) of the data (default: the run's, else recognised)")
     p.add_argument("--max-eval", type=_positive_int, metavar="N", help="evaluate on the first N examples only")
     p.add_argument("--output", "-o", metavar="FILE", help="also write the metrics to FILE (JSON)")
     _eval_common(p)
@@ -289,9 +300,9 @@ def build_parser(recipes: Optional[dict[str, Recipe]] = None) -> argparse.Argume
     _eval_common(p)
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("list", formatter_class=_Formatter, help="installed backends, models, datasets and methods",
-                       description="List the installed backends with their built-in models and datasets, and the"
-                                   " methods.")
+    p = sub.add_parser("list", formatter_class=_Formatter, help="installed tasks, backends, models, datasets, methods",
+                       description="List the installed tasks (their backend, the models and data each takes and what"
+                                   " it needs), the backends' built-in models and datasets, and the methods.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_list)
     return parser
@@ -304,18 +315,18 @@ def _one_line(text: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``vectorfit`` console script; returns the exit status."""
-    from ..errors import VectorFitError
-
     debug = os.environ.get("VECTORFIT_DEBUG", "") not in ("", "0")
     try:
         parser = build_parser()
     except VectorFitError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    argv = list(argv) if argv is not None else sys.argv[1:]
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    args.argv = argv  # which options were given, for the task's defaults
     try:
         return int(args.func(args, parser) or 0)
     except (VectorFitError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:

@@ -20,15 +20,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..roles import ROLES
-from .records import CLIError
+import torch
+from safetensors.torch import load_file, save_file
+from vf_core.config import VectorFitConfig
+from vf_core.errors import AdapterError, TargetError, VectorFitError
+from vf_core.model import VectorFitModel, get_vectorfit_model
+from vf_core.parts import PART_TYPES
+from vf_core.roles import ROLES
+from vf_core.targets import identify_family, resolve_heads, resolve_targets
+
+from .errors import CLIError
+from .rundir import write_json
 
 __all__ = ["METHODS", "VECTOR_METHODS", "PEFT_METHODS", "DEFAULT_LR", "MethodSpec", "Prepared", "apply_method",
-           "restore_trained", "save_trained", "count_parameters", "default_avf", "family_targets", "resolve_avf"]
+           "restore_trained", "save_trained", "count_parameters", "default_avf", "family_targets", "resolve_avf",
+           "adalora_update", "merged_module"]
 
-METHODS = ("vectorfit", "svfit", "svft", "bitfit", "full", "lora", "adalora")
-VECTOR_METHODS = ("vectorfit", "svfit", "svft")
+#: vf-core's methods (one part class each, :data:`vf_core.parts.PART_TYPES`)
+VECTOR_METHODS = tuple(PART_TYPES)
 PEFT_METHODS = ("lora", "adalora")
+METHODS = (*VECTOR_METHODS, "bitfit", "full", *PEFT_METHODS)
 
 #: learning rate per method when ``--lr`` is not given: the winners of the quality benchmark's sweep
 #: (benchmarks/quality/README.md: MiniLM on 2,000 Rotten Tomatoes snippets for 2 epochs, the same grid rule,
@@ -62,57 +73,79 @@ def resolve_avf(avf: Optional[dict], total_steps: int) -> Optional[dict]:
     return out
 
 
+#: the VectorFitConfig fields every method reads: which modules to target (LoRA and AdaLoRA adapt the same ones)
+#: and which are the new head trained in full
+TARGETING_FIELDS = ("roles", "target_modules", "modules_to_save")
+
+#: ``run.json`` written before the method's options became a VectorFitConfig dict: old field -> config field
+_OLD_FIELDS = {"svfit_rank": "rank", "svfit_energy": "energy", "svft_pattern": "pattern",
+               "svft_off_diagonals": "off_diagonals"}
+
+
 @dataclass
 class MethodSpec:
-    """A method and its options, as stored in ``run.json``."""
+    """A method and its options, as stored in ``run.json``.
+
+    ``config`` holds the :class:`~vf_core.VectorFitConfig` fields the command line set, under their
+    VectorFitConfig names (never re-declared here): ``roles``, ``target_modules`` and ``modules_to_save`` for
+    every method, and for vectorfit, svfit and svft their own (``train_bias``, ``sigma_parametrization``,
+    ``rank`` or ``energy``, ``pattern`` and ``off_diagonals``); a field left out takes VectorFitConfig's
+    default. The other fields belong to the baselines (LoRA, AdaLoRA) and to AVF.
+    """
 
     name: str
-    roles: list[str] = field(default_factory=lambda: list(ROLES))
-    train_bias: Optional[bool] = None
-    target_modules: Optional[str] = None
-    modules_to_save: Optional[list] = None
-    svfit_rank: Optional[int] = None
-    svfit_energy: Optional[float] = None
-    svft_pattern: str = "banded"
-    svft_off_diagonals: int = 2
+    config: dict = field(default_factory=dict)
     lora_r: int = 8
     lora_alpha: Optional[float] = None
     lora_dropout: float = 0.0
     adalora_init_r: Optional[int] = None
     avf: Optional[dict] = None
-    sigma_parametrization: Optional[str] = None   # vectorfit: None takes VectorFitConfig's default
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "MethodSpec":
+        """Read ``run.json``'s ``method``, of this format or of the one before (options as flat fields such as
+        ``svfit_rank``), so that ``vectorfit evaluate`` and ``plot`` keep working on old runs."""
         known = {f for f in cls.__dataclass_fields__}
+        if "config" not in data:
+            data = _from_flat(data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def is_vector(self) -> bool:
         return self.name in VECTOR_METHODS
 
+    @property
+    def is_peft(self) -> bool:
+        """LoRA or AdaLoRA (a PEFT adapter)."""
+        return self.name in PEFT_METHODS
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.config.get("roles", ROLES))
+
     def label(self) -> str:
         """A short human label: ``vectorfit``, ``vectorfit (no AVF, sigma only)``, ``lora r=8``..."""
+        c = self.config
         if self.name in VECTOR_METHODS:
             bits = []
             if self.name == "vectorfit":
                 if self.avf is None:
                     bits.append("no AVF")
-                if self.train_bias is False:
+                if c.get("train_bias") is False:
                     bits.append("sigma only")
-                if self.sigma_parametrization == "relative":
+                if c.get("sigma_parametrization") == "relative":
                     bits.append("relative sigma")
-                elif self.sigma_parametrization == "absolute":
+                elif c.get("sigma_parametrization") == "absolute":
                     bits.append("absolute sigma")
             if self.name == "svfit":
-                bits.append(f"r={self.svfit_rank}" if self.svfit_rank else
-                            f"energy={self.svfit_energy}" if self.svfit_energy else "r=16")
+                bits.append(f"r={c['rank']}" if c.get("rank") else
+                            f"energy={c['energy']}" if c.get("energy") else "r=16")
             if self.name == "svft":
-                bits.append(f"{self.svft_pattern}, d={self.svft_off_diagonals}")
-            if list(self.roles) != list(ROLES):
+                bits.append(f"{c.get('pattern', 'banded')}, d={c.get('off_diagonals', 2)}")
+            if self.roles != list(ROLES):
                 bits.append("roles " + ",".join(self.roles))
             return self.name + (f" ({', '.join(bits)})" if bits else "")
         if self.name == "lora":
@@ -121,27 +154,39 @@ class MethodSpec:
             return f"adalora r={self.adalora_init_r or self.lora_r + self.lora_r // 2}->{self.lora_r}"
         return self.name
 
-    def vectorfit_config(self):
-        from ..config import VectorFitConfig
+    def vectorfit_config(self) -> VectorFitConfig:
+        """The adapter's configuration (vectorfit, svfit, svft)."""
+        return VectorFitConfig(method=self.name, **self.config)
 
-        fields: dict[str, Any] = {"method": self.name, "roles": list(self.roles)}
-        if self.train_bias is not None:
-            fields["train_bias"] = self.train_bias
-        if self.sigma_parametrization is not None and self.name == "vectorfit":
-            fields["sigma_parametrization"] = self.sigma_parametrization
-        if self.target_modules:
-            fields["target_modules"] = self.target_modules
-        if self.modules_to_save is not None:
-            fields["modules_to_save"] = list(self.modules_to_save)
-        if self.name == "svfit":
-            if self.svfit_energy is not None:
-                fields["energy"] = self.svfit_energy
-            elif self.svfit_rank is not None:
-                fields["rank"] = self.svfit_rank
-        if self.name == "svft":
-            fields["pattern"] = self.svft_pattern
-            fields["off_diagonals"] = self.svft_off_diagonals
-        return VectorFitConfig(**fields)
+    def targeting_config(self) -> VectorFitConfig:
+        """Only which modules are targeted and which are heads: what every method, baselines included, reads."""
+        return VectorFitConfig(**{k: v for k, v in self.config.items() if k in TARGETING_FIELDS})
+
+
+def _from_flat(data: dict) -> dict:
+    """The ``MethodSpec`` fields of a ``run.json`` ``method`` written with flat options: only the options that
+    the method used then (the old ``vectorfit_config()``) go into ``config``."""
+    name = data["name"]
+    config: dict[str, Any] = {"roles": list(data.get("roles") or ROLES)}
+    if data.get("train_bias") is not None:
+        config["train_bias"] = data["train_bias"]
+    if name == "vectorfit" and data.get("sigma_parametrization") is not None:
+        config["sigma_parametrization"] = data["sigma_parametrization"]
+    if data.get("target_modules"):
+        config["target_modules"] = data["target_modules"]
+    if data.get("modules_to_save") is not None:
+        config["modules_to_save"] = list(data["modules_to_save"])
+    if name == "svfit":
+        if data.get("svfit_energy") is not None:
+            config["energy"] = data["svfit_energy"]
+        elif data.get("svfit_rank") is not None:
+            config["rank"] = data["svfit_rank"]
+    if name == "svft":
+        config["pattern"] = data.get("svft_pattern", "banded")
+        config["off_diagonals"] = data.get("svft_off_diagonals", 2)
+    rest = {k: v for k, v in data.items() if k not in _OLD_FIELDS and k not in config
+            and k not in ("train_bias", "sigma_parametrization")}
+    return {**rest, "config": config}
 
 
 @dataclass
@@ -173,12 +218,7 @@ def count_parameters(model) -> tuple[int, int]:
 
 def family_targets(model, spec: MethodSpec):
     """(targets [(name, role, layer)], heads) from the family declaration (or ``--target-modules``)."""
-    from ..config import VectorFitConfig
-    from ..errors import TargetError
-    from ..targets import identify_family, resolve_heads, resolve_targets
-
-    cfg = VectorFitConfig(roles=list(spec.roles), target_modules=spec.target_modules or None,
-                          modules_to_save=list(spec.modules_to_save) if spec.modules_to_save is not None else None)
+    cfg = spec.targeting_config()
     family = identify_family(model)
     try:
         targets = resolve_targets(model, cfg, family)
@@ -197,8 +237,6 @@ def family_targets(model, spec: MethodSpec):
 
 def apply_method(model, spec: MethodSpec, *, total_steps: Optional[int] = None) -> Prepared:
     """Apply ``spec`` to ``model`` (in place) and return what to train; raises :class:`CLIError` on bad options."""
-    from ..errors import VectorFitError
-
     if spec.name not in METHODS:
         raise CLIError(f"unknown method {spec.name!r}; choose one of {', '.join(METHODS)}")
     if spec.avf is not None and spec.name not in VECTOR_METHODS:
@@ -211,8 +249,6 @@ def apply_method(model, spec: MethodSpec, *, total_steps: Optional[int] = None) 
     prepared = Prepared(spec, model, model, targets=targets, heads=heads, total_params=total)
     try:
         if spec.name in VECTOR_METHODS:
-            from ..model import get_vectorfit_model
-
             vf = get_vectorfit_model(model, spec.vectorfit_config())
             prepared.model, prepared.vf = vf, vf
             prepared.breakdown = vf.trainable_parameter_counts()
@@ -280,10 +316,6 @@ def save_trained(prepared: Prepared, adapter_dir: Path) -> Optional[Path]:
     elif name in PEFT_METHODS:
         prepared.model.save_pretrained(str(adapter_dir))
     elif name == "bitfit":
-        from safetensors.torch import save_file
-
-        from .rundir import write_json
-
         tensors = {n: p.detach().contiguous().cpu() for n, p in prepared.base.named_parameters() if p.requires_grad}
         adapter_dir.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(adapter_dir / BITFIT_WEIGHTS), metadata={"format": BITFIT_FORMAT})
@@ -301,9 +333,6 @@ def restore_trained(model, method: str, adapter_dir: Path):
     if not adapter_dir.is_dir():
         raise CLIError(f"adapter directory {str(adapter_dir)!r} does not exist")
     if method in VECTOR_METHODS:
-        from ..errors import AdapterError
-        from ..model import VectorFitModel
-
         try:
             return VectorFitModel.from_pretrained(model, adapter_dir)
         except AdapterError as exc:
@@ -315,9 +344,6 @@ def restore_trained(model, method: str, adapter_dir: Path):
             raise CLIError(f"this run used {method!r}: loading it needs PEFT (pip install peft)") from None
         return PeftModel.from_pretrained(model, str(adapter_dir))
     if method == "bitfit":
-        import torch
-        from safetensors.torch import load_file
-
         path = adapter_dir / BITFIT_WEIGHTS
         if not path.is_file():
             raise CLIError(f"{path} is missing; the bitfit run did not finish saving")
@@ -335,8 +361,6 @@ def restore_trained(model, method: str, adapter_dir: Path):
 
 def merged_module(trained):
     """A plain ``nn.Module`` with the trained state folded in (VectorFit and LoRA merged)."""
-    from ..model import VectorFitModel
-
     if isinstance(trained, VectorFitModel):
         return trained.merge_and_unload()
     if hasattr(trained, "merge_and_unload") and hasattr(trained, "peft_config"):

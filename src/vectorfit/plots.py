@@ -16,9 +16,15 @@ matplotlib is imported when a figure is drawn, and only its Agg canvas is used.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from vf_core.layers import DecomposedLayer
+from vf_core.layouts import layout_for
+from vf_core.roles import ROLES
 
 __all__ = ["capture_matrices", "spectra", "plot_strength_heatmap", "plot_weight_change_spectra",
            "plot_leading_sv_change", "have_matplotlib"]
@@ -47,11 +53,6 @@ def capture_matrices(model, names: Sequence[str]) -> dict:
 
     A decomposed module gives its dense ``U diag(s) V^T``; a PEFT LoRA module its merged weight.
     """
-    import torch
-
-    from ..layers import DecomposedLayer
-    from ..layouts import layout_for
-
     out = {}
     modules = dict(model.named_modules())
     with torch.no_grad():
@@ -71,10 +72,6 @@ def capture_matrices(model, names: Sequence[str]) -> dict:
 
 def _lora_merged(module, name: str):
     """The merged weight of a PEFT LoRA layer, read through the base layer's layout."""
-    import copy
-
-    from ..layouts import layout_for
-
     base = module.base_layer
     weight = base.weight.detach().clone()
     for adapter in getattr(module, "active_adapters", []):
@@ -88,8 +85,6 @@ def _lora_merged(module, name: str):
 
 def spectra(w0: Mapping[str, Any], w1: Mapping[str, Any], top: int = TOP_SINGULAR) -> dict:
     """Per module: ``delta`` = singular values of ``w1 - w0``, ``lead`` = ``s(w1)[:top] - s(w0)[:top]``."""
-    import torch
-
     out = {}
     for name, a in w0.items():
         b = w1.get(name)
@@ -138,8 +133,6 @@ def plot_strength_heatmap(scores: Mapping[str, float], vectors: list[dict], path
 
 
 def _role_order(role: str) -> int:
-    from ..roles import ROLES
-
     return ROLES.index(role) if role in ROLES else len(ROLES)
 
 

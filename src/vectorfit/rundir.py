@@ -2,8 +2,8 @@
 
 Layout of ``DIR`` (``--output``)::
 
-    run.json              what was run: backend, model, data (and its options), method, training options,
-                          label names and task, library versions
+    run.json              what was run: backend, task, model, data (and its options), method, training options,
+                          label names and kind of labels, library versions
     metrics.json          eval metrics (eval_accuracy or eval_pearson/eval_spearman/eval_mse...), trainable_params,
                           total_params, train_seconds, per-epoch history
     adapter/              vectorfit/svfit/svft: a VectorFit adapter (VectorFitModel.from_pretrained);
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .records import CLIError
+from .errors import CLIError
 
 __all__ = ["Run", "RUN_FILE", "METRICS_FILE", "write_json", "read_json", "is_run_dir"]
 
@@ -117,7 +117,13 @@ class Run:
 
     @property
     def task(self) -> str:
+        """The kind of labels: ``classification`` or ``regression``."""
         return self.info.get("task", "classification")
+
+    @property
+    def task_name(self) -> Optional[str]:
+        """The :class:`~vf_core.tasks.Task` that trained the run (None for runs made before tasks had names)."""
+        return self.info.get("task_name")
 
     @property
     def num_labels(self) -> int:

@@ -8,8 +8,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..roles import ROLES
-from .records import CLIError
+from safetensors import safe_open
+from vf_core.config import VectorFitConfig
+from vf_core.errors import TargetError
+from vf_core.layouts import layout_for
+from vf_core.roles import ROLES
+from vf_core.saving import WEIGHTS_NAME, read_adapter_config
+from vf_core.targets import identify_family, resolve_heads, resolve_targets
+
+from .errors import CLIError
+from .rundir import Run, is_run_dir
+from .selection import choose_task, get_runner, list_tasks
 
 __all__ = ["inspect_command", "describe_adapter", "describe_model", "method_counts"]
 
@@ -29,8 +38,6 @@ def describe_adapter(path: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise CLIError(f"{cfg_path} is not valid JSON ({exc})") from None
     if meta.get("format") == "vectorfit-adapter":
-        from ..saving import read_adapter_config
-
         read_adapter_config(path)  # version checks
         vectors = meta.get("vectors", [])
         by_kind: dict[str, int] = defaultdict(int)
@@ -61,8 +68,6 @@ def describe_adapter(path: Path) -> dict:
             "vf_core_version": meta.get("vf_core_version"),
         }
     if meta.get("format") == "vectorfit-bitfit":
-        from safetensors import safe_open
-
         with safe_open(str(path / "bitfit_model.safetensors"), "pt") as fh:
             sizes = {k: _numel(fh.get_slice(k).get_shape()) for k in fh.keys()}
         heads = meta.get("heads", [])
@@ -74,8 +79,6 @@ def describe_adapter(path: Path) -> dict:
         sizes = {}
         weights = path / "adapter_model.safetensors"
         if weights.is_file():
-            from safetensors import safe_open
-
             with safe_open(str(weights), "pt") as fh:
                 sizes = {k: _numel(fh.get_slice(k).get_shape()) for k in fh.keys()}
         targets = meta.get("target_modules")
@@ -95,10 +98,6 @@ def _numel(shape) -> int:
 
 
 def _head_count(path: Path, heads: list[str]) -> int:
-    from safetensors import safe_open
-
-    from ..saving import WEIGHTS_NAME
-
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         return 0
@@ -109,11 +108,6 @@ def _head_count(path: Path, heads: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------ models
 def method_counts(model, *, roles=ROLES, svfit_rank: int = 16, off_diagonals: int = 2) -> tuple[list[dict], dict, Any]:
     """Targeted modules of ``model`` (per the family) and each method's trainable count, computed from shapes."""
-    from ..config import VectorFitConfig
-    from ..errors import TargetError
-    from ..layouts import layout_for
-    from ..targets import identify_family, resolve_heads, resolve_targets
-
     family = identify_family(model)
     try:
         targets = resolve_targets(model, VectorFitConfig(roles=list(roles)), family)
@@ -173,7 +167,8 @@ def _print(info: dict) -> None:
     if kind == "run":
         run = info["run"]
         print(f"run directory {info['path']}")
-        print(f"  backend {run.get('backend')}, model {run.get('model')}, data {run.get('data')} ({run.get('task')})")
+        print(f"  backend {run.get('backend')}, task {run.get('task_name') or run.get('task')}, model {run.get('model')},"
+              f" data {run.get('data')}")
         print(f"  method {run.get('method_label')}")
         m = info.get("metrics") or {}
         if m:
@@ -221,9 +216,6 @@ def _print(info: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------ command
 def inspect_command(args: argparse.Namespace) -> int:
-    from .registry import choose_recipe, get_runner, list_recipes
-    from .rundir import Run, is_run_dir
-
     target = args.model or args.target
     if not target:
         raise CLIError("give an adapter directory, a run directory, or a model (alias, path or --model)")
@@ -231,15 +223,16 @@ def inspect_command(args: argparse.Namespace) -> int:
     if not args.model and path.is_dir() and is_run_dir(path):
         run = Run.open(path)
         adapter = describe_adapter(run.adapter_dir) if (run.adapter_dir / "adapter_config.json").is_file() else None
-        info = {"kind": "run", "path": str(path), "run": {"backend": run.backend, "model": run.model_spec,
+        info = {"kind": "run", "path": str(path), "run": {"backend": run.backend, "task_name": run.task_name,
+                                                           "model": run.model_spec,
                                                            "data": run.info.get("data"), "task": run.task,
                                                            "method_label": run.info.get("method_label")},
                 "metrics": run.metrics(), "adapter": adapter}
     elif not args.model and path.is_dir() and (path / "adapter_config.json").is_file():
         info = describe_adapter(path)
     else:
-        recipe = choose_recipe(list_recipes(), target, args.backend)
-        runner = get_runner(recipe)
+        task, _ = choose_task(list_tasks(), target, backend=args.backend)
+        runner = get_runner(task)
         model = runner.load_model(target, num_labels=args.num_labels)
         info = describe_model(model, target, verbose=args.verbose)
     if args.json:
