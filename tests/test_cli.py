@@ -367,3 +367,72 @@ def test_clip_vector_gradients_bounds_each_vector():
 def test_bad_per_kind_options(fake_backend, tmp_path, capsys, argv, message):
     assert main([*BASE, "--output", str(tmp_path / "bad"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ old runs
+#: run.json's "method" as written before the options became a VectorFitConfig dict (flat, renamed fields)
+OLD_METHODS = [
+    {"name": "vectorfit", "roles": ["q", "k", "v", "o", "f1", "f2"], "train_bias": False, "target_modules": TARGETS,
+     "modules_to_save": ["head"], "svfit_rank": None, "svfit_energy": None, "svft_pattern": "banded",
+     "svft_off_diagonals": 2, "lora_r": 8, "lora_alpha": None, "lora_dropout": 0.0, "adalora_init_r": None,
+     "avf": None, "sigma_parametrization": "relative"},
+    {"name": "svfit", "roles": ["q", "k", "v", "o"], "train_bias": None, "target_modules": None,
+     "modules_to_save": None, "svfit_rank": 4, "svfit_energy": None, "svft_pattern": "banded",
+     "svft_off_diagonals": 2, "lora_r": 8, "lora_alpha": None, "lora_dropout": 0.0, "adalora_init_r": None,
+     "avf": None},
+    {"name": "svft", "roles": ["q", "k", "v", "o", "f1", "f2"], "train_bias": None, "target_modules": None,
+     "modules_to_save": None, "svfit_rank": None, "svfit_energy": None, "svft_pattern": "random",
+     "svft_off_diagonals": 1, "lora_r": 8, "lora_alpha": None, "lora_dropout": 0.0, "adalora_init_r": None,
+     "avf": None},
+    {"name": "lora", "roles": ["q", "v"], "train_bias": None, "target_modules": None, "modules_to_save": None,
+     "svfit_rank": None, "svfit_energy": None, "svft_pattern": "banded", "svft_off_diagonals": 2, "lora_r": 4,
+     "lora_alpha": 16.0, "lora_dropout": 0.1, "adalora_init_r": None, "avf": None},
+]
+
+
+@pytest.mark.parametrize("old", OLD_METHODS, ids=[m["name"] for m in OLD_METHODS])
+def test_method_spec_reads_an_old_run_json(old):
+    spec = MethodSpec.from_json(old)
+    assert spec.name == old["name"] and spec.roles == old["roles"] and spec.lora_r == old["lora_r"]
+    assert MethodSpec.from_json(spec.to_json()) == spec
+    if old["name"] == "vectorfit":
+        cfg = spec.vectorfit_config()
+        assert (cfg.train_bias, cfg.sigma_parametrization, cfg.target_modules) == (False, "relative", TARGETS)
+        assert spec.label() == "vectorfit (no AVF, sigma only, relative sigma)"
+        assert "pattern" not in spec.config and "rank" not in spec.config  # only what the method read then
+    if old["name"] == "svfit":
+        assert spec.vectorfit_config().rank == 4 and spec.label() == "svfit (r=4, roles q,k,v,o)"
+    if old["name"] == "svft":
+        cfg = spec.vectorfit_config()
+        assert (cfg.pattern, cfg.off_diagonals) == ("random", 1)
+    if old["name"] == "lora":
+        assert (spec.lora_alpha, spec.lora_dropout, spec.config) == (16.0, 0.1, {"roles": ["q", "v"]})
+
+
+def test_an_old_run_directory_still_evaluates_and_plots(fake_backend, tmp_path, capsys):
+    out = tmp_path / "old"
+    assert main([*BASE, "--output", str(out), "--no-bias"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    info = json.loads((out / "run.json").read_text())
+    assert info["task_name"] == "fake-classification" and info["method"]["config"]["train_bias"] is False
+    # rewrite run.json as the command wrote it before tasks and the VectorFitConfig dict
+    info.pop("task_name")
+    info["method"] = {**OLD_METHODS[0], "sigma_parametrization": None, "avf": None}
+    (out / "run.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_accuracy"] == pytest.approx(metrics["eval_accuracy"])
+    assert main(["plot", str(out), "--output", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "weight_change_spectra.png").is_file()
+
+
+def test_task_by_name_alias_and_unknown(fake_backend, tmp_path, capsys):
+    for i, task in enumerate(("fake-classification", "classification", "auto")):
+        assert main([*BASE, "--task", task, "--output", str(tmp_path / f"r{i}"), "--no-plots",
+                     "--max-steps", "1"]) == 0
+        info = json.loads((tmp_path / f"r{i}" / "run.json").read_text())
+        assert info["task_name"] == "fake-classification"
+        assert info["args"]["task"] == ("auto" if task == "auto" else "fake-classification")
+    capsys.readouterr()
+    assert main([*BASE, "--task", "regression", "--output", str(tmp_path / "bad")]) == 2
+    assert "unknown task 'regression'" in capsys.readouterr().err

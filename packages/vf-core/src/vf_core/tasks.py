@@ -139,12 +139,19 @@ class Task:
         return min(scores)
 
     def missing(self) -> list[str]:
-        """The modules of :attr:`requires` that are not installed."""
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        """The modules of :attr:`requires` that are not installed (or cannot be imported)."""
+        return [m for m in self.requires if not _importable(m)]
 
     def answers_to(self, name: str) -> bool:
         """Whether ``--task name`` may mean this task (its name or one of its aliases)."""
         return name == self.name or name in self.aliases
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _safe(fn: Callable[[str], int], spec: str) -> int:
