@@ -167,8 +167,8 @@ def _print(info: dict) -> None:
     if kind == "run":
         run = info["run"]
         print(f"run directory {info['path']}")
-        print(f"  backend {run.get('backend')}, task {run.get('task_name') or run.get('task')}, model {run.get('model')},"
-              f" data {run.get('data')}")
+        task = run.get("task_name") or run.get("task")
+        print(f"  backend {run.get('backend')}, task {task}, model {run.get('model')}, data {run.get('data')}")
         print(f"  method {run.get('method_label')}")
         m = info.get("metrics") or {}
         if m:
