@@ -228,6 +228,11 @@ def test_list_and_help(fake_backend, capsys):
     out = capsys.readouterr().out
     assert "task fake-classification (backend fake" in out and "backend fake" in out
     assert "tiny" in out and "synthetic" in out and "vectorfit" in out
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    fake = listed["tasks"]["fake-classification"]
+    assert fake["backend"] == "fake" and fake["aliases"] == ["classification"] and fake["missing"] == []
+    assert listed["backends"]["fake"]["tasks"] == ["fake-classification"] and "vectorfit" in listed["methods"]
     for command in ("train", "evaluate", "merge", "inspect", "plot", "list"):
         assert main([command, "--help"]) == 0
         assert f"usage: vectorfit {command}" in capsys.readouterr().out

@@ -343,7 +343,8 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print(json.dumps({
             "tasks": {name: _task_info(t) for name, t in tasks.items()},
-            "backends": {b: {"tasks": [t.name for t in ts], "engine": ts[0].engine,
+            "backends": {b: {"tasks": [t.name for t in ts], "description": "; ".join(t.description for t in ts),
+                             "engine": ts[0].engine,
                              "models": {a: d for t in ts for a, d in t.model_aliases.items()},
                              "datasets": {a: d for t in ts for a, d in t.datasets.items()}}
                          for b, ts in by_backend.items()},
