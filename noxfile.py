@@ -12,15 +12,17 @@ Sessions:
 - ``tests(<package>)``, one per folder under ``packages/`` (``core``, ``avf``, ``nlp``, ``vision``,
   ``diffusion``): a fresh venv with torch, vf-core from the local path, then that package with its ``test``
   extra only, so a backend that imports another backend's library fails here.
-- ``integration``: every package with every extra, plus the meta-package ``vectorfit[dev]``.
+- ``integration``: every package with every extra, plus the application ``vectorfit[dev]`` (the root
+  distribution, ``src/vectorfit``), then each package's tests and the repository-wide ``tests/`` (the command
+  over every task, the import contracts, the docs and this matrix against the registry).
 - ``family(<name>)``, one per model family the backends declare: the contract tests
   (:mod:`vf_core.testing`) of that family only, in a venv shared by all the families of one backend
   (``.nox/family-env-<package>``, created on first use), so a plugin author runs a new family through the
   same battery with ``nox -s "family(<name>)"``.
 
 The family names are read from the backends' source (every ``Family(name="...", ...)`` call, parsed with
-:mod:`ast`), so listing the sessions needs neither torch nor any model library; each backend's tests check that
-this list equals the families its plugin registers.
+:mod:`ast`), so listing the sessions needs neither torch nor any model library; ``tests/test_repository.py``
+checks that this list equals the families the installed backends register.
 
 torch is pinned to the pair on this project's machines' local wheel folder (``torch==2.14.1 torchvision==0.29.1``):
 an unpinned torch would download several GB. Venvs are reused when they exist (``reuse_venv = "yes"``);
@@ -170,9 +172,9 @@ def tests(session: nox.Session, package: str) -> None:
 
 @nox.session(default=False)
 def integration(session: nox.Session) -> None:
-    """Every package with every extra, and the meta-package."""
+    """Every package with every extra, and the application (the root distribution) with the dev tools."""
     session.install(*TORCH, *BUILD_TOOLS)
-    session.install("-e", "packages/vf-core[test,plot]")
+    session.install("-e", "packages/vf-core[test]")
     wanted: dict[str, set[str]] = {}
     for dist in PACKAGES.values():
         extras = set(_project(dist).get("optional-dependencies", {}))  # every extra of every package
@@ -187,6 +189,10 @@ def integration(session: nox.Session) -> None:
             _pytest(session, f"packages/{dist}/tests")
         except CommandFailed:
             failed.append(key)
+    try:
+        _pytest(session, "tests")  # the command over every task, the import contracts, docs and this matrix
+    except CommandFailed:
+        failed.append("repository")
     if failed:
         session.error(f"tests failed with every package installed together: {', '.join(failed)}")
 

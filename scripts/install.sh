@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install every VectorFit package, editable, with the test tools.
+# Create .venv (if needed) and install every VectorFit package, editable, with the test tools: the library and the
+# backends under packages/, then the application (the root distribution: src/vectorfit, the `vectorfit` command).
 # Torch comes first and pinned: this machine's pip takes the matching torch/torchvision pair from its wheel folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +16,4 @@ python -m pip install -q \
   -e "packages/vf-backends-vision[timm]" \
   -e "packages/vf-backends-diffusion[diffusers]" \
   -e ".[dev]"
-python -c "import vf_core, vf_avf, vf_backends_nlp; print('vectorfit installed:', vf_core.__version__)"
+python -c "import vf_core, vf_avf, vf_backends_nlp, vectorfit; print('vectorfit installed:', vectorfit.__version__)"

@@ -136,7 +136,7 @@ def run_cell(task: Task, method: str, seed: int, lr: float, out_json: Path, tmp:
     options, _ = METHODS[method]
     run_dir = tmp / out_json.stem
     log = tmp / f"{out_json.stem}.log"
-    cmd = [sys.executable, "-m", "vf_core.cli", "train", "--model", task.model, "--data", data or task.data,
+    cmd = [sys.executable, "-m", "vectorfit", "train", "--model", task.model, "--data", data or task.data,
            "--output", str(run_dir), *options, *task.options, "--seed", str(seed), "--lr", f"{lr:g}",
            "--no-checkpoints", "--no-progress", "--overwrite", "--device", args.device]
     if args.threads:

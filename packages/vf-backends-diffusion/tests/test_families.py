@@ -8,7 +8,6 @@ import pytest
 
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
-from vf_core.testing.repository import check_docs_mention_families, check_nox_matrix
 from vf_core.targets import identify_family
 from vf_backends_diffusion.families import FAMILIES
 
@@ -64,11 +63,3 @@ def test_unknown_family_raises_a_clear_error():
     assert "UNet2DModel" in message and "target_modules" in message and "unet2d-condition" in message
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"q": ["to_q"], "k": ["to_k"], "v": ["to_v"]}))
     assert {v.role for v in vf.vectors} == {"q", "k", "v"}
-
-
-def test_nox_family_matrix_lists_exactly_this_backends_families():
-    check_nox_matrix("diffusion")
-
-
-def test_docs_describe_every_family():
-    check_docs_mention_families("diffusion")

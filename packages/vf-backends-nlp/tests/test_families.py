@@ -10,7 +10,6 @@ from torch import nn
 
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
-from vf_core.testing.repository import check_docs_mention_families, check_nox_matrix
 from vf_core.targets import identify_family
 from vf_backends_nlp.families import FAMILIES
 
@@ -151,11 +150,3 @@ def test_unknown_family_raises_a_clear_error():
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"q": ["query_key_value"], "o": ["dense"]},
                                                     fused_modules={"query_key_value": ["q", "k", "v"]}))
     assert len(vf.vectors) > 0
-
-
-def test_nox_family_matrix_lists_exactly_this_backends_families():
-    check_nox_matrix("nlp")
-
-
-def test_docs_describe_every_family():
-    check_docs_mention_families("nlp")

@@ -10,7 +10,6 @@ import torch
 
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
-from vf_core.testing.repository import check_docs_mention_families, check_nox_matrix
 from vf_core.targets import identify_family
 from vf_core.testing import relative_error
 from vf_backends_vision.families import FAMILIES, timm_architecture
@@ -79,9 +78,6 @@ def test_unknown_family_raises_a_clear_error():
     assert "ResNet" in message and "target_modules" in message and "timm-vit" in message
 
 
-def test_nox_family_matrix_lists_exactly_this_backends_families():
-    check_nox_matrix("vision")
-
 
 # ------------------------------------------------------------------------------------ real pre-trained weights
 def _efficientnet_lite0_state_dict() -> dict:
@@ -120,7 +116,3 @@ def test_pretrained_efficientnet_lite0_loads_into_timm_and_decomposes_exactly():
     assert relative_error(dense, reference) < 1e-4
     assert relative_error(factored, reference) < 1e-4
     assert torch.equal(dense.argmax(-1), reference.argmax(-1))
-
-
-def test_docs_describe_every_family():
-    check_docs_mention_families("vision")

@@ -7,16 +7,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from vf_core.layers import DecomposedLayer, MethodOptions, SliceSpec
+from vf_core import VectorFitConfig
+from vf_core.layers import DecomposedLayer, SliceSpec
 
 from vf_core_test_utils import Conv1D
 
 CASES = {
-    "vectorfit": MethodOptions("vectorfit"),
-    "vectorfit-relative": MethodOptions("vectorfit", sigma_parametrization="relative"),
-    "svfit": MethodOptions("svfit", rank=2),
-    "svft-banded": MethodOptions("svft", pattern="banded", off_diagonals=1),
-    "svft-random": MethodOptions("svft", pattern="random", off_diagonals=1, seed=5),
+    "vectorfit": VectorFitConfig(method="vectorfit"),
+    "vectorfit-relative": VectorFitConfig(method="vectorfit", sigma_parametrization="relative"),
+    "svfit": VectorFitConfig(method="svfit", rank=2, train_bias=True),
+    "svft-banded": VectorFitConfig(method="svft", pattern="banded", off_diagonals=1, train_bias=True),
+    "svft-random": VectorFitConfig(method="svft", pattern="random", off_diagonals=1, seed=5, train_bias=True),
 }
 MODULES = {
     "linear": lambda: (nn.Linear(4, 3).double(), torch.randn(2, 4, dtype=torch.float64)),
@@ -30,7 +31,7 @@ def _build(module_key: str, case: str):
     module, x = MODULES[module_key]()
     d_out = module.nf if module_key == "conv1d" else module.weight.shape[0]
     layer = DecomposedLayer.build(module, "m", [SliceSpec(None, d_out)],
-                                  options=CASES[case].__class__(**{**CASES[case].__dict__, "svd_dtype": "float64"}))
+                                  options=CASES[case].model_copy(update={"svd_dtype": "float64"}))
     with torch.no_grad():  # move away from the initial point so every term matters
         for _, _, _, p in layer.trainable_vectors():
             p.add_(torch.randn_like(p) * 0.1)

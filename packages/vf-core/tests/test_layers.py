@@ -6,20 +6,21 @@ import pytest
 import torch
 from torch import nn
 
-from vf_core.layers import DecomposedLayer, MethodOptions, SliceSpec, pattern_size, sparsity_pattern
+from vf_core import VectorFitConfig
+from vf_core.layers import DecomposedLayer, SliceSpec, pattern_size, sparsity_pattern
 from vf_core.svd import decompose
 
 from vf_core_test_utils import Conv1D
 
 METHODS = [
-    MethodOptions(method="vectorfit"),
-    MethodOptions(method="vectorfit", train_sigma=False),
-    MethodOptions(method="vectorfit", sigma_parametrization="relative"),
-    MethodOptions(method="svfit", rank=3),
-    MethodOptions(method="svfit", rank=None, energy=0.9),
-    MethodOptions(method="svft", pattern="plain"),
-    MethodOptions(method="svft", pattern="banded", off_diagonals=1),
-    MethodOptions(method="svft", pattern="random", off_diagonals=2, seed=3),
+    VectorFitConfig(method="vectorfit"),
+    VectorFitConfig(method="vectorfit", train_sigma=False),
+    VectorFitConfig(method="vectorfit", sigma_parametrization="relative"),
+    VectorFitConfig(method="svfit", rank=3, train_bias=True),
+    VectorFitConfig(method="svfit", rank=None, energy=0.9, train_bias=True),
+    VectorFitConfig(method="svft", pattern="plain", train_bias=True),
+    VectorFitConfig(method="svft", pattern="banded", off_diagonals=1, train_bias=True),
+    VectorFitConfig(method="svft", pattern="random", off_diagonals=2, seed=3, train_bias=True),
 ]
 
 
@@ -90,11 +91,12 @@ def test_svfit_rank_by_count_and_energy():
     torch.manual_seed(0)
     lin = nn.Linear(10, 10)
     s = decompose(lin.weight).s.double()
-    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 10)], options=MethodOptions("svfit", rank=4))
+    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 10)],
+                                  options=VectorFitConfig(method="svfit", rank=4, train_bias=True))
     assert layer.parts["main"].sigma.numel() == 4
     energy = 0.8
-    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 10)], options=MethodOptions("svfit", rank=None,
-                                                                                         energy=energy))
+    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 10)],
+                                  options=VectorFitConfig(method="svfit", energy=energy, train_bias=True))
     r = layer.parts["main"].sigma.numel()
     share = torch.cumsum(s**2, 0) / (s**2).sum()
     assert share[r - 1] >= energy and (r == 1 or share[r - 2] < energy)
@@ -124,7 +126,8 @@ def test_svft_patterns():
 def test_svft_m_starts_at_zero_and_moves_off_diagonals():
     torch.manual_seed(0)
     lin = nn.Linear(5, 5)
-    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 5)], options=MethodOptions("svft", off_diagonals=1))
+    layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 5)],
+                                  options=VectorFitConfig(method="svft", off_diagonals=1, train_bias=True))
     part = layer.parts["main"]
     assert torch.count_nonzero(part.m) == 0
     with torch.no_grad():
@@ -177,7 +180,7 @@ def test_bias_only_training_runs_one_dense_product_with_the_same_values_and_grad
     torch.manual_seed(0)
     lin = nn.Linear(6, 5)
     layer = DecomposedLayer.build(lin, "l", [SliceSpec(None, 5)],
-                                  options=MethodOptions(train_sigma=False, train_bias=True)).train()
+                                  options=VectorFitConfig(train_sigma=False, train_bias=True)).train()
     part = layer.parts["main"]
     assert not isinstance(part.sigma, nn.Parameter) and isinstance(part.bias, nn.Parameter)
     x = torch.randn(3, 6, requires_grad=True)

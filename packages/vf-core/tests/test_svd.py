@@ -173,7 +173,7 @@ def test_cache_writes_finish_in_the_background_and_a_second_start_reads_them(tmp
 def test_factors_come_in_the_layout_the_layers_use(tmp_path):
     """``V`` is the transpose of a contiguous ``V^T`` (fresh or from the cache), so a layer keeps it without a copy
     (a copy of a cached ``V`` used to keep the whole cache file's ``V`` resident next to it)."""
-    from vf_core.layers.parts import SigmaPart
+    from vf_core.parts import SigmaPart
 
     cache = DecompositionCache(tmp_path)
     w = torch.randn(24, 10)
@@ -190,7 +190,7 @@ def test_factors_come_in_the_layout_the_layers_use(tmp_path):
 
 def test_svfit_keeps_its_own_copy_of_the_top_slices(tmp_path):
     """A view of the top-r rows would keep the whole decomposition alive (all of a cache file's pages)."""
-    from vf_core.layers.parts import SVFitPart
+    from vf_core.parts import SVFitPart
 
     cache = DecompositionCache(tmp_path)
     w = torch.randn(24, 10)

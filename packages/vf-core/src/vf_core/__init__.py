@@ -26,6 +26,7 @@ from .errors import (
     PluginError,
     PolicyNotFoundError,
     TargetError,
+    TaskError,
     TiedWeightError,
     UnknownFamilyError,
     UnsupportedLayerError,
@@ -35,6 +36,7 @@ from .families import Family, FusedModule
 from .layers import DecomposedLayer
 from .model import VectorFitModel, get_vectorfit_model
 from .roles import ROLES
+from .tasks import Task
 from .vectors import TrainableVector, VectorRegistry
 
 __all__ = [
@@ -60,4 +62,6 @@ __all__ = [
     "AdapterFormatError",
     "PluginError",
     "PolicyNotFoundError",
+    "TaskError",
+    "Task",
 ]

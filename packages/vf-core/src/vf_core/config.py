@@ -16,12 +16,14 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from .parts import PART_TYPES
 from .roles import ROLES, Role
 from .strict import StrictModel
 
 __all__ = ["VectorFitConfig", "Method", "Pattern", "SigmaParametrization"]
 
-Method = Literal["vectorfit", "svfit", "svft"]
+#: a method name: a key of :data:`vf_core.parts.PART_TYPES` (``"vectorfit"``, ``"svfit"``, ``"svft"``)
+Method = str
 Pattern = Literal["plain", "banded", "random", "topk"]
 SigmaParametrization = Literal["absolute", "relative"]
 
@@ -29,13 +31,13 @@ TargetSpec = Union[str, list[str]]
 
 
 class VectorFitConfig(StrictModel):
-    """Configuration of a VectorFit, SVFit or SVFT adapter.
+    """Configuration of a VectorFit, SVFit or SVFT adapter: the one options type every decomposed layer reads.
 
     Args:
         method: ``"vectorfit"`` trains the singular values ``s`` and/or the bias ``b`` of every targeted matrix;
             ``"svfit"`` trains the top-``rank`` singular values (or those holding ``energy`` of the spectrum)
             over a frozen residual; ``"svft"`` trains the non-zero entries of a sparse ``M`` in
-            ``U (diag(s0) + M) V^T``.
+            ``U (diag(s0) + M) V^T``. Any method registered in :data:`vf_core.parts.PART_TYPES`.
         roles: the roles to target among ``q, k, v, o, f1, f2`` (default: all six).
         train_sigma: train the singular values (``vectorfit``; ``svfit``/``svft`` always train theirs).
         sigma_parametrization: what ``vectorfit``'s trained singular-value vector holds: ``"absolute"`` (the
@@ -81,6 +83,13 @@ class VectorFitConfig(StrictModel):
     svd_cache: bool = True
     add_missing_bias: bool = False
     decompose_tied: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method not in PART_TYPES:
+            raise ValueError(f"unknown method {method!r}; the methods are {', '.join(PART_TYPES)}")
+        return method
 
     @field_validator("roles")
     @classmethod

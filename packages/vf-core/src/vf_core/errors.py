@@ -20,6 +20,7 @@ __all__ = [
     "AdapterFormatError",
     "PluginError",
     "PolicyNotFoundError",
+    "TaskError",
 ]
 
 
@@ -76,3 +77,8 @@ class PolicyNotFoundError(PluginError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class TaskError(VectorFitError, ValueError):
+    """Bad input to a training task or to the ``vectorfit`` command: a model, data or option it cannot use. The
+    message is one line that says what is wrong and what to do; the command prints it and exits with status 2."""

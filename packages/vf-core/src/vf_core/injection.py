@@ -15,7 +15,7 @@ from torch import nn
 from .errors import NonFiniteWeightError, TargetError, TiedWeightError
 from .families import Family
 from .heap import return_freed_memory
-from .layers import DecomposedLayer, MethodOptions
+from .layers import DecomposedLayer
 from .layouts import layout_for
 from .svd import default_cache, fingerprint
 from .targets import Target, identify_family, resolve_heads, resolve_targets
@@ -29,16 +29,6 @@ class Plan:
     targets: list[Target]
     heads: list[str]
     fingerprints: dict[str, str]
-
-
-def method_options(config) -> MethodOptions:
-    rank, energy = config.svfit_rank_or_energy
-    return MethodOptions(method=config.method, train_sigma=config.sigma_trained, train_bias=config.bias_trained,
-                         sigma_parametrization=config.sigma_parametrization,
-                         rank=rank, energy=energy, pattern=config.pattern, off_diagonals=config.off_diagonals,
-                         seed=config.seed, svd_dtype=config.svd_dtype, svd_driver=config.svd_driver,
-                         add_missing_bias=config.add_missing_bias,
-                         cache=default_cache() if config.svd_cache else None)
 
 
 def _check_not_wrapped(model: nn.Module) -> None:
@@ -76,14 +66,14 @@ def plan_injection(model: nn.Module, config) -> Plan:
 
 def build_layers(plan: Plan, config) -> dict[str, DecomposedLayer]:
     """Decompose every target into a new layer; the model is not modified."""
-    options = method_options(config)
+    cache = default_cache() if config.svd_cache else None
     try:
-        return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=options,
+        return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=config, cache=cache,
                                               weight_fingerprint=plan.fingerprints.get(t.name))
                 for t in plan.targets}
     finally:
-        if options.cache is not None:
-            options.cache.close()  # its writes finish in the background (vf_core.svd.wait_for_cache_writes)
+        if cache is not None:
+            cache.close()  # its writes finish in the background (vf_core.svd.wait_for_cache_writes)
         return_freed_memory()  # the decompositions' temporaries, kept by the allocator otherwise
 
 

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UnsupportedLayerError
+from .plugins import list_weight_layouts
 
-__all__ = ["WeightLayout", "LinearLayout", "Conv1DLayout", "Conv2dLayout", "layout_for"]
+__all__ = ["WeightLayout", "LinearLayout", "Conv1DLayout", "Conv2dLayout", "BUILTIN_LAYOUTS", "layout_for"]
 
 
 class WeightLayout:
@@ -176,11 +177,13 @@ class Conv2dLayout(WeightLayout):
         return y + bias[:, None, None]
 
 
+#: the layer types vf-core decomposes by itself; plugins' layouts (``vectorfit_weight_layouts``) are tried first
+BUILTIN_LAYOUTS: tuple[type[WeightLayout], ...] = (LinearLayout, Conv1DLayout, Conv2dLayout)
+
+
 def layout_for(module: nn.Module, name: str) -> WeightLayout:
     """The layout of ``module``, or :class:`UnsupportedLayerError` naming the module and the known types."""
-    from .plugins import list_weight_layouts
-
-    layouts = list_weight_layouts()
+    layouts = [*list_weight_layouts(), *BUILTIN_LAYOUTS]
     for layout_cls in layouts:  # pluggy calls later registrations (third-party plugins) first
         if layout_cls.handles(module):
             if isinstance(module, nn.Conv2d) and module.groups != 1:

@@ -29,7 +29,8 @@ from .config import VectorFitConfig
 from .families import Family
 from .injection import Plan, build_layers, plan_injection, swap_in
 from .layers import DecomposedLayer
-from .vectors import TrainableVector, VectorRegistry
+from .saving import read_adapter, save_adapter
+from .vectors import VectorRegistry, build_registry
 
 __all__ = ["VectorFitModel", "get_vectorfit_model", "BIAS_LR_SCALE"]
 
@@ -37,16 +38,6 @@ __all__ = ["VectorFitModel", "get_vectorfit_model", "BIAS_LR_SCALE"]
 BIAS_LR_SCALE = 0.1
 
 _KIND_WORDS = {"sigma": "singular values", "bias": "bias entries", "m": "sparse M entries"}
-
-
-def _build_registry(layers: dict[str, DecomposedLayer], layer_index: dict[str, Optional[int]]) -> VectorRegistry:
-    vectors = []
-    for name, layer in layers.items():
-        single = len(layer.parts) == 1
-        for key, role, kind, param in layer.trainable_vectors():
-            vec_name = f"{name}.{kind}" if single else f"{name}.{key}.{kind}"
-            vectors.append(TrainableVector(vec_name, layer_index[name], role, kind, param, name))
-    return VectorRegistry(vectors)
 
 
 class VectorFitModel(nn.Module):
@@ -68,7 +59,7 @@ class VectorFitModel(nn.Module):
         self._original_num_params = original_num_params
         layer_index = {t.name: t.layer for t in plan.targets}
         self._layer_index = layer_index
-        self.vectors: VectorRegistry = _build_registry(layers, layer_index)
+        self.vectors: VectorRegistry = build_registry(layers, layer_index)
 
     # ------------------------------------------------------------------------------------------ basics
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -165,8 +156,6 @@ class VectorFitModel(nn.Module):
     # ------------------------------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints)."""
-        from .saving import save_adapter
-
         save_adapter(self, save_directory)
 
     @classmethod
@@ -178,9 +167,16 @@ class VectorFitModel(nn.Module):
         :class:`~vf_core.AdapterFormatError` for a missing, corrupted or unknown adapter; ``model`` is left
         untouched in both cases. With ``is_trainable=False`` (the default, as in PEFT) nothing trains.
         """
-        from .saving import load_adapter
-
-        return load_adapter(model, adapter_directory, is_trainable=is_trainable)
+        adapter = read_adapter(model, adapter_directory)  # every check; the model is not touched yet
+        vf = attach(model, adapter.config, adapter.plan, adapter.layers)
+        with torch.no_grad():
+            for param, value in adapter.staged:
+                param.copy_(value)
+        if not is_trainable:
+            for p in vf.parameters():
+                p.requires_grad_(False)
+            vf.eval()
+        return vf
 
     # ------------------------------------------------------------------------------------------ adapters off
     @contextlib.contextmanager

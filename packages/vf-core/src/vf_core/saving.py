@@ -23,19 +23,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import torch
 
+from . import __version__
 from .config import VectorFitConfig
 from .errors import AdapterFormatError, AdapterMismatchError, ConfigError
-from .layers import SVFTPart
+from .injection import Plan, build_layers, plan_injection
+from .layers import DecomposedLayer
+from .vectors import build_registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import VectorFitModel
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "save_adapter", "load_adapter", "read_adapter_config"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "save_adapter", "read_adapter", "LoadedAdapter",
+           "read_adapter_config"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -62,16 +67,13 @@ def adapter_tensors(vf: "VectorFitModel") -> dict[str, torch.Tensor]:
     tensors.update({f"module::{n}": p.detach() for n, p in vf.head_parameters().items()})
     for name, layer in vf.decomposed_layers().items():
         for key, part in layer.parts.items():
-            if isinstance(part, SVFTPart):
-                tensors[f"pattern::{name}::{key}::rows"] = part.rows
-                tensors[f"pattern::{name}::{key}::cols"] = part.cols
+            for tensor_name, tensor in part.structure_tensors().items():  # SVFT's pattern: rows, cols
+                tensors[f"pattern::{name}::{key}::{tensor_name}"] = tensor
     return {k: t.contiguous().cpu() for k, t in tensors.items()}
 
 
 def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike]) -> None:
     from safetensors.torch import save_file
-
-    from . import __version__
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,11 +136,21 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
         raise AdapterFormatError(f"{str(weights)!r} is truncated or corrupted ({exc}); save the adapter again")
 
 
-def load_adapter(model: torch.nn.Module, directory: Union[str, os.PathLike], *,
-                 is_trainable: bool = False) -> "VectorFitModel":
-    from .injection import build_layers, plan_injection
-    from .model import attach
+@dataclass
+class LoadedAdapter:
+    """A saved adapter checked against a base model and rebuilt, before anything of the model changes:
+    ``layers`` to swap in (:func:`vf_core.model.attach`) and ``staged`` ``(parameter, saved value)`` pairs to copy
+    once they are in place (:meth:`vf_core.VectorFitModel.from_pretrained` does both)."""
 
+    config: VectorFitConfig
+    plan: Plan
+    layers: dict[str, DecomposedLayer]
+    staged: list
+
+
+def read_adapter(model: torch.nn.Module, directory: Union[str, os.PathLike]) -> LoadedAdapter:
+    """Read the adapter in ``directory`` for ``model`` (left untouched): format, config, fingerprints of every
+    decomposed weight, tensor names and shapes are all checked before any layer is swapped in."""
     directory = Path(directory)
     meta = read_adapter_config(directory)
     tensors = _read_tensors(directory)
@@ -165,37 +177,28 @@ def load_adapter(model: torch.nn.Module, directory: Union[str, os.PathLike], *,
         raise AdapterMismatchError(f"this base model has module {extra[0]!r} that the adapter does not cover;"
                                    f" it was trained on a {meta.get('base_model_class')}")
     layers = build_layers(plan, config)
-    _restore_patterns(layers, tensors)
-    staged = _stage_values(model, plan, layers, tensors)
-    vf = attach(model, config, plan, layers)
-    with torch.no_grad():
-        for param, value in staged:
-            param.copy_(value)
-    if not is_trainable:
-        for p in vf.parameters():
-            p.requires_grad_(False)
-        vf.eval()
-    return vf
+    _restore_structure(layers, tensors)
+    return LoadedAdapter(config, plan, layers, _stage_values(model, plan, layers, tensors))
 
 
-def _restore_patterns(layers, tensors) -> None:
+def _restore_structure(layers, tensors) -> None:
+    """Give every part the fixed tensors saved with it (SVFT's pattern), before the trained values."""
     for name, layer in layers.items():
         for key, part in layer.parts.items():
-            if isinstance(part, SVFTPart):
-                rows = tensors.get(f"pattern::{name}::{key}::rows")
-                cols = tensors.get(f"pattern::{name}::{key}::cols")
-                if rows is None or cols is None:
-                    raise AdapterFormatError(f"the adapter lacks SVFT's pattern of {name!r}[{key}]")
-                device = part.u.device
-                part.rows, part.cols = rows.long().to(device, copy=True), cols.long().to(device, copy=True)
-                part.m = torch.nn.Parameter(torch.zeros(rows.numel(), dtype=part.m.dtype, device=device))
+            wanted = part.structure_tensors()
+            if not wanted:
+                continue
+            found = {t: tensors.get(f"pattern::{name}::{key}::{t}") for t in wanted}
+            missing = [t for t, value in found.items() if value is None]
+            if missing:
+                raise AdapterFormatError(f"the adapter lacks the {type(part).__name__} pattern of {name!r}[{key}]"
+                                         f" ({', '.join(missing)})")
+            part.restore_structure(found)
 
 
 def _stage_values(model, plan, layers, tensors) -> list:
     """Pair every saved tensor with the parameter it fills; checks names and shapes before anything moves."""
-    from .model import _build_registry
-
-    registry = _build_registry(layers, {t.name: t.layer for t in plan.targets})
+    registry = build_registry(layers, {t.name: t.layer for t in plan.targets})
     staged = []
     expected = {f"vector::{v.name}": v.parameter for v in registry}
     for head in plan.heads:

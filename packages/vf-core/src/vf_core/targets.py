@@ -25,6 +25,8 @@ from torch import nn
 from .errors import TargetError, UnknownFamilyError
 from .families import Family
 from .layers import SliceSpec
+from .layouts import layout_for
+from .plugins import get_plugin_manager, list_families
 
 __all__ = ["Target", "matches_target", "resolve_targets", "select_targets", "identify_family", "resolve_heads"]
 
@@ -47,17 +49,19 @@ def matches_target(name: str, spec: Union[str, Sequence[str]]) -> bool:
 
 
 def identify_family(model: nn.Module) -> Optional[Family]:
-    """The declared family of ``model``, or None."""
-    from .plugins import get_plugin_manager, list_families
+    """The declared family of ``model``, or None.
 
+    Asks the ``vectorfit_identify_family`` hook first; when no plugin answers, the first family whose
+    :meth:`~vf_core.families.Family.identifies` accepts the model.
+    """
     families = list_families()
     name = get_plugin_manager().hook.vectorfit_identify_family(model=model, families=list(families.values()))
+    if name is None:
+        name = next((f.name for f in families.values() if f.identifies(model)), None)
     return families.get(name) if name else None
 
 
 def _unknown_family(model: nn.Module) -> UnknownFamilyError:
-    from .plugins import list_families
-
     known = sorted(list_families())
     listed = ", ".join(known) if known else "none (install vectorfit[nlp], vectorfit[vision] or vectorfit[diffusion])"
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -110,16 +114,16 @@ def _explicit_specs(config) -> list[tuple[Optional[str], Any]]:
 def resolve_targets(model: nn.Module, config, family: Optional[Family]) -> list[Target]:
     """Every module to decompose, in model order; raises :class:`TargetError` when nothing matches.
 
-    Asks the ``vectorfit_select_targets`` hook; the built-in generic plugin (:mod:`vf_core.plugins.generic`)
-    answers last, from ``target_modules`` or the family's declaration.
+    Asks the ``vectorfit_select_targets`` hook; when no plugin answers, the generic selection
+    (:func:`select_targets`) chooses from ``target_modules`` or the family's declaration.
     """
-    from .plugins import get_plugin_manager
-
     if config.target_modules is None and family is None:
         raise _unknown_family(model)
     heads = resolve_heads(model, config, family)
     targets = get_plugin_manager().hook.vectorfit_select_targets(model=model, config=config, family=family,
                                                                  heads=heads)
+    if targets is None:
+        targets = select_targets(model, config, family, heads)
     if not targets:
         explicit = config.target_modules is not None
         what = f"target_modules={config.target_modules!r}" if explicit else f"family {family.name!r}"
@@ -133,8 +137,6 @@ def resolve_targets(model: nn.Module, config, family: Optional[Family]) -> list[
 
 def select_targets(model: nn.Module, config, family: Optional[Family], heads: Sequence[str]) -> list[Target]:
     """The generic selection: ``target_modules`` (names, suffixes, a regex, or a role dict) or the family's roles."""
-    from .layouts import layout_for
-
     wanted = list(config.roles)
     explicit = config.target_modules is not None
     blocks = _Blocks()

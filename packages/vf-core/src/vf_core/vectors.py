@@ -18,12 +18,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["TrainableVector", "VectorRegistry"]
+__all__ = ["TrainableVector", "VectorRegistry", "build_registry"]
 
 
 @dataclass(eq=False)
@@ -118,3 +118,16 @@ class VectorRegistry:
         """Take the current values as the new starting point (after loading an adapter, say)."""
         for v in self:
             v.initial = v.parameter.detach().clone()
+
+
+def build_registry(layers: Mapping[str, Any], layer_index: Mapping[str, Optional[int]]) -> VectorRegistry:
+    """The registry of every vector that trains in ``layers`` (module name -> decomposed layer, in model
+    order), each with the block index ``layer_index[name]``; named ``<module>.<kind>``, or
+    ``<module>.<part>.<kind>`` for a layer of several parts (a fused projection)."""
+    vectors = []
+    for name, layer in layers.items():
+        single = len(layer.parts) == 1
+        for key, role, kind, param in layer.trainable_vectors():
+            vec_name = f"{name}.{kind}" if single else f"{name}.{key}.{kind}"
+            vectors.append(TrainableVector(vec_name, layer_index[name], role, kind, param, name))
+    return VectorRegistry(vectors)

@@ -1,8 +1,7 @@
-"""Decomposed layers: the parts of each method and the layer that holds them."""
+"""Decomposed layers: the layer that holds one method part (:mod:`vf_core.parts`) per row slice."""
 
-from .layer import DecomposedLayer, MethodOptions, SliceSpec
-from .parts import FrozenPart, Part, SigmaPart, SVFitPart, SVFTPart
-from .patterns import pattern_size, sparsity_pattern
+from ..parts import FrozenPart, Part, SigmaPart, SVFitPart, SVFTPart, pattern_size, sparsity_pattern
+from .layer import DecomposedLayer, SliceSpec
 
-__all__ = ["DecomposedLayer", "MethodOptions", "SliceSpec", "Part", "FrozenPart", "SigmaPart", "SVFitPart",
-           "SVFTPart", "sparsity_pattern", "pattern_size"]
+__all__ = ["DecomposedLayer", "SliceSpec", "Part", "FrozenPart", "SigmaPart", "SVFitPart", "SVFTPart",
+           "sparsity_pattern", "pattern_size"]

@@ -1,6 +1,6 @@
 """`DecomposedLayer`: the drop-in replacement of a targeted layer.
 
-It keeps the layer's call signature and output, holds one :mod:`part <vf_core.layers.parts>` per row slice
+It keeps the layer's call signature and output, holds one :mod:`part <vf_core.parts>` per row slice
 (one for a plain matrix, one per role for a fused ``qkv`` projection), and can fold itself back into the
 original layer type (:meth:`DecomposedLayer.merged`).
 
@@ -10,9 +10,10 @@ until a trained vector changes, so unmerged inference costs one ordinary matmul.
 
 Example:
     >>> import torch
+    >>> from vf_core import VectorFitConfig
     >>> from vf_core.layers import DecomposedLayer, SliceSpec
     >>> lin = torch.nn.Linear(6, 4)
-    >>> layer = DecomposedLayer.build(lin, "fc", [SliceSpec(role=None, rows=4)], method="vectorfit")
+    >>> layer = DecomposedLayer.build(lin, "fc", [SliceSpec(role=None, rows=4)], options=VectorFitConfig())
     >>> bool(torch.allclose(layer(torch.ones(1, 6)), lin(torch.ones(1, 6)), atol=1e-5))
     True
 """
@@ -27,13 +28,12 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..config import VectorFitConfig
 from ..layouts import WeightLayout, layout_for
+from ..parts import PART_TYPES, FrozenPart, Part
 from ..svd import DecompositionCache, decompose, fingerprint
-from .parts import FrozenPart, Part, SigmaPart, SVFitPart, SVFTPart
-from .patterns import sparsity_pattern
 
-__all__ = ["DecomposedLayer", "SliceSpec", "MethodOptions"]
+__all__ = ["DecomposedLayer", "SliceSpec"]
 
 
 @dataclass(frozen=True)
@@ -43,35 +43,6 @@ class SliceSpec:
     role: Optional[str]
     rows: int
     targeted: bool = True
-
-
-@dataclass(frozen=True)
-class MethodOptions:
-    method: str = "vectorfit"
-    train_sigma: bool = True
-    train_bias: bool = True
-    sigma_parametrization: str = "absolute"
-    rank: Optional[int] = 16
-    energy: Optional[float] = None
-    pattern: str = "banded"
-    off_diagonals: int = 2
-    seed: int = 0
-    svd_dtype: str = "float32"
-    svd_driver: str = "auto"
-    add_missing_bias: bool = False
-    cache: Optional[DecompositionCache] = None
-
-
-def _svfit_rank(s: torch.Tensor, rank: Optional[int], energy: Optional[float], name: str = "") -> int:
-    if rank is not None and rank > s.numel():
-        raise ConfigError(f"svfit rank={rank} is larger than module {name!r} allows: its weight has only"
-                          f" {s.numel()} singular values; lower 'rank' or use 'energy'", fields=("rank",))
-    if energy is not None:
-        share = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum().clamp_min(1e-300)
-        target = torch.tensor(energy, dtype=share.dtype, device=share.device) - 1e-12
-        found = int(torch.searchsorted(share, target).item()) + 1
-        return min(found, s.numel())
-    return min(int(rank), s.numel())
 
 
 def _shell_of(module: nn.Module) -> nn.Module:
@@ -99,18 +70,23 @@ class DecomposedLayer(nn.Module):
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
-    def build(cls, module: nn.Module, name: str, slices: list[SliceSpec], *, method: str = "vectorfit",
-              options: Optional[MethodOptions] = None, layout: Optional[WeightLayout] = None,
+    def build(cls, module: nn.Module, name: str, slices: list[SliceSpec], *,
+              options: Optional[VectorFitConfig] = None, method: str = "vectorfit",
+              cache: Optional[DecompositionCache] = None, layout: Optional[WeightLayout] = None,
               weight_fingerprint: Optional[str] = None) -> "DecomposedLayer":
-        """Decompose ``module`` (left untouched) into a new layer with one part per slice."""
-        opts = options or MethodOptions(method=method)
+        """Decompose ``module`` (left untouched) into a new layer with one part per slice.
+
+        ``options`` is the adapter's :class:`~vf_core.VectorFitConfig` (default: ``VectorFitConfig(method=method)``);
+        the part class is ``PART_TYPES[options.method]``. ``cache`` keeps decompositions on disk.
+        """
+        opts = options if options is not None else VectorFitConfig(method=method)
         layout = layout or layout_for(module, name)
         weight = layout.matrix(module).detach()
         weight_fingerprint = weight_fingerprint or fingerprint(weight)
         bias = getattr(module, "bias", None)
         bias = bias.detach() if isinstance(bias, torch.Tensor) else None
         had_bias = bias is not None
-        if bias is None and opts.add_missing_bias and opts.train_bias:
+        if bias is None and opts.add_missing_bias and opts.bias_trained:
             bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
         parts: OrderedDict[str, Part] = OrderedDict()
         start = 0
@@ -123,30 +99,19 @@ class DecomposedLayer(nn.Module):
             w, b = weight[rows], None if bias is None else bias[rows]
             part_name = name if len(slices) == 1 else f"{name}[{key}]"
             key_fp = weight_fingerprint if len(slices) == 1 else None
-            parts[key] = cls._make_part(w, b, spec, opts, part_name, key_fp)
+            parts[key] = cls._make_part(w, b, spec, opts, part_name, cache, key_fp)
             parts[key].role = spec.role
         if start != weight.shape[0]:
             raise ValueError(f"slices of {name!r} cover {start} rows, the weight has {weight.shape[0]}")
         return cls(name, layout, parts, _shell_of(module), weight_fingerprint, had_bias)
 
     @staticmethod
-    def _make_part(w: torch.Tensor, b: Optional[torch.Tensor], spec: SliceSpec, opts: MethodOptions,
-                   name: str, key: Optional[str] = None) -> Part:
+    def _make_part(w: torch.Tensor, b: Optional[torch.Tensor], spec: SliceSpec, opts: VectorFitConfig,
+                   name: str, cache: Optional[DecompositionCache] = None, key: Optional[str] = None) -> Part:
         if not spec.targeted:
             return FrozenPart(w, b)
-        dec = decompose(w, opts.svd_dtype, opts.svd_driver, cache=opts.cache, key=key)
-        if opts.method == "vectorfit":
-            return SigmaPart(dec, b, w.dtype, train_sigma=opts.train_sigma, train_bias=opts.train_bias,
-                             sigma_parametrization=opts.sigma_parametrization)
-        if opts.method == "svfit":
-            rank = _svfit_rank(dec.s, opts.rank, opts.energy, name)
-            return SVFitPart(dec, rank, w, b, train_bias=opts.train_bias)
-        if opts.method == "svft":
-            k = dec.s.numel()
-            rows, cols = sparsity_pattern(opts.pattern, k=k, off_diagonals=opts.off_diagonals, seed=opts.seed,
-                                          name=name, u=dec.u, v=dec.v)
-            return SVFTPart(dec, rows, cols, b, w.dtype, train_bias=opts.train_bias)
-        raise ValueError(f"unknown method {opts.method!r}")
+        dec = decompose(w, opts.svd_dtype, opts.svd_driver, cache=cache, key=key)
+        return PART_TYPES[opts.method].from_decomposition(dec, w, b, opts, name)
 
     # ----------------------------------------------------------------------------------------- vectors
     def trainable_vectors(self) -> Iterator[tuple[str, Optional[str], str, nn.Parameter]]:

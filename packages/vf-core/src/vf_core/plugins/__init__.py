@@ -9,6 +9,7 @@ from .manager import (
     get_plugin_manager,
     hookimpl,
     list_families,
+    list_tasks,
     list_weight_layouts,
     reset_plugin_manager,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "get_plugin_manager",
     "reset_plugin_manager",
     "list_families",
+    "list_tasks",
     "list_weight_layouts",
     "collect_named",
 ]

@@ -19,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from ..families import Family
     from ..layouts import WeightLayout
+    from ..tasks import Task
 
 PROJECT = "vectorfit"
 
@@ -83,8 +84,11 @@ def vectorfit_freezing_policies() -> Sequence[Any]:
 
 
 @hookspec
-def vectorfit_cli_commands() -> Sequence[Any]:
-    """Contribute model loaders, data loaders and training recipes to the ``vectorfit`` command.
+def vectorfit_tasks() -> Sequence["Task"]:
+    """Contribute training tasks to the ``vectorfit`` command (``vectorfit train --task NAME``).
 
-    :return: records as defined by :mod:`vf_core.cli` (recipes keyed by a model alias or a loader).
+    :return: a sequence of :class:`vf_core.tasks.Task` records: a name, the backend, which models and data the
+        task accepts, how it builds, batches and scores them, its headline metric, its default settings and a
+        runner factory. Task names must be unique across all plugins; a duplicate raises
+        :class:`vf_core.PluginError` naming both providers.
     """

