@@ -441,3 +441,29 @@ def test_task_by_name_alias_and_unknown(fake_backend, tmp_path, capsys):
     capsys.readouterr()
     assert main([*BASE, "--task", "regression", "--output", str(tmp_path / "bad")]) == 2
     assert "unknown task 'regression'" in capsys.readouterr().err
+
+
+def test_vectorfit_biases_default_to_a_tenth_of_the_rate(fake_backend, tmp_path):
+    out = tmp_path / "tenth"
+    assert main([*BASE, "--output", str(out), "--no-plots"]) == 0
+    stored = json.loads((out / "run.json").read_text())["args"]
+    assert stored["lr"] == 0.05 and stored["lr_bias"] == pytest.approx(0.005) and stored["lr_sigma"] is None
+    out = tmp_path / "svft"
+    assert main([*BASE, "--output", str(out), "--no-plots", "--method", "svft"]) == 0
+    assert json.loads((out / "run.json").read_text())["args"]["lr_bias"] is None
+    out = tmp_path / "paper"  # the paper's single rate is one flag away
+    assert main([*BASE, "--output", str(out), "--no-plots", "--lr-bias", "0.05"]) == 0
+    assert json.loads((out / "run.json").read_text())["args"]["lr_bias"] == 0.05
+
+
+def test_resuming_a_run_from_before_per_kind_rates_keeps_its_single_rate(fake_backend, tmp_path):
+    from vectorfit.commands import _merge_resume
+    from vectorfit.cli import build_parser
+
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"args": {"lr": 0.02, "seed": 3}}))
+    parser = build_parser()
+    args = parser.parse_args(["train", "--output", str(out), "--resume"])
+    _merge_resume(args, parser)
+    assert args.lr == 0.02 and args.lr_bias == 0.02 and args.lr_sigma == 0.02 and args.lr_head == 0.02

@@ -21,7 +21,7 @@ from . import plots
 from .context import RunContext
 from .errors import CLIError
 from .inspect import inspect_command
-from .methods import DEFAULT_LR, METHODS, VECTOR_METHODS, MethodSpec, merged_module, restore_trained
+from .methods import DEFAULT_LR, DEFAULT_LR_SCALE, METHODS, VECTOR_METHODS, MethodSpec, merged_module, restore_trained
 from .rundir import AVF_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, read_json, write_json
 from .selection import backends, check_data, choose_task, get_runner, is_alias, list_tasks, task_of_run
 from .training import draw_plots, find_full_run, initial_weights, summary_lines
@@ -112,6 +112,9 @@ def _merge_resume(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     train = getattr(parser, "train_parser", parser)
     may_change = {"epochs", "max_steps", "logging_steps", "save_total_limit", "no_plots", "compare_full", "device",
                   "eval_batch_size"}
+    for kind in ("sigma", "bias", "head"):  # a run from before per-kind rates trained every kind at --lr
+        if f"lr_{kind}" not in stored and getattr(args, f"lr_{kind}", None) is None:
+            setattr(args, f"lr_{kind}", stored.get("lr"))
     for key, value in stored.items():
         if not hasattr(args, key):
             continue
@@ -179,6 +182,9 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.lr = DEFAULT_LR.get(args.method, DEFAULT_LR["vectorfit"])
     if args.lr <= 0:
         raise CLIError(f"--lr must be positive, got {args.lr}")
+    for kind, scale in DEFAULT_LR_SCALE.get(args.method, {}).items():
+        if getattr(args, f"lr_{kind}", None) is None:
+            setattr(args, f"lr_{kind}", args.lr * scale)
     for kind in ("sigma", "bias", "head"):
         value = getattr(args, f"lr_{kind}", None)
         if value is not None and value <= 0:

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from vf_core.config import VectorFitConfig
 from vf_core.errors import AdapterError, TargetError, VectorFitError
-from vf_core.model import VectorFitModel, get_vectorfit_model
+from vf_core.model import BIAS_LR_SCALE, VectorFitModel, get_vectorfit_model
 from vf_core.parts import PART_TYPES
 from vf_core.roles import ROLES
 from vf_core.targets import identify_family, resolve_heads, resolve_targets
@@ -32,7 +32,7 @@ from vf_core.targets import identify_family, resolve_heads, resolve_targets
 from .errors import CLIError
 from .rundir import write_json
 
-__all__ = ["METHODS", "VECTOR_METHODS", "PEFT_METHODS", "DEFAULT_LR", "MethodSpec", "Prepared", "apply_method",
+__all__ = ["METHODS", "VECTOR_METHODS", "PEFT_METHODS", "DEFAULT_LR", "DEFAULT_LR_SCALE", "MethodSpec", "Prepared", "apply_method",
            "restore_trained", "save_trained", "count_parameters", "default_avf", "family_targets", "resolve_avf",
            "adalora_update", "merged_module"]
 
@@ -46,6 +46,10 @@ METHODS = (*VECTOR_METHODS, "bitfit", "full", *PEFT_METHODS)
 #: budget and two seeds for every method). Short runs want higher rates than the paper's 1e-3 over 20+ epochs.
 DEFAULT_LR = {"vectorfit": 1e-2, "svfit": 4e-2, "svft": 2e-2, "bitfit": 5e-3, "full": 2e-4, "lora": 2e-3,
               "adalora": 5e-3}
+
+#: learning rates of some kinds of vector as a share of ``--lr``, when ``--lr-<kind>`` is not given: VectorFit's
+#: biases train at a tenth of the rate of its singular values and head (the stall study, docs/method.md "Stalls")
+DEFAULT_LR_SCALE = {"vectorfit": {"bias": BIAS_LR_SCALE}}
 
 #: the default AVF schedule, in fractions of the run (the paper: t_i about 55% of training, t_f about one epoch
 #: of 20, n_f 4-5, k 5): resolved against the number of optimizer steps once it is known
