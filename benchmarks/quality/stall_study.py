@@ -40,6 +40,7 @@ _PAPER = ["--method", "vectorfit", "--sigma-parametrization", "absolute", "--lr-
 CANDIDATES: dict[str, tuple[str, list[str], float]] = {
     "default": ("the defaults before this study: s and b at 1e-2, absolute s", _PAPER, 1e-2),
     "bias-lr": ("biases at 1e-3, s and head at 1e-2", [*_PAPER[:-2], "--lr-bias", "1e-3"], 1e-2),
+    "bias-lr3e-3": ("biases at 3e-3, s and head at 1e-2", [*_PAPER[:-2], "--lr-bias", "3e-3"], 1e-2),
     "relative": ("relative s (s = s0 (1 + t)), all at 1e-2",
                  ["--method", "vectorfit", "--sigma-parametrization", "relative", "--lr-bias", "1e-2"], 1e-2),
     "relative+bias-lr": ("relative s, biases at 1e-3, s and head at 1e-2",
