@@ -443,11 +443,11 @@ def test_task_by_name_alias_and_unknown(fake_backend, tmp_path, capsys):
     assert "unknown task 'regression'" in capsys.readouterr().err
 
 
-def test_vectorfit_biases_default_to_a_tenth_of_the_rate(fake_backend, tmp_path):
+def test_vectorfit_biases_default_to_a_share_of_the_rate(fake_backend, tmp_path):
     out = tmp_path / "tenth"
     assert main([*BASE, "--output", str(out), "--no-plots"]) == 0
     stored = json.loads((out / "run.json").read_text())["args"]
-    assert stored["lr"] == 0.05 and stored["lr_bias"] == pytest.approx(0.005) and stored["lr_sigma"] is None
+    assert stored["lr"] == 0.05 and stored["lr_bias"] == pytest.approx(0.015) and stored["lr_sigma"] is None
     out = tmp_path / "svft"
     assert main([*BASE, "--output", str(out), "--no-plots", "--method", "svft"]) == 0
     assert json.loads((out / "run.json").read_text())["args"]["lr_bias"] is None

@@ -164,7 +164,7 @@ def _add_train_arguments(p: argparse.ArgumentParser, tasks: dict[str, Task]) -> 
     t.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (AdamW); default per method: {lrs}")
     for kind, what in (("sigma", "the spectral vectors (s; svfit's s_r; svft's M)"), ("bias", "the biases"),
                        ("head", "the new head")):
-        default = "0.1 x --lr for vectorfit (docs/method.md, Stalls), else --lr" if kind == "bias" else "--lr"
+        default = "0.3 x --lr for vectorfit (docs/method.md, Stalls), else --lr" if kind == "bias" else "--lr"
         t.add_argument(f"--lr-{kind}", type=float, metavar="LR", help=f"learning rate of {what} (default: {default})")
     t.add_argument("--max-grad-norm-per-vector", type=float, default=0.0, metavar="C",
                    help="vectorfit/svfit/svft: clip each trainable vector's gradient to norm C before the optimizer"

@@ -48,7 +48,7 @@ DEFAULT_LR = {"vectorfit": 1e-2, "svfit": 4e-2, "svft": 2e-2, "bitfit": 5e-3, "f
               "adalora": 5e-3}
 
 #: learning rates of some kinds of vector as a share of ``--lr``, when ``--lr-<kind>`` is not given: VectorFit's
-#: biases train at a tenth of the rate of its singular values and head (the stall study, docs/method.md "Stalls")
+#: biases train at 0.3 times the rate of its singular values and head (the stall study, docs/method.md "Stalls")
 DEFAULT_LR_SCALE = {"vectorfit": {"bias": BIAS_LR_SCALE}}
 
 #: the default AVF schedule, in fractions of the run (the paper: t_i about 55% of training, t_f about one epoch

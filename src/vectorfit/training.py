@@ -63,8 +63,8 @@ LR_KINDS = ("sigma", "bias", "head")
 def optimizer_groups(prepared: Prepared, args: argparse.Namespace) -> list[dict]:
     """AdamW parameter groups of a run: every trainable parameter once, in a group per kind with its own learning
     rate (``--lr-sigma`` for the spectral vectors ``s``, ``s_r`` and ``M``, ``--lr-bias`` for the biases,
-    ``--lr-head`` for the new head; each defaults to ``--lr``, except VectorFit's biases, which the command gives a
-    tenth of it, ``DEFAULT_LR_SCALE``; anything else, such as LoRA's factors, takes ``--lr``). Weight decay spares biases, as the Trainer's default does. Empty groups are left out."""
+    ``--lr-head`` for the new head; each defaults to ``--lr``, except VectorFit's biases, which the command gives
+    0.3 times it, ``DEFAULT_LR_SCALE``; anything else, such as LoRA's factors, takes ``--lr``). Weight decay spares biases, as the Trainer's default does. Empty groups are left out."""
     rates = {kind: getattr(args, f"lr_{kind}", None) or args.lr for kind in LR_KINDS}
     kind_of: dict[int, str] = {}
     if prepared.vf is not None:

@@ -35,7 +35,7 @@ from .vectors import VectorRegistry, build_registry
 __all__ = ["VectorFitModel", "get_vectorfit_model", "BIAS_LR_SCALE"]
 
 #: the biases' learning rate as a share of the singular values' (the stall study, docs/method.md)
-BIAS_LR_SCALE = 0.1
+BIAS_LR_SCALE = 0.3
 
 _KIND_WORDS = {"sigma": "singular values", "bias": "bias entries", "m": "sparse M entries"}
 
@@ -88,10 +88,10 @@ class VectorFitModel(nn.Module):
                          head_lr: Optional[float] = None, weight_decay: float = 0.0) -> list[dict]:
         """Optimizer parameter groups with a learning rate per kind of trainable vector: the spectral vectors
         (``s``, ``s_r``, ``M``) at ``sigma_lr`` (default ``lr``), the biases at ``bias_lr`` (default
-        ``lr * BIAS_LR_SCALE``, a tenth), the ``modules_to_save`` at ``head_lr`` (default ``lr``); no weight decay
+        ``lr * BIAS_LR_SCALE``, 0.3 times it), the ``modules_to_save`` at ``head_lr`` (default ``lr``); no weight decay
         on biases. Only what trains now is included.
 
-        Why the biases get a tenth: under Adam every bias entry moves by about the learning rate per step, all
+        Why the biases get less: under Adam every bias entry moves by about the learning rate per step, all
         of them in the direction that helps the new head's first guess; at the singular values' rate they swamp the
         input-dependent part of the features within a few steps and the run stalls at the majority class
         (docs/method.md, "Stalls"; benchmarks/quality/results/stall/).
@@ -101,7 +101,7 @@ class VectorFitModel(nn.Module):
             >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4))
             >>> vf = get_vectorfit_model(net, VectorFitConfig(target_modules=["0"]))
             >>> [(g["name"], g["lr"]) for g in vf.parameter_groups(1e-2)]
-            [('sigma', 0.01), ('bias', 0.001)]
+            [('sigma', 0.01), ('bias', 0.003)]
             >>> optimizer = torch.optim.AdamW(vf.parameter_groups(1e-2))
         """
         rates = {"sigma": sigma_lr or lr, "bias": bias_lr or lr * BIAS_LR_SCALE, "head": head_lr or lr}
