@@ -64,29 +64,32 @@ def optimizer_groups(prepared: Prepared, args: argparse.Namespace) -> list[dict]
     """AdamW parameter groups of a run: every trainable parameter once, in a group per kind with its own learning
     rate (``--lr-sigma`` for the spectral vectors ``s``, ``s_r`` and ``M``, ``--lr-bias`` for the biases,
     ``--lr-head`` for the new head; each defaults to ``--lr``, except VectorFit's biases, which the command gives
-    0.3 times it, ``DEFAULT_LR_SCALE``; anything else, such as LoRA's factors, takes ``--lr``). Weight decay spares biases, as the Trainer's default does. Empty groups are left out."""
+    0.3 times it, ``DEFAULT_LR_SCALE``; anything else, such as LoRA's factors, takes ``--lr``). Weight decay
+    spares biases, as the Trainer's default does. Empty groups are left out. Vector methods take their groups from
+    :meth:`vf_core.VectorFitModel.parameter_groups`."""
     rates = {kind: getattr(args, f"lr_{kind}", None) or args.lr for kind in LR_KINDS}
-    kind_of: dict[int, str] = {}
-    if prepared.vf is not None:
-        for vec in prepared.vf.vectors:
-            kind_of[id(vec.parameter)] = "bias" if vec.kind == "bias" else "sigma"
-    head_ids = {id(p) for h in prepared.heads for p in prepared.base.get_submodule(h).parameters()}
-    groups: dict[str, list] = {kind: [] for kind in (*LR_KINDS, "other")}
-    seen: set[int] = set()
-    for name, param in prepared.model.named_parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))
-        kind = kind_of.get(id(param)) or ("head" if id(param) in head_ids else "other")
-        if kind == "other" and name.endswith("bias") and prepared.spec.name == "bitfit":
-            kind = "bias"
-        groups[kind].append(param)
     decay = getattr(args, "weight_decay", 0.0) or 0.0
-    out = []
-    for kind, params in groups.items():
-        if params:
-            out.append({"params": params, "lr": rates.get(kind, args.lr), "name": kind,
-                        "weight_decay": 0.0 if kind == "bias" else decay})
+    if prepared.vf is not None:
+        out = prepared.vf.parameter_groups(args.lr, sigma_lr=rates["sigma"], bias_lr=rates["bias"],
+                                           head_lr=rates["head"], weight_decay=decay)
+    else:
+        head_ids = {id(p) for h in prepared.heads for p in prepared.base.get_submodule(h).parameters()}
+        groups: dict[str, list] = {"bias": [], "head": []}
+        for name, param in prepared.model.named_parameters():
+            if param.requires_grad and id(param) in head_ids:
+                groups["head"].append(param)
+            elif param.requires_grad and prepared.spec.name == "bitfit" and name.endswith("bias"):
+                groups["bias"].append(param)
+        out = [{"params": params, "lr": rates[kind], "name": kind, "weight_decay": 0.0 if kind == "bias" else decay}
+               for kind, params in groups.items() if params]
+    taken = {id(p) for group in out for p in group["params"]}
+    rest, seen = [], set()
+    for param in prepared.model.parameters():
+        if param.requires_grad and id(param) not in taken and id(param) not in seen:
+            seen.add(id(param))
+            rest.append(param)
+    if rest:
+        out.append({"params": rest, "lr": args.lr, "name": "other", "weight_decay": decay})
     return out
 
 
