@@ -354,7 +354,7 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              "models": {a: d for t in ts for a, d in t.model_aliases.items()},
                              "datasets": {a: d for t in ts for a, d in t.datasets.items()}}
                          for b, ts in by_backend.items()},
-            "methods": list(METHODS), "default_lr": DEFAULT_LR}, indent=2))
+            "methods": list(METHODS), "default_lr": DEFAULT_LR, "default_lr_scale": DEFAULT_LR_SCALE}, indent=2))
         return 0
     for name, t in tasks.items():
         also = f"; also --task {', '.join(t.aliases)}" if t.aliases else ""
@@ -379,7 +379,9 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not tasks:
         print("no task installed (pip install 'vectorfit[nlp]' or 'vectorfit[vision]')")
     print("methods: " + ", ".join(METHODS))
-    print("default learning rates: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
+    scaled = {m: ", ".join(f"{kind} {share:g}x" for kind, share in kinds.items()) for m, kinds in DEFAULT_LR_SCALE.items()}
+    print("default learning rates: " + ", ".join(f"{k} {v:g}" + (f" ({scaled[k]})" if k in scaled else "")
+                                                 for k, v in DEFAULT_LR.items()))
     return 0
 
 
