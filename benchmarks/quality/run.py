@@ -79,6 +79,9 @@ LABELS = {
 
 #: learning rates per family, picked by `--tune` on Rotten Tomatoes (README.md); the sweep's candidates below
 LR = {"vectorfit": 1e-2, "svfit": 4e-2, "svft": 2e-2, "bitfit": 5e-3, "lora": 2e-3, "adalora": 5e-3, "full": 2e-4}
+#: the version of a family's training recipe beyond its learning rate: a record of an older one is run again.
+#: vectorfit 2: the biases at 0.3x the learning rate (the stall study, docs/method.md "Stalls")
+RECIPE = {"vectorfit": 2}
 EXTEND = 2  # at most two extensions of a learning-rate grid whose best point is at an edge
 LR_GRID = {"vectorfit": [2e-3, 5e-3, 1e-2], "svfit": [2e-3, 5e-3, 1e-2], "svft": [2e-3, 5e-3, 1e-2],
            "bitfit": [1e-3, 2e-3, 5e-3], "lora": [5e-4, 1e-3, 2e-3], "adalora": [1e-3, 2e-3, 5e-3],
@@ -162,7 +165,7 @@ def run_cell(task: Task, method: str, seed: int, lr: float, out_json: Path, tmp:
     metrics = json.loads(metrics_file.read_text())
     record = {"cell": out_json.stem, "task": task.key, "model": task.model, "data": data or task.data,
               "method": method, "seed": seed, "lr": lr, "wall_seconds": round(wall, 1), "command": cmd[2:],
-              "machine": machine(), "metrics": metrics}
+              "machine": machine(), "metrics": metrics, "recipe": RECIPE.get(METHODS[method][1], 1)}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(portable(record), indent=2) + "\n")
     failed = out_json.parent / f"{out_json.stem}.failed"
@@ -209,8 +212,13 @@ def run_grid(grid: Grid, args) -> None:
              if _selected(task, method, args)]
 
     def finished(out: Path, method: str) -> bool:
-        """A run is kept only if it used the current learning rate of its family (a new sweep re-runs it)."""
-        return out.is_file() and json.loads(out.read_text()).get("lr") == lrs[METHODS[method][1]]
+        """A run is kept only if it used the current learning rate of its family (a new sweep re-runs it) and the
+        current recipe of its family (a new default re-runs it)."""
+        if not out.is_file():
+            return False
+        record = json.loads(out.read_text())
+        family = METHODS[method][1]
+        return record.get("lr") == lrs[family] and record.get("recipe", 1) == RECIPE.get(family, 1)
 
     done = sum(finished(runs / f"{cell_name(t, m, s)}.json", m) for t, m, s in cells)
     print(f"grid {grid.name}: {len(cells)} cells, {done} finished, {len(cells) - done} to run", flush=True)

@@ -60,7 +60,7 @@ def cell(task: grid.Task, candidate: str, seed: int) -> Path:
 def run_all(names: list[str], seeds: list[int], args) -> None:
     for name in names:
         _, options, lr = CANDIDATES[name]
-        grid.METHODS[f"stall-{name}"] = (options, "vectorfit")
+        grid.METHODS[f"stall-{name}"] = (options, "stall")  # every option explicit: no recipe tag
         for task in TASKS:
             for seed in seeds:
                 out = cell(task, name, seed)
