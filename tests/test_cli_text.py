@@ -301,3 +301,23 @@ def test_help_of_every_command_is_complete():
         assert option in text
     for method in ("vectorfit", "svfit", "svft", "bitfit", "full", "lora", "adalora"):
         assert method in text
+
+
+def test_mean_pooling_head_trains_evaluates_and_merges(tiny_bert, tiny_csv, tmp_path, capsys):
+    code, out = _train(tmp_path, tiny_bert, tiny_csv, *COMMON, "--epochs", "1", "--no-avf", "--no-plots",
+                       "--pooling", "mean")
+    assert code == 0
+    assert json.loads((out / "run.json").read_text())["args"]["pooling"] == "mean"
+    trained = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # the base is rebuilt with the run's pooling before the adapter
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)
+    merged = tmp_path / "merged"
+    assert main(["merge", str(out), "--output", str(merged)]) == 0
+    assert json.loads((merged / "config.json").read_text())["vectorfit_pooling"] == "mean"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(merged), "--data", str(tiny_csv), "--text-column", "review",
+                 "--label-column", "sentiment"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)

@@ -49,6 +49,7 @@ CANDIDATES: dict[str, tuple[str, list[str], float]] = {
     "warmup": ("10% linear warm-up", [*_PAPER, "--warmup-ratio", "0.1"], 1e-2),
     "clip-vector": ("each vector's gradient clipped to norm 0.01", [*_PAPER, "--max-grad-norm-per-vector", "0.01"],
                     1e-2),
+    "meanpool": ("a mean-pooling head (--pooling mean), s and b at 1e-2", [*_PAPER, "--pooling", "mean"], 1e-2),
     "no-bias": ("singular values only (VectorFit(Σ)), for reference", [*_PAPER[:-2], "--no-bias"], 1e-2),
 }
 

@@ -65,13 +65,16 @@ def load_tokenizer(spec: Union[str, os.PathLike]):
 
 
 def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional[list] = None,
-                         task: Optional[str] = None, num_labels: Optional[int] = None, **kwargs):
+                         task: Optional[str] = None, num_labels: Optional[int] = None, pooling: Optional[str] = None,
+                         **kwargs):
     """``AutoModelForSequenceClassification`` for a task, offline; returns ``(model, tokenizer)``.
 
     The head is sized by ``label_names`` (classification; their names become ``id2label``), by ``num_labels``,
     or has one output with ``problem_type="regression"`` when ``task == "regression"``. A head of another
     size in the checkpoint is replaced by a new one (``ignore_mismatched_sizes``). A directory saved with a
-    head of the right size (``vectorfit merge``) keeps it.
+    head of the right size (``vectorfit merge``) keeps it. ``pooling="mean"`` makes the head read the masked mean of
+    the last hidden states (:mod:`vf_backends_nlp.pooling`); None keeps what the saved config says (default: the
+    model's own head).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -102,6 +105,12 @@ def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional
     tokenizer = load_tokenizer(directory)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    from .pooling import apply_pooling
+
+    try:
+        apply_pooling(model, pooling)
+    except ValueError as exc:
+        raise DataError(f"model {str(spec)!r}: {exc}") from None
     return model, tokenizer
 
 

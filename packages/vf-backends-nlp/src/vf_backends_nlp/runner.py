@@ -184,9 +184,12 @@ class NLPRunner:
     # ---------------------------------------------------------------------------------------- models
     def load_model(self, spec: str, *, run: Optional[RunRecord] = None, num_labels: Optional[int] = None,
                    label_names: Optional[list] = None, task: Optional[str] = None):
+        pooling = None
         if run is not None:
             label_names, task = run.label_names, run.task
-        model, _ = load_text_classifier(spec, label_names=label_names, task=task, num_labels=num_labels)
+            pooling = run.info.get("args", {}).get("pooling")
+        model, _ = load_text_classifier(spec, label_names=label_names, task=task, num_labels=num_labels,
+                                        pooling=pooling)
         return model
 
     def save_model(self, model, directory: str, run: Optional[RunRecord]) -> None:
@@ -209,7 +212,8 @@ class NLPRunner:
         task = ctx.use_task(TASK_OF_KIND[train_data.task])  # a recognised text task: the labels decided
         model_path = resolve_model_dir(args.model)
         set_seed(args.seed)
-        model, tokenizer = task.build(args.model, label_names=train_data.label_names, task=train_data.task)
+        model, tokenizer = task.build(args.model, label_names=train_data.label_names, task=train_data.task,
+                                      pooling=getattr(args, "pooling", None))
         max_length = min(args.max_length, getattr(tokenizer, "model_max_length", args.max_length) or args.max_length)
         train_ds = TokenizedDataset(train_data, tokenizer, max_length)
         eval_ds = TokenizedDataset(eval_data, tokenizer, max_length)

@@ -54,6 +54,9 @@ def claim_data(spec: str) -> int:
 def add_arguments(group) -> None:
     group.add_argument("--max-length", type=int, default=128, metavar="N",
                        help="nlp: truncate texts to N tokens (padding is dynamic, per batch)")
+    group.add_argument("--pooling", choices=("cls", "mean"), default=None,
+                       help="nlp classification/regression: what the head reads: the model's own (cls, the default) or"
+                       " the mean of the last hidden states (mean; sentence encoders such as MiniLM were trained so)")
     group.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
                        help="nlp: shuffle freely instead of batching texts of similar length (less padding, faster)")
 
