@@ -467,3 +467,22 @@ def test_resuming_a_run_from_before_per_kind_rates_keeps_its_single_rate(fake_ba
     args = parser.parse_args(["train", "--output", str(out), "--resume"])
     _merge_resume(args, parser)
     assert args.lr == 0.02 and args.lr_bias == 0.02 and args.lr_sigma == 0.02 and args.lr_head == 0.02
+
+
+def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VECTORFIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("VECTORFIT_CACHE_MAX_GB", "2")
+    from vf_core.svd import DecompositionCache, decompose
+
+    cache = DecompositionCache(tmp_path / "svd")
+    cache.put("ab" + "0" * 62, decompose(torch.randn(8, 4)))
+    cache.flush()
+    assert main(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["entries"] == 1 and info["bytes"] > 0 and info["limit_bytes"] == 2 * 1024**3
+    assert main(["cache", "clear"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 entries" in out and "0 entries" in out
+    monkeypatch.setenv("VECTORFIT_CACHE_MAX_GB", "lots")
+    assert main(["cache", "info"]) == 2
+    assert "vectorfit: error: VECTORFIT_CACHE_MAX_GB='lots'" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from vf_core.roles import ROLES
 from vf_core.tasks import Task
 
 from . import __version__
-from .commands import cmd_evaluate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
+from .commands import cmd_cache, cmd_evaluate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
 from .methods import DEFAULT_AVF, DEFAULT_LR, METHODS
 from .selection import backends, list_tasks
 
@@ -300,6 +300,16 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
     p.add_argument("--output", "-o", metavar="DIR", help="where to write the figures (default: RUN_DIR/plots)")
     _eval_common(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "cache", formatter_class=_Formatter, help="the SVD cache: its size, or clear it",
+        description="The decompositions kept on disk ($VECTORFIT_CACHE/svd, default ~/.cache/vectorfit/svd), one file\n"
+                    "per decomposed weight, so that a second start skips the SVD. `info` prints its folder, entries,\n"
+                    "size and limit; `clear` removes every entry (they are recomputed when next needed). Bound it\n"
+                    "with VECTORFIT_CACHE_MAX_GB: after each start's writes, the entries used least recently go.")
+    p.add_argument("action", choices=("info", "clear"), help="what to do")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("list", formatter_class=_Formatter, help="installed tasks, backends, models, datasets, methods",
                        description="List the installed tasks (their backend, the models and data each takes and what"

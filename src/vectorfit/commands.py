@@ -388,3 +388,28 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def cmd_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _quiet(args.verbose)
     return inspect_command(args)
+
+
+def cmd_cache(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``vectorfit cache info|clear``: the SVD cache's size and limit, or remove every entry."""
+    from vf_core.svd import wait_for_cache_writes
+    from vf_core.svd_cache_usage import cache_info, clear_cache
+
+    wait_for_cache_writes()
+    if args.action == "clear":
+        before = cache_info()
+        removed = clear_cache()
+        result = {**cache_info(), "removed": removed, "freed_bytes": before["bytes"] - cache_info()["bytes"]}
+    else:
+        result = cache_info()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    limit = result["limit_bytes"]
+    print(f"SVD cache: {result['directory']}")
+    print(f"  {result['entries']:,} entries, {result['bytes'] / 1024**2:,.1f} MB; limit: "
+          + (f"{limit / 1024**3:g} GB (VECTORFIT_CACHE_MAX_GB)" if limit is not None else
+             "none (set VECTORFIT_CACHE_MAX_GB to bound it)"))
+    if args.action == "clear":
+        print(f"  removed {result['removed']:,} entries, {result['freed_bytes'] / 1024**2:,.1f} MB freed")
+    return 0

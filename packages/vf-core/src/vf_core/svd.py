@@ -40,6 +40,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from .svd_cache_usage import enforce_cache_limit
+
 __all__ = ["Decomposition", "decompose", "fingerprint", "DecompositionCache", "default_cache",
            "wait_for_cache_writes"]
 
@@ -261,6 +263,10 @@ class DecompositionCache:
         if not path.is_file():
             return None
         try:
+            os.utime(path)  # a hit is a use: the size limit removes the entries used least recently
+        except OSError:
+            pass
+        try:
             t = load_file(str(path), device=str(device))
             # views of the file's private mapping: pages are read as they are used, and nothing is copied
             return Decomposition(t["u"], t["s"], t["vt"].mT)
@@ -286,7 +292,16 @@ class DecompositionCache:
                 _IN_FLIGHT[str(path)] = future
                 future.add_done_callback(lambda f, name=str(path): _done(name, f))
                 self._pending.append(future)
+        self._pending.append(writer.submit(self.enforce_limit))  # after this batch's writes, on the same thread
         writer.shutdown(wait=False)  # the thread ends once the queue is written
+
+    def enforce_limit(self) -> None:
+        """Keep the cache within ``VECTORFIT_CACHE_MAX_GB`` (least recently used entries go first)."""
+        try:
+            enforce_cache_limit(self.directory)
+        except Exception as error:  # the limit only costs the cache, never the run
+            warnings.warn(f"vectorfit: could not keep the SVD cache within its limit: {error}", RuntimeWarning,
+                          stacklevel=1)
 
     def flush(self) -> None:
         """Write everything queued through this cache and wait until it is on disk."""
