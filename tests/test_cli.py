@@ -486,3 +486,31 @@ def test_cache_info_and_clear(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VECTORFIT_CACHE_MAX_GB", "lots")
     assert main(["cache", "info"]) == 2
     assert "vectorfit: error: VECTORFIT_CACHE_MAX_GB='lots'" in capsys.readouterr().err
+
+
+def test_a_run_folder_being_written_is_refused(fake_backend, tmp_path, capsys):
+    """A second run into an --output another run is writing gets one line and changes nothing there."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from vectorfit.rundir import RunLock
+        with RunLock({str(out)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = sorted(p.name for p in out.iterdir())
+        assert main([*BASE, "--output", str(out), "--no-plots"]) == 2
+        err = capsys.readouterr().err
+        assert "is being written by another run" in err and f"pid {holder.pid}" in err
+        assert sorted(p.name for p in out.iterdir()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([*BASE, "--output", str(out), "--no-plots"]) == 0  # released when its holder ends

@@ -22,7 +22,7 @@ from .context import RunContext
 from .errors import CLIError
 from .inspect import inspect_command
 from .methods import DEFAULT_LR, DEFAULT_LR_SCALE, METHODS, VECTOR_METHODS, MethodSpec, merged_module, restore_trained
-from .rundir import AVF_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, read_json, write_json
+from .rundir import AVF_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, RunLock, read_json, write_json
 from .selection import backends, check_data, choose_task, get_runner, is_alias, list_tasks, task_of_run
 from .training import draw_plots, find_full_run, initial_weights, summary_lines
 
@@ -199,10 +199,11 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.task = task.name if explicit else "auto"  # run.json: --resume recognises the task again when it was
     runner = get_runner(task)
     _threads(args)
-    if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
-        (out / METRICS_FILE).unlink()
     out.mkdir(parents=True, exist_ok=True)
-    metrics = runner.train(RunContext(task, args, explicit=explicit, tasks=tasks))
+    with RunLock(out):  # a second run into the same --output is refused while this one writes it
+        if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
+            (out / METRICS_FILE).unlink()
+        metrics = runner.train(RunContext(task, args, explicit=explicit, tasks=tasks))
     print("\n".join(summary_lines(metrics, out)))
     return 0
 

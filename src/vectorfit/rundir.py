@@ -145,3 +145,53 @@ class Run:
     def metrics(self) -> dict:
         p = self.path / METRICS_FILE
         return read_json(p) if p.is_file() else {}
+
+
+LOCK_FILE = ".vectorfit.lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a run writes it, so that a second run started into the same
+    ``--output`` is refused at once instead of interleaving its files with the first's. The lock is the operating
+    system's (``flock`` on the file ``DIR/.vectorfit.lock``): it is released when the run ends, however it ends, so
+    a crashed run never leaves a stale lock. Where ``fcntl`` does not exist (Windows) it is a no-op.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d, RunLock(d):
+        ...     pass
+    """
+
+    def __init__(self, directory: Union[str, os.PathLike]) -> None:
+        self.path = Path(directory) / LOCK_FILE
+        self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise CLIError(f"{self.path.parent} is being written by another run (pid {holder}); wait for it to end,"
+                           " or choose another --output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
