@@ -321,3 +321,12 @@ def test_mean_pooling_head_trains_evaluates_and_merges(tiny_bert, tiny_csv, tmp_
                  "--label-column", "sentiment"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)
+
+
+def test_a_non_finite_loss_stops_the_run(tiny_bert, tiny_csv, tmp_path, capsys):
+    code, out = _train(tmp_path, tiny_bert, tiny_csv, *COMMON, "--epochs", "3", "--method", "full", "--lr", "1e12",
+                       "--max-grad-norm", "0", "--no-plots")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "vectorfit: error: the training loss became" in err and "Lower --lr" in err
+    assert not (out / "metrics.json").exists()

@@ -149,3 +149,12 @@ def test_checkpoint_file_for_a_timm_name(pixels, tmp_path):
     assert main(["train", "--model", "test_efficientnet", "--checkpoint", str(tmp_path / "weights.pth"),
                  "--image-size", "16", "--data", str(pixels), "--output", str(tmp_path / "c"), *COMMON,
                  "--max-steps", "1", "--no-plots", "--no-checkpoints"]) == 0
+
+
+def test_a_non_finite_loss_stops_the_run(pixels, tmp_path, capsys):
+    out = tmp_path / "nan"
+    assert _train(out, pixels, "--method", "full", "--lr", "1e12", "--max-grad-norm", "0", "--epochs", "2",
+                  "--no-plots") == 2
+    err = capsys.readouterr().err
+    assert "vectorfit: error: the training loss became" in err and "Lower --lr" in err
+    assert not (out / "metrics.json").exists()

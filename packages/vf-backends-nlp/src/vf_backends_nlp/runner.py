@@ -18,6 +18,7 @@ hands :meth:`NLPRunner.train`. transformers is imported by this module: load it 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -95,6 +96,23 @@ class VectorFitTrainer(Trainer):
         if result.unexpected_keys:
             raise TaskError(f"checkpoint {resume_from_checkpoint} does not fit this model (unexpected tensors such as"
                            f" {result.unexpected_keys[0]!r}); resume with the run's own options")
+
+
+class _FiniteLossCallback(TrainerCallback):
+    """Stops a run whose training loss turned non-finite, with one clear line, instead of finishing it with
+    meaningless metrics; the checkpoints already written (the last good state) stay where they are."""
+
+    def __init__(self, checkpoints: Path) -> None:
+        self.checkpoints = checkpoints
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            last = _last_checkpoint(self.checkpoints)
+            kept = f"the last good checkpoint, {last}, is kept (--resume after fixing the cause)" if last else \
+                "no checkpoint had been written yet"
+            raise TaskError(f"the training loss became {loss} by step {state.global_step}; the run stopped and"
+                            f" wrote no metrics; {kept}. Lower --lr (or --lr-bias / --lr-sigma), or check the data")
 
 
 class _StrengthCallback(TrainerCallback):
@@ -243,6 +261,7 @@ class NLPRunner:
             save_total_limit=args.save_total_limit,
             logging_strategy="steps",
             logging_steps=args.logging_steps,
+            logging_nan_inf_filter=False,  # a non-finite loss must show, so that the run stops (_FiniteLossCallback)
             seed=args.seed,
             report_to="none",
             disable_tqdm=bool(args.no_progress),
@@ -263,6 +282,7 @@ class NLPRunner:
         trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                               data_collator=task.collator(tokenizer), compute_metrics=metrics_fn,
                               processing_class=tokenizer, optimizers=(optimizer, None))
+        trainer.add_callback(_FiniteLossCallback(checkpoints))
         if getattr(args, "max_grad_norm_per_vector", 0.0) and prepared.vf is not None:
             trainer.add_callback(_VectorClipCallback(ctx, prepared))
         avf_callback = None

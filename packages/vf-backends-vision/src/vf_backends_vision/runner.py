@@ -187,6 +187,10 @@ class VisionRunner:
             running, seen = 0.0, 0
             for images, labels in bar:
                 loss = F.cross_entropy(_logits(net(images)), labels)
+                if not torch.isfinite(loss.detach()):  # stop with one line, before the state is spoilt
+                    raise TaskError(f"the training loss became {float(loss)} at step {global_step}; the run stopped"
+                                    " and wrote no metrics; the checkpoints of the finished epochs are kept (--resume"
+                                    " after fixing the cause). Lower --lr (or --lr-bias / --lr-sigma), or check the data")
                 accelerator.backward(loss)
                 if freezer is not None:
                     freezer.step(global_step)
