@@ -330,3 +330,23 @@ def test_a_non_finite_loss_stops_the_run(tiny_bert, tiny_csv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "vectorfit: error: the training loss became" in err and "Lower --lr" in err
     assert not (out / "metrics.json").exists()
+
+
+def test_train_and_evaluate_a_hub_id_from_the_local_cache(tiny_bert, tiny_csv, tmp_path, monkeypatch, capsys):
+    """`--model org/name` with HF_HUB_OFFLINE=1 and the model in the hub cache (laid out as the hub does)."""
+    from vf_core.testing.hub_cache import lay_out_hub_cache
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = lay_out_hub_cache(tiny_bert, tmp_path / "hf" / "hub", "someone/tiny-bert")
+    code, out = _train(tmp_path, "someone/tiny-bert", tiny_csv, *COMMON, "--epochs", "1", "--no-plots", "--no-avf")
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == "someone/tiny-bert" and run["model_path"] == str(snapshot)
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert "eval_accuracy" in json.loads(capsys.readouterr().out)
+    code, _ = _train(tmp_path, "someone/not-cached", tiny_csv, *COMMON, "--epochs", "1", name="missing")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not in the local Hugging Face cache" in err

@@ -30,16 +30,23 @@ MODEL_ASSETS: dict[str, PackagedAsset] = {
 
 
 def resolve_model_dir(spec: Union[str, os.PathLike]) -> Path:
-    """A local Hugging Face model directory for ``spec``: a built-in alias or an existing directory."""
-    path = Path(spec)
+    """A local Hugging Face model directory for ``spec``: an existing directory, a built-in alias, or a hub id
+    (``org/name[@revision]``: the local hub cache first, then the hub unless ``HF_HUB_OFFLINE=1``;
+    :mod:`vf_backends_nlp.hub`)."""
+    path = Path(spec).expanduser()
     if path.is_dir():
         return path
     if str(spec) in MODEL_ASSETS:
         return fetch(MODEL_ASSETS[str(spec)])
     from vf_core.assets import DataError
 
-    raise DataError(f"model {str(spec)!r} is neither a local directory nor a built-in alias"
-                    f" ({', '.join(MODEL_ASSETS)}); no model hub is used")
+    from .hub import parse_hub_id, resolve_hub_model
+
+    hub_id = parse_hub_id(str(spec))
+    if hub_id is not None:
+        return resolve_hub_model(*hub_id)
+    raise DataError(f"model {str(spec)!r} is neither a local directory, a built-in alias ({', '.join(MODEL_ASSETS)})"
+                    " nor a Hugging Face hub id (org/name[@revision])")
 
 
 def load_sequence_classifier(spec: Union[str, os.PathLike], num_labels: int = 2, **kwargs):
@@ -50,11 +57,11 @@ def load_sequence_classifier(spec: Union[str, os.PathLike], num_labels: int = 2,
 
 def load_tokenizer(spec: Union[str, os.PathLike]):
     """The tokenizer of a local model directory or alias, offline; a missing pad token becomes EOS (or UNK)."""
+    directory = resolve_model_dir(spec)  # may use the hub (a hub id not cached); the loads below are local
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
     from vf_core.assets import DataError
 
-    directory = resolve_model_dir(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError, KeyError) as exc:
@@ -76,11 +83,11 @@ def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional
     the last hidden states (:mod:`vf_backends_nlp.pooling`); None keeps what the saved config says (default: the
     model's own head).
     """
+    directory = resolve_model_dir(spec)  # may use the hub (a hub id not cached); the loads below are local
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from vf_core.assets import DataError
 
-    directory = resolve_model_dir(spec)
     try:
         config = AutoConfig.from_pretrained(directory)
     except (OSError, ValueError, KeyError) as exc:

@@ -22,6 +22,7 @@ from vf_core.plugins import hookimpl
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .data import BUILTIN_TEXT_DATASETS
+from .hub import parse_hub_id
 from .models import MODEL_ASSETS, load_text_classifier, padding_collator
 
 __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "TASKS", "claim_model", "claim_data", "add_arguments"]
@@ -36,6 +37,8 @@ def claim_model(spec: str) -> int:
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
         return SURE
+    if not path.exists() and parse_hub_id(spec) is not None:
+        return MAYBE  # a hub id: transformers models live there (resolved from the cache first when a run starts)
     return NO
 
 

@@ -1,0 +1,73 @@
+"""Models named by Hugging Face hub id (``org/name`` or ``org/name@revision``), resolved through
+``huggingface_hub``: the local cache first, the hub only when it is not there and the process is online.
+
+With ``HF_HUB_OFFLINE=1`` only the cache is used, and a model that is not in it is one clear error naming the
+cache folder and how to fill it. The cache is the one ``huggingface_hub`` uses (``HF_HUB_CACHE``, else
+``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``), read when a model is resolved, not at import.
+
+Example:
+    >>> parse_hub_id("sentence-transformers/all-MiniLM-L6-v2@main")
+    ('sentence-transformers/all-MiniLM-L6-v2', 'main')
+    >>> parse_hub_id("minilm") is None
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+from vf_core.assets import DataError
+
+__all__ = ["parse_hub_id", "hub_cache_dir", "resolve_hub_model", "offline"]
+
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<rev>[\w./-]+))?$")
+
+
+def parse_hub_id(spec: str) -> Optional[tuple[str, Optional[str]]]:
+    """``(repo_id, revision or None)`` when ``spec`` reads as a hub model id, else None."""
+    match = _HUB_ID.match(str(spec))
+    if not match:
+        return None
+    return match.group("repo"), match.group("rev")
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache folder, from the environment as it is now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_hub_model(repo_id: str, revision: Optional[str] = None) -> Path:
+    """The local snapshot folder of ``repo_id`` at ``revision`` (default ``main``): from the cache when it is
+    there, else downloaded (unless offline). Raises :class:`~vf_core.assets.DataError` with what to do."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cache = hub_cache_dir()
+    shown = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if offline():
+            raise DataError(f"model {shown!r} is not in the local Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1;"
+                            f" download it where the hub is reachable (huggingface-cli download {repo_id}), or unset"
+                            " HF_HUB_OFFLINE") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise DataError(f"model {shown!r}: {type(exc).__name__}") from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache))
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise DataError(f"model {shown!r} does not exist on the Hugging Face hub (or is private: log in with"
+                        " `huggingface-cli login`)") from None
+    except Exception as exc:  # no network, a proxy, a full disk...
+        raise DataError(f"model {shown!r} could not be fetched from the Hugging Face hub into {cache}"
+                        f" ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
