@@ -12,7 +12,7 @@ python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install -q \
   -e packages/vf-core \
   -e packages/vf-avf \
-  -e "packages/vf-backends-nlp[transformers]" \
+  -e "packages/vf-backends-nlp[transformers,datasets]" \
   -e "packages/vf-backends-vision[timm]" \
   -e "packages/vf-backends-diffusion[diffusers]" \
   -e ".[dev]"

@@ -350,3 +350,24 @@ def test_train_and_evaluate_a_hub_id_from_the_local_cache(tiny_bert, tiny_csv, t
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not in the local Hugging Face cache" in err
+
+
+def test_train_on_a_save_to_disk_folder_keeps_its_splits(tiny_bert, tiny_csv, tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    import csv as _csv
+
+    with open(tiny_csv) as fh:
+        rows = list(_csv.DictReader(fh))
+    folder = tmp_path / "reviews"
+    datasets.DatasetDict(
+        train=datasets.Dataset.from_list(rows[:40]), validation=datasets.Dataset.from_list(rows[40:])
+    ).save_to_disk(folder)
+    code, out = _train(tmp_path, tiny_bert, folder, *COMMON, "--epochs", "1", "--no-plots", "--no-avf")
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["num_train"] == 40 and run["num_eval"] == len(rows) - 40
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["num_examples"] == len(rows) - 40
+    code, _ = _train(tmp_path, tiny_bert, folder, *COMMON, "--split", "dev", name="nosplit")
+    assert code == 2 and "has no split 'dev'" in capsys.readouterr().err

@@ -106,10 +106,14 @@ def choose_task(tasks: dict[str, Task], model: str, *, data: Optional[str] = Non
 
 
 def check_data(tasks: dict[str, Task], task: Task, data: str) -> None:
-    """Fail early when ``--data`` belongs to another backend or does not exist."""
-    if _claim(task.claim_data, data) > NO:
+    """Fail early when ``--data`` belongs to another backend or does not exist. A task that is only unsure of the
+    data (``MAYBE``: a name that could be a hub dataset) yields to another backend that is sure of it."""
+    claim = _claim(task.claim_data, data)
+    if claim == SURE:
         return
     others = [t for t in tasks.values() if t.backend != task.backend and _claim(t.claim_data, data) == SURE]
+    if claim > NO and not others:
+        return
     if others:
         raise CLIError(f"dataset {data!r} is for the {others[0].backend!r} backend, but the model is a"
                        f" {task.backend!r} model")

@@ -107,7 +107,9 @@ def test_missing_file_and_bad_arguments(tmp_path, review_csv):
     with pytest.raises(DataError, match="neither a built-in dataset .*rotten-tomatoes.* nor an existing file"):
         load_text_dataset(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="unsupported file type"):
-        load_text_dataset(_csv(tmp_path / "x.parquet", "x"))
+        load_text_dataset(_csv(tmp_path / "x.xlsx", "x"))
+    with pytest.raises(DataError, match="x.parquet.*cannot be read as a Hugging Face dataset"):
+        load_text_dataset(_csv(tmp_path / "x.parquet", "x"))  # not Parquet inside: one clear line
     with pytest.raises(DataError, match="task must be"):
         load_text_dataset(review_csv, task="ranking")
     with pytest.raises(DataError, match="max_train"):

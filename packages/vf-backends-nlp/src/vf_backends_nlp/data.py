@@ -40,11 +40,14 @@ import csv
 import gzip
 import json
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence, Union
 
 from vf_core.assets import ASSETS, DataError, PackagedAsset, fetch, train_eval_split
+
+from .hf_datasets import is_hf_source, looks_like_hub_dataset, read_hf_source
 
 __all__ = ["TextDataset", "BuiltinTextDataset", "BUILTIN_TEXT_DATASETS", "DataError", "load_text_dataset"]
 
@@ -209,8 +212,12 @@ def _labels(raw: list, lines: list[int], column: str, src, task: Optional[Task],
 def load_text_dataset(spec: Union[str, Path], *, text_column: Optional[str] = None,
                       label_column: Optional[str] = None, task: Optional[Task] = None,
                       eval_fraction: float = 0.2, seed: int = 0, max_train: Optional[int] = None,
-                      max_eval: Optional[int] = None) -> tuple[TextDataset, TextDataset]:
-    """Load a built-in alias or a local file as fixed ``(train, eval)`` splits; see the module docstring."""
+                      max_eval: Optional[int] = None, data_config: Optional[str] = None,
+                      split: Optional[str] = None) -> tuple[TextDataset, TextDataset]:
+    """Load a built-in alias, a local file, or a Hugging Face dataset (a ``save_to_disk`` folder, a Parquet or
+    Arrow file, a hub name with ``data_config`` and ``split``: :mod:`vf_backends_nlp.hf_datasets`) as
+    ``(train, eval)`` splits; see the module docstring. A dataset that comes with train and validation (or test)
+    splits keeps them; anything else gets the fixed split."""
     if task not in (None, "classification", "regression"):
         raise DataError(f"task must be 'classification', 'regression' or None, got {task!r}")
     for cap, name in ((max_train, "max_train"), (max_eval, "max_eval")):
@@ -218,7 +225,20 @@ def load_text_dataset(spec: Union[str, Path], *, text_column: Optional[str] = No
             raise DataError(f"{name} must be a positive integer or None, got {cap!r}")
     builtin = BUILTIN_TEXT_DATASETS.get(str(spec))
     order, drop = None, ()
-    if builtin is not None:
+    given: Optional[list[int]] = None  # the number of training rows, first, when the source comes split
+    if builtin is None and (is_hf_source(str(spec)) or looks_like_hub_dataset(str(spec))):
+        src = spec
+        source = read_hf_source(str(spec), config=data_config, split=split)
+        columns = source.columns
+        pair = source.given_split()
+        parts = [source.rows[name] for name in pair] if pair else list(source.rows.values())
+        rows = [row for part in parts for row in part]
+        lines = list(range(1, len(rows) + 1))
+        if pair:
+            given = [len(parts[0])]
+        label_column = _column(label_column, _LABEL_DEFAULTS, columns, "label", src)
+        order = source.class_names.get(label_column)
+    elif builtin is not None:
         src = spec
         rows, columns, lines = builtin.reader(fetch(builtin.asset))
         text_column = text_column or builtin.text_column
@@ -246,6 +266,12 @@ def load_text_dataset(spec: Union[str, Path], *, text_column: Optional[str] = No
         raw.append(label.strip() if isinstance(label, str) else label)
         kept.append(line)
     labels, names, task = _labels(raw, kept, label_column, src, task, order)
-    train_idx, eval_idx = train_eval_split(len(texts), eval_fraction=eval_fraction, seed=seed)
+    if given is not None:  # the source's own split, subsampled (max_train, max_eval) in a fixed random order
+        n_train = sum(1 for line in kept if line <= given[0])
+        train_idx, eval_idx = list(range(n_train)), list(range(n_train, len(texts)))
+        random.Random(seed).shuffle(train_idx)
+        random.Random(seed).shuffle(eval_idx)
+    else:
+        train_idx, eval_idx = train_eval_split(len(texts), eval_fraction=eval_fraction, seed=seed)
     return tuple(TextDataset([texts[i] for i in idx[:cap]], [labels[i] for i in idx[:cap]], names, task)
                  for idx, cap in ((train_idx, max_train), (eval_idx, max_eval)))

@@ -195,7 +195,8 @@ class NLPRunner:
                 eval_fraction=stored.get("eval_fraction", 0.2) if same else getattr(args, "eval_fraction", 0.2),
                 seed=stored.get("data_seed", 0) if same else getattr(args, "data_seed", 0),
                 max_train=getattr(args, "max_train", None), max_eval=getattr(args, "max_eval", None)
-                if getattr(args, "max_eval", None) is not None else (stored.get("max_eval") if same else None))
+                if getattr(args, "max_eval", None) is not None else (stored.get("max_eval") if same else None),
+                data_config=pick("data_config"), split=pick("data_split"))
         except DataError as exc:
             raise TaskError(" ".join(str(exc).split())) from None
 

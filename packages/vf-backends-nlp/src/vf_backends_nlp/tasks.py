@@ -22,6 +22,7 @@ from vf_core.plugins import hookimpl
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .data import BUILTIN_TEXT_DATASETS
+from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import parse_hub_id
 from .models import MODEL_ASSETS, load_text_classifier, padding_collator
 
@@ -51,12 +52,19 @@ def claim_data(spec: str) -> int:
         suffixes.pop()
     if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
         return MAYBE
+    if is_hf_source(spec) or looks_like_hub_dataset(spec):
+        return MAYBE  # a datasets folder, Parquet/Arrow file or hub dataset name: read when the run starts
     return NO
 
 
 def add_arguments(group) -> None:
     group.add_argument("--max-length", type=int, default=128, metavar="N",
                        help="nlp: truncate texts to N tokens (padding is dynamic, per batch)")
+    group.add_argument("--data-config", metavar="NAME", help="nlp: the configuration of a hub dataset"
+                       " (datasets.load_dataset's second argument)")
+    group.add_argument("--split", dest="data_split", metavar="SPLIT", help="nlp: the split of a hub dataset or"
+                       " save_to_disk folder to use (default: its train and validation/test splits if it has them, else"
+                       " everything with the fixed split)")
     group.add_argument("--pooling", choices=("cls", "mean"), default=None,
                        help="nlp classification/regression: what the head reads: the model's own (cls, the default) or"
                        " the mean of the last hidden states (mean; sentence encoders such as MiniLM were trained so)")
