@@ -245,6 +245,9 @@ def test_a_failed_cache_write_leaves_no_file_and_only_warns(tmp_path, monkeypatc
         Path(filename).write_bytes(b"partial")
         raise RuntimeError("disk vanished")
 
+    from vf_core.svd import wait_for_cache_writes
+
+    wait_for_cache_writes()  # earlier tests' background writes must not meet the broken writer below
     monkeypatch.setattr("safetensors.torch.save_file", broken_save)
     cache = DecompositionCache(tmp_path)
     w = torch.randn(9, 5)
