@@ -85,13 +85,18 @@ def test_adam_steps_are_relative_to_each_singular_value():
     torch.testing.assert_close(change / s0, torch.full_like(change, 1e-2), atol=1e-4, rtol=0)
 
 
+def _saved(net, x, directory, parametrization: str):
+    """(a copy of the untouched base, the trained model's output, the saved adapter's config) after a few steps."""
+    base = copy.deepcopy(net)
+    vf = _vf(net, sigma_parametrization=parametrization)
+    _train(vf, x)
+    expected = vf(x).detach()
+    vf.save_pretrained(directory)
+    return base, expected, json.loads((directory / "adapter_config.json").read_text())
+
+
 def test_relative_save_load_merge_round_trip(tiny_net, tiny_input, tmp_path):
-    base = copy.deepcopy(tiny_net)
-    vf = _vf(tiny_net, sigma_parametrization="relative")
-    _train(vf, tiny_input)
-    expected = vf(tiny_input).detach()
-    vf.save_pretrained(tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    base, expected, meta = _saved(tiny_net, tiny_input, tmp_path, "relative")
     assert meta["config"]["sigma_parametrization"] == "relative"
     loaded = VectorFitModel.from_pretrained(copy.deepcopy(base), tmp_path)
     torch.testing.assert_close(loaded(tiny_input), expected)
@@ -103,13 +108,8 @@ def test_relative_save_load_merge_round_trip(tiny_net, tiny_input, tmp_path):
 
 def test_adapter_without_the_field_loads_as_absolute(tiny_net, tiny_input, tmp_path):
     """Adapters written before the option existed hold absolute singular values, whatever today's default is."""
-    base = copy.deepcopy(tiny_net)
-    vf = _vf(tiny_net, sigma_parametrization="absolute")
-    _train(vf, tiny_input)
-    expected = vf(tiny_input).detach()
-    vf.save_pretrained(tmp_path)
+    base, expected, meta = _saved(tiny_net, tiny_input, tmp_path, "absolute")
     cfg = tmp_path / "adapter_config.json"
-    meta = json.loads(cfg.read_text())
     del meta["config"]["sigma_parametrization"]
     cfg.write_text(json.dumps(meta))
     loaded = VectorFitModel.from_pretrained(base, tmp_path)
