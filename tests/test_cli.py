@@ -514,3 +514,15 @@ def test_a_run_folder_being_written_is_refused(fake_backend, tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert main([*BASE, "--output", str(out), "--no-plots"]) == 0  # released when its holder ends
+
+
+def test_resume_with_another_method_is_one_clear_line(fake_backend, tmp_path, capsys):
+    out = tmp_path / "vf"
+    assert main([*BASE, "--output", str(out), "--no-plots"]) == 0
+    (out / "metrics.json").unlink()  # as if interrupted
+    before = sorted(p.name for p in out.rglob("*"))
+    capsys.readouterr()
+    assert main([*BASE, "--output", str(out), "--resume", "--method", "full"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--method 'full' differs from the run's 'vectorfit'" in err
+    assert sorted(p.name for p in out.rglob("*")) == before
