@@ -28,7 +28,9 @@ import run as grid  # noqa: E402  (benchmarks/quality/run.py: run_cell, Task, ma
 
 RESULTS = HERE / "results" / "stall"
 SEEDS = list(range(10))
-_BUDGET = ["--batch-size", "32", "--eval-batch-size", "128", "--scheduler", "linear", "--warmup-ratio", "0",
+# no --warmup-ratio here: the budget's options come after a candidate's on the command line and would override
+# the warm-up candidate's (the default is no warm-up)
+_BUDGET = ["--batch-size", "32", "--eval-batch-size", "128", "--scheduler", "linear",
            "--max-train", "2000", "--max-eval", "500", "--epochs", "2", "--max-length", "48"]
 TASKS = [grid.Task("rt", "minilm", "rotten-tomatoes", _BUDGET, title="Rotten Tomatoes (2,000 train, 500 eval)"),
          grid.Task("debates", "minilm", "debates-2016", _BUDGET, title="2016 debates, party (898 train, 224 eval)")]
