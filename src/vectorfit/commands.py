@@ -31,7 +31,6 @@ __all__ = ["cmd_train", "cmd_evaluate", "cmd_merge", "cmd_plot", "cmd_list", "cm
 
 
 def _quiet(verbose: bool) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

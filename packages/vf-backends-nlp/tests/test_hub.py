@@ -3,6 +3,7 @@ the hub lays it out, offline: the packaged all-MiniLM-L6-v2 as ``sentence-transf
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,3 +57,26 @@ def test_a_local_folder_wins_over_a_hub_id(tmp_path, monkeypatch, offline_hub):
     shutil.copytree(fetch(MODEL_ASSETS["minilm"]), local)
     monkeypatch.chdir(tmp_path)
     assert resolve_model_dir("org/name") == Path("org/name")
+
+
+def test_online_a_model_missing_from_the_cache_is_downloaded(tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE the cache is tried first, then the hub; loading a local model never turns the
+    hub off for the rest of the process (it used to set HF_HUB_OFFLINE=1)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, cache_dir=None, local_files_only=False):
+        calls.append(local_files_only)
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        return str(fetch(MODEL_ASSETS["minilm"]))  # stands in for the downloaded snapshot
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    load_text_classifier("minilm", num_labels=2)  # a local load first
+    assert "HF_HUB_OFFLINE" not in os.environ
+    assert resolve_model_dir("someone/new-model") == fetch(MODEL_ASSETS["minilm"])
+    assert calls == [True, False]

@@ -58,12 +58,11 @@ def load_sequence_classifier(spec: Union[str, os.PathLike], num_labels: int = 2,
 def load_tokenizer(spec: Union[str, os.PathLike]):
     """The tokenizer of a local model directory or alias, offline; a missing pad token becomes EOS (or UNK)."""
     directory = resolve_model_dir(spec)  # may use the hub (a hub id not cached); the loads below are local
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
     from vf_core.assets import DataError
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"model {str(spec)!r}: cannot load a tokenizer from {directory} ({exc})") from None
     if tokenizer.pad_token is None:
@@ -84,12 +83,11 @@ def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional
     model's own head).
     """
     directory = resolve_model_dir(spec)  # may use the hub (a hub id not cached); the loads below are local
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from vf_core.assets import DataError
 
     try:
-        config = AutoConfig.from_pretrained(directory)
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"model {str(spec)!r}: {directory} holds no usable config.json ({exc})") from None
     regression = task == "regression"
@@ -102,7 +100,7 @@ def load_text_classifier(spec: Union[str, os.PathLike], *, label_names: Optional
             options["id2label"] = {i: str(name) for i, name in enumerate(label_names)}
             options["label2id"] = {str(name): i for i, name in enumerate(label_names)}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(directory, ignore_mismatched_sizes=True,
+        model = AutoModelForSequenceClassification.from_pretrained(directory, ignore_mismatched_sizes=True, local_files_only=True,
                                                                    **options, **kwargs)
     except ValueError as exc:
         raise DataError(f"model {str(spec)!r} (model_type={getattr(config, 'model_type', None)!r}) has no sequence"
