@@ -399,7 +399,8 @@ def cmd_cache(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.action == "clear":
         before = cache_info()
         removed = clear_cache()
-        result = {**cache_info(), "removed": removed, "freed_bytes": before["bytes"] - cache_info()["bytes"]}
+        after = cache_info()
+        result = {**after, "removed": removed, "freed_bytes": before["bytes"] - after["bytes"]}
     else:
         result = cache_info()
     if args.json:

@@ -83,10 +83,10 @@ def optimizer_groups(prepared: Prepared, args: argparse.Namespace) -> list[dict]
         out = [{"params": params, "lr": rates[kind], "name": kind, "weight_decay": 0.0 if kind == "bias" else decay}
                for kind, params in groups.items() if params]
     taken = {id(p) for group in out for p in group["params"]}
-    rest, seen = [], set()
+    rest = []
     for param in prepared.model.parameters():
-        if param.requires_grad and id(param) not in taken and id(param) not in seen:
-            seen.add(id(param))
+        if param.requires_grad and id(param) not in taken:
+            taken.add(id(param))
             rest.append(param)
     if rest:
         out.append({"params": rest, "lr": args.lr, "name": "other", "weight_decay": decay})
@@ -99,9 +99,7 @@ def clip_vector_gradients(vf, max_norm: float) -> None:
     if vf is None or not max_norm or max_norm <= 0:
         return
     for vec in vf.vectors:
-        grad = vec.parameter.grad
-        if grad is not None:
-            torch.nn.utils.clip_grad_norm_([vec.parameter], max_norm)
+        torch.nn.utils.clip_grad_norm_(vec.parameter, max_norm)  # a parameter without a gradient is skipped
 
 
 #: options not stored in run.json (they do not change what the run computes)

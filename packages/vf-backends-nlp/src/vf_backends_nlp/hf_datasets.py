@@ -20,12 +20,13 @@ Example (a folder written by ``save_to_disk``)::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from vf_core.assets import DataError
+
+from .hub import offline
 
 __all__ = ["HFSource", "read_hf_source", "is_hf_source", "looks_like_hub_dataset"]
 
@@ -66,7 +67,7 @@ def looks_like_hub_dataset(spec: str) -> bool:
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json",
                                      *_FILE_SUFFIXES):
         return False  # a file name: a missing file is reported as one
-    return (not Path(text).expanduser().exists() and "\\\\" not in text and text.count("/") <= 1
+    return (not Path(text).expanduser().exists() and text.count("/") <= 1
             and not text.startswith((".", "/", "~")) and all(part for part in text.split("/"))
             and all(c.isalnum() or c in "-_./" for c in text))
 
@@ -103,10 +104,8 @@ def read_hf_source(spec: str, *, config: Optional[str] = None, split: Optional[s
     except DataError:
         raise
     except (FileNotFoundError, ConnectionError, ValueError, OSError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0")
         hint = (" (HF_HUB_OFFLINE=1: only the local datasets cache is read; load it once where the hub is reachable)"
-                if offline else "")
+                if offline("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") else "")
         raise DataError(f"data {str(spec)!r}: cannot be read as a Hugging Face dataset"
                         f" ({type(exc).__name__}: {' '.join(str(exc).split())[:240]}){hint}") from None
     if isinstance(loaded, datasets.DatasetDict):

@@ -42,8 +42,11 @@ def hub_cache_dir() -> Path:
     return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
 
 
-def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+def offline(*variables: str) -> bool:
+    """Whether any of the environment variables (default ``HF_HUB_OFFLINE``) turns the hub off, as
+    huggingface_hub reads them (1, true, yes or on)."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in variables or ("HF_HUB_OFFLINE",))
 
 
 def resolve_hub_model(repo_id: str, revision: Optional[str] = None) -> Path:
