@@ -23,7 +23,7 @@ from vf_core.roles import ROLES
 from vf_core.tasks import Task
 
 from . import __version__
-from .commands import cmd_cache, cmd_evaluate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
+from .commands import cmd_cache, cmd_evaluate, cmd_generate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
 from .methods import DEFAULT_AVF, DEFAULT_LR, METHODS
 from .selection import backends, list_tasks
 
@@ -220,6 +220,7 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
                "  vectorfit train --task text-regression --model minilm --data movie-ratings --output runs/mr\n"
                "  vectorfit evaluate runs/rt\n"
                "  vectorfit merge runs/rt --output runs/rt-merged\n"
+               "  vectorfit generate runs/lm --prompt 'Once upon a time'\n"
                "  vectorfit inspect runs/rt/adapter\n"
                "  vectorfit plot runs/rt --compare-full runs/rt-full\n"
                "  vectorfit list\n\n"
@@ -262,6 +263,29 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
     p.add_argument("--output", "-o", metavar="FILE", help="also write the metrics to FILE (JSON)")
     _eval_common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "generate", formatter_class=_Formatter, help="generate text with a causal-lm or seq2seq run (or model)",
+        description="Print the generations of a finished causal-lm or seq2seq run (its adapter applied) or of a\n"
+                    "plain model (a `vectorfit merge` output, or a model with --adapter) for --prompt or --input.\n"
+                    "Greedy by default; --num-beams B for beam search, --temperature T > 0 to sample.")
+    p.add_argument("target", metavar="RUN_DIR_OR_MODEL", help="a `vectorfit train --output` directory, or a model")
+    p.add_argument("--prompt", "-p", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    p.add_argument("--input", "-i", metavar="FILE", help="prompts, one per line (.txt) or a 'prompt'/'source'/'text'"
+                   " field per line (.jsonl)")
+    p.add_argument("--adapter", metavar="ADAPTER_DIR", help="with a model: a VectorFit adapter to apply first")
+    p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="tokens to generate at most (default: the run's --max-new-tokens, else 64)")
+    p.add_argument("--num-beams", type=_positive_int, default=None, metavar="B", help="beam search width (default 1)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="sampling temperature (default 0: greedy or beam search)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling")
+    p.add_argument("--task", metavar="TASK", help="the task of a plain model (causal-lm or seq2seq) when not recognised")
+    p.add_argument("--backend", metavar="NAME", help="force a backend for a model")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {prompt, generation}")
+    p.add_argument("--output", "-o", metavar="FILE", help="also write {prompt, generation} JSON lines to FILE")
+    _eval_common(p)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
         "merge", formatter_class=_Formatter, help="fold an adapter into its base model and save a plain model",

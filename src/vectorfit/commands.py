@@ -26,7 +26,7 @@ from .rundir import AVF_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, RunLo
 from .selection import backends, check_data, choose_task, get_runner, is_alias, list_tasks, task_of_run
 from .training import draw_plots, find_full_run, initial_weights, summary_lines
 
-__all__ = ["cmd_train", "cmd_evaluate", "cmd_merge", "cmd_plot", "cmd_list", "cmd_inspect", "load_trained",
+__all__ = ["cmd_train", "cmd_evaluate", "cmd_generate", "cmd_merge", "cmd_plot", "cmd_list", "cmd_inspect", "load_trained",
            "method_spec_from_args"]
 
 
@@ -300,6 +300,73 @@ def cmd_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     plain = merged_module(model)
     runner.save_model(plain, str(out), run)
     print(f"merged model saved to {out} (load it with --model {out})")
+    return 0
+
+
+def _prompts(args: argparse.Namespace) -> list[str]:
+    """``--prompt`` (repeatable) or ``--input FILE``: one prompt per line of a text file, or the ``prompt``,
+    ``source`` or ``text`` field of each line of a JSON-lines file."""
+    if bool(args.prompt) == bool(args.input):
+        raise CLIError("give --prompt TEXT (repeatable) or --input FILE, one of the two")
+    if args.prompt:
+        return list(args.prompt)
+    path = Path(args.input).expanduser()
+    if not path.is_file():
+        raise CLIError(f"--input {args.input!r}: no such file")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"--input {path}: line {number} is not JSON ({exc.msg})") from None
+        text = next((row[k] for k in ("prompt", "source", "text") if isinstance(row, dict) and k in row), None)
+        if not isinstance(text, str):
+            raise CLIError(f"--input {path}: line {number} has no 'prompt', 'source' or 'text' string field")
+        prompts.append(text)
+    return prompts
+
+
+def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``vectorfit generate RUN_DIR|MODEL``: generations of a causal-lm or seq2seq run (its adapter applied) or of
+    a plain model (a ``vectorfit merge`` output)."""
+    _quiet(args.verbose)
+    prompts = _prompts(args)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature is not None and args.temperature < 0:
+        raise CLIError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
+    target = Path(args.target).expanduser()
+    tasks = list_tasks()
+    if (target / RUN_FILE).is_file():
+        if args.adapter:
+            raise CLIError("--adapter goes with a model, not a run directory (a run finds its own adapter)")
+        run = Run.open(str(target))
+        task = task_of_run(tasks, run)
+    else:
+        run = None
+        task, _ = choose_task(tasks, args.target, task=args.task, backend=args.backend)
+    if not task.generates:
+        generating = ", ".join(t.name for t in tasks.values() if t.generates) or "none installed"
+        raise CLIError(f"{args.target!r} is a {task.name!r} model, which does not generate text; `vectorfit generate`"
+                       f" takes runs or models of the generating tasks ({generating}); use `vectorfit evaluate`")
+    runner = get_runner(task)
+    _threads(args)
+    model, _ = load_trained(runner, run, model_spec=None if run else args.target, adapter=args.adapter)
+    outputs = runner.generate(model, RunContext(task, args, run=run, tasks=tasks), prompts)
+    if args.json:
+        print(json.dumps([{"prompt": p, "generation": g} for p, g in zip(prompts, outputs)], indent=2))
+    else:
+        for i, (prompt, text) in enumerate(zip(prompts, outputs)):
+            if len(prompts) > 1:
+                print(f"--- {i + 1}: {prompt}")
+            print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            for prompt, text in zip(prompts, outputs):
+                fh.write(json.dumps({"prompt": prompt, "generation": text}) + "\n")
     return 0
 
 

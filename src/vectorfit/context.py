@@ -90,7 +90,7 @@ class RunContext:
 
     # -------------------------------------------------------------------------------------------- training
     def prepare(self, model, *, total_steps: int) -> Prepared:
-        return apply_method(model, self.method, total_steps=total_steps)
+        return apply_method(model, self.method, total_steps=total_steps, new_head=self.task.new_head)
 
     def optimizer_groups(self, prepared: Prepared) -> list[dict]:
         return optimizer_groups(prepared, self.settings)

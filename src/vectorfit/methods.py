@@ -239,15 +239,16 @@ def family_targets(model, spec: MethodSpec):
     return out, heads, family
 
 
-def apply_method(model, spec: MethodSpec, *, total_steps: Optional[int] = None) -> Prepared:
-    """Apply ``spec`` to ``model`` (in place) and return what to train; raises :class:`CLIError` on bad options."""
+def apply_method(model, spec: MethodSpec, *, total_steps: Optional[int] = None, new_head: bool = True) -> Prepared:
+    """Apply ``spec`` to ``model`` (in place) and return what to train; raises :class:`CLIError` on bad options.
+    ``new_head=False`` (language modelling: the model keeps its own output layer) allows a model without a head."""
     if spec.name not in METHODS:
         raise CLIError(f"unknown method {spec.name!r}; choose one of {', '.join(METHODS)}")
     if spec.avf is not None and spec.name not in VECTOR_METHODS:
         raise CLIError(f"AVF freezes VectorFit vectors; method {spec.name!r} has none (drop --avf)")
     _, total = count_parameters(model)
     targets, heads, family = family_targets(model, spec)
-    if not heads and spec.name != "full":
+    if not heads and spec.name != "full" and new_head:
         where = f"family {family.name!r}" if family else "this model (no family recognised)"
         raise CLIError(f"no classification head found for {where}; name it with --heads (modules trained in full)")
     prepared = Prepared(spec, model, model, targets=targets, heads=heads, total_params=total)

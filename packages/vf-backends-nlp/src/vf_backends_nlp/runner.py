@@ -6,10 +6,9 @@
   and one output for regression data);
 * data: :func:`vf_backends_nlp.data.load_text_dataset`, tokenised once (``--max-length``), padded per batch by
   the task's ``collator``; scored by the task's ``metrics``;
-* engine: ``transformers.Trainer`` with AdamW, the chosen schedule, evaluation and a checkpoint every epoch
-  (``DIR/checkpoints``; a VectorFit checkpoint holds only the trainable tensors), ``--resume`` through
-  ``Trainer.train(resume_from_checkpoint=...)``; AVF through :class:`vf_avf.integrations.trainer.AVFCallback`
-  (its state is checkpointed too); AdaLoRA's ``update_and_allocate`` is called after every optimizer step.
+* engine: ``transformers.Trainer`` through :func:`vf_backends_nlp.trainer_run.run_trainer` (what every text
+  task shares: AdamW with per-kind rates, the schedule, evaluation and a checkpoint every epoch, ``--resume``,
+  AVF, AdaLoRA, the stop on a non-finite loss).
 
 Everything the methods and the run folder need comes from the :class:`vf_core.tasks.TaskContext` the command
 hands :meth:`NLPRunner.train`. transformers is imported by this module: load it only when a command runs.
@@ -18,20 +17,16 @@ hands :meth:`NLPRunner.train`. transformers is imported by this module: load it 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
 from vf_core.errors import TaskError
-from vf_core.model import VectorFitModel
 from vf_core.tasks import RunRecord, TaskContext
 
 from .data import DataError, TextDataset, load_text_dataset
 from .models import load_text_classifier, load_tokenizer, resolve_model_dir
+from .trainer_run import run_trainer
 
 __all__ = ["NLPRunner", "TokenizedDataset", "TASK_OF_KIND"]
 
@@ -59,110 +54,6 @@ class TokenizedDataset(torch.utils.data.Dataset):
         item = dict(self.features[i])
         item["labels"] = self.labels[i]
         return item
-
-
-# ------------------------------------------------------------------------------------------------ Trainer
-class VectorFitTrainer(Trainer):
-    """A Trainer whose checkpoints of a :class:`~vf_core.VectorFitModel` hold only what trains (vectors and
-    head), not the frozen base weights; everything else is the stock Trainer."""
-
-    def _trained_names(self) -> set[str]:
-        vf = self.model
-        ids = {id(v.parameter) for v in vf.vectors} | {id(p) for p in vf.head_parameters().values()}
-        return {n for n, p in vf.named_parameters() if id(p) in ids}
-
-    def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        if not isinstance(self.model, VectorFitModel):
-            return super()._save(output_dir, state_dict)
-        from safetensors.torch import save_file
-
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        keep = self._trained_names()
-        tensors = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if n in keep}
-        save_file(tensors, os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        if not isinstance(self.model, VectorFitModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from safetensors.torch import load_file
-
-        path = os.path.join(resume_from_checkpoint, "model.safetensors")
-        if not os.path.isfile(path):
-            raise TaskError(f"checkpoint {resume_from_checkpoint} has no model.safetensors")
-        state = load_file(path)
-        result = self.model.load_state_dict(state, strict=False)
-        if result.unexpected_keys:
-            raise TaskError(f"checkpoint {resume_from_checkpoint} does not fit this model (unexpected tensors such as"
-                           f" {result.unexpected_keys[0]!r}); resume with the run's own options")
-
-
-class _FiniteLossCallback(TrainerCallback):
-    """Stops a run whose training loss turned non-finite, with one clear line, instead of finishing it with
-    meaningless metrics; the checkpoints already written (the last good state) stay where they are."""
-
-    def __init__(self, checkpoints: Path) -> None:
-        self.checkpoints = checkpoints
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            last = _last_checkpoint(self.checkpoints)
-            kept = f"the last good checkpoint, {last}, is kept (--resume after fixing the cause)" if last else \
-                "no checkpoint had been written yet"
-            raise TaskError(f"the training loss became {loss} by step {state.global_step}; the run stopped and"
-                            f" wrote no metrics; {kept}. Lower --lr (or --lr-bias / --lr-sigma), or check the data")
-
-
-class _StrengthCallback(TrainerCallback):
-    """Records the training strength of every vector at each evaluation and at the end."""
-
-    def __init__(self, recorder, avf=None) -> None:
-        self.recorder, self.avf = recorder, avf
-
-    def _frozen(self):
-        freezer = getattr(self.avf, "freezer", None)
-        return sorted(freezer.frozen) if freezer is not None else ()
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self.recorder.record(state.global_step, self._frozen())
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.recorder.record(state.global_step, self._frozen())
-
-
-class _VectorClipCallback(TrainerCallback):
-    """``--max-grad-norm-per-vector``: each vector's gradient clipped on its own, right before the optimizer step."""
-
-    def __init__(self, ctx: TaskContext, prepared) -> None:
-        self.ctx, self.prepared = ctx, prepared
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.ctx.clip_vector_gradients(self.prepared)
-
-
-class _AdaLoraCallback(TrainerCallback):
-    """AdaLoRA's rank allocation needs ``update_and_allocate`` after each optimizer step, before zero_grad."""
-
-    def __init__(self, ctx: TaskContext, prepared) -> None:
-        self.ctx, self.prepared = ctx, prepared
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.ctx.adalora_update(self.prepared, state.global_step)
-
-
-def _device_args(device: str) -> dict:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TaskError("--device cuda: no CUDA device is available")
-    use_cpu = device == "cpu" or not torch.cuda.is_available()
-    return {"use_cpu": use_cpu, "dataloader_pin_memory": not use_cpu}
-
-
-def _last_checkpoint(folder: Path) -> Optional[str]:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -237,105 +128,24 @@ class NLPRunner:
         train_ds = TokenizedDataset(train_data, tokenizer, max_length)
         eval_ds = TokenizedDataset(eval_data, tokenizer, max_length)
         _, total_steps = ctx.training_steps(len(train_ds))
-        spec = ctx.method
         ctx.record_run(model_path=str(model_path), label_names=train_data.label_names, kind=train_data.task,
                        num_train=len(train_data), num_eval=len(eval_data),
                        extra={"max_length": max_length, "total_steps": total_steps})
 
-        w0 = ctx.initial_weights(model)
-        prepared = ctx.prepare(model, total_steps=total_steps)
-
-        checkpoints = ctx.checkpoints
-        training_args = TrainingArguments(
-            output_dir=str(checkpoints),
-            num_train_epochs=args.epochs,
-            max_steps=args.max_steps or -1,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.eval_batch_size,
-            learning_rate=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_ratio,
-            lr_scheduler_type=args.scheduler,
-            max_grad_norm=args.max_grad_norm,
-            eval_strategy="epoch",
-            save_strategy="no" if args.no_checkpoints else "epoch",
-            save_total_limit=args.save_total_limit,
-            logging_strategy="steps",
-            logging_steps=args.logging_steps,
-            logging_nan_inf_filter=False,  # a non-finite loss must show, so that the run stops (_FiniteLossCallback)
-            seed=args.seed,
-            report_to="none",
-            disable_tqdm=bool(args.no_progress),
-            label_names=["labels"],
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length" if getattr(args, "group_by_length", True) else "random",
-            **_device_args(args.device),
-        )
         num_labels = train_data.num_labels
 
         def metrics_fn(pred) -> dict:
             logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
             return task.metrics(logits, pred.label_ids, num_labels)
 
-        trainer_cls = VectorFitTrainer if isinstance(prepared.model, VectorFitModel) else Trainer
-        optimizer = torch.optim.AdamW(ctx.optimizer_groups(prepared), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-        trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                              data_collator=task.collator(tokenizer), compute_metrics=metrics_fn,
-                              processing_class=tokenizer, optimizers=(optimizer, None))
-        trainer.add_callback(_FiniteLossCallback(checkpoints))
-        if getattr(args, "max_grad_norm_per_vector", 0.0) and prepared.vf is not None:
-            trainer.add_callback(_VectorClipCallback(ctx, prepared))
-        avf_callback = None
-        if spec.avf is not None:
-            from vf_avf.integrations.trainer import AVFCallback  # vf-avf, installed with the command
-
-            avf_callback = AVFCallback(ctx.avf_config(total_steps), model=prepared.vf)
-            trainer.add_callback(avf_callback)
-        recorder = ctx.strength_recorder(prepared)
-        if recorder is not None:
-            trainer.add_callback(_StrengthCallback(recorder, avf_callback))
-        if spec.name == "adalora":
-            trainer.add_callback(_AdaLoraCallback(ctx, prepared))
-
-        resume = None
-        if args.resume:
-            resume = _last_checkpoint(checkpoints) if args.resume == "last" else args.resume
-            if resume is None:
-                raise TaskError(f"--resume: no checkpoint in {checkpoints} (was the run started with"
-                                " --no-checkpoints?)")
-            if not Path(resume).is_dir():
-                raise TaskError(f"--resume {resume}: no such checkpoint folder")
-        start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume)
-        train_seconds = time.perf_counter() - start
-        history = [dict(h) for h in trainer.state.log_history]
-        last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
-        if last_eval is None or last_eval.get("step") != trainer.state.global_step:
-            last_eval = trainer.evaluate()
-        metrics = {k: v for k, v in last_eval.items() if k.startswith("eval_")}
-        metrics["epoch_history"] = [{k: v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
-                                    for h in history if "eval_loss" in h]
-        metrics["train_loss"] = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
-        metrics["train_steps"] = trainer.state.global_step
-        if recorder is not None and (not recorder.history or recorder.history[-1]["step"] != trainer.state.global_step):
-            recorder.record(trainer.state.global_step, sorted(avf_callback.freezer.frozen) if avf_callback else ())
-        avf_state = avf_callback.freezer.state_dict() if avf_callback and avf_callback.freezer else None
-
-        def save_full(directory: Path) -> None:
-            prepared.model.save_pretrained(str(directory))
-            tokenizer.save_pretrained(str(directory))
-
         def load_full(full_run: RunRecord):
             return self.load_model(str(full_run.model_dir), run=full_run)
 
-        result = ctx.finish(prepared, metrics, train_seconds=train_seconds, save_full_model=save_full, w0=w0,
-                            recorder=recorder, avf_state=avf_state, load_full=load_full,
-                            extra={"max_length": max_length, "engine": "transformers.Trainer",
-                                   "resumed_from": resume})
-        if spec.is_peft:  # a PEFT adapter folder loads with its tokenizer beside it
-            tokenizer.save_pretrained(str(result["adapter"]))
-        return result
+        sampling = "group_by_length" if getattr(args, "group_by_length", True) else "random"
+        return run_trainer(ctx, model=model, tokenizer=tokenizer, train_ds=train_ds, eval_ds=eval_ds,
+                           collator=task.collator(tokenizer), total_steps=total_steps, compute_metrics=metrics_fn,
+                           extra_args={"train_sampling_strategy": sampling}, extra={"max_length": max_length},
+                           load_full=load_full)
 
     # ---------------------------------------------------------------------------------------- evaluate
     @torch.no_grad()

@@ -82,7 +82,11 @@ class Task:
         headline: the metric runs are compared by, as written in ``metrics.json`` (``"eval_accuracy"``).
         stalled: ``stalled(metrics) -> reason or None``: why a run's eval metrics say it learnt nothing beyond a
             constant answer (``metrics.json``'s ``stalled``); None: never checked.
-        generates: whether the model generates outputs (text, images) rather than scoring fixed labels.
+        generates: whether the model generates outputs (text, images) rather than scoring fixed labels; such a
+            task's runner also has ``generate`` (``vectorfit generate``).
+        new_head: whether the task puts a new head on the model (a classifier, ``qa_outputs``), which every
+            method but ``full`` then trains in full; False for tasks that keep the model's own output layer
+            (causal and seq2seq language modelling), where a method trains only what it adapts.
         defaults: training settings of ``vectorfit train`` this task wants unless the command line gives them,
             by option name (``{"epochs": 1.0, "batch_size": 8}``).
         add_arguments: adds the task's own options to ``vectorfit train`` (an argparse argument group); tasks of
@@ -109,6 +113,7 @@ class Task:
     headline: str = "eval_loss"
     stalled: Optional[Callable[[Mapping[str, Any]], Optional[str]]] = None
     generates: bool = False
+    new_head: bool = True
     defaults: Mapping[str, Any] = field(default_factory=dict)
     add_arguments: Optional[Callable[[Any], None]] = None
     engine: str = ""
@@ -267,3 +272,10 @@ class TaskRunner(Protocol):
 
     def save_model(self, model: "nn.Module", directory: str, run: Optional[RunRecord]) -> None:
         """Save a plain (merged) model in the backend's format, loadable again with ``--model directory``."""
+
+    # Tasks with ``generates=True`` also have:
+    #
+    # def generate(self, model, ctx: TaskContext, prompts: Sequence[str]) -> list[str]:
+    #     """The generations of ``model`` (trained state applied, or merged) for ``prompts``, with the options of
+    #     ``vectorfit generate`` in ``ctx.settings`` (``max_new_tokens``, ``num_beams``, ``temperature``,
+    #     ``seed``)."""
