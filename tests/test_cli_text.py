@@ -291,7 +291,7 @@ def test_bad_input_usage_errors(tiny_bert, tiny_csv, tmp_path):
 
 
 def test_help_of_every_command_is_complete():
-    for command in ("train", "evaluate", "merge", "inspect", "plot", "list"):
+    for command in ("train", "evaluate", "generate", "merge", "inspect", "plot", "list"):
         proc = _cli(command, "--help")
         assert proc.returncode == 0 and proc.stderr == ""
         assert f"usage: vectorfit {command}" in proc.stdout
@@ -371,3 +371,15 @@ def test_train_on_a_save_to_disk_folder_keeps_its_splits(tiny_bert, tiny_csv, tm
     assert json.loads(capsys.readouterr().out)["num_examples"] == len(rows) - 40
     code, _ = _train(tmp_path, tiny_bert, folder, *COMMON, "--split", "dev", name="nosplit")
     assert code == 2 and "has no split 'dev'" in capsys.readouterr().err
+
+
+def test_generate_refuses_classifiers_and_bad_prompts(vectorfit_run, tmp_path):
+    """`vectorfit generate` takes runs of generating tasks only, and exactly one of --prompt / --input."""
+    vectorfit_run = vectorfit_run[0]
+    _one_line_error(_cli("generate", str(vectorfit_run), "--prompt", "hello"), "does not generate text",
+                    "vectorfit evaluate")
+    _one_line_error(_cli("generate", str(vectorfit_run)), "--prompt", "--input")
+    _one_line_error(_cli("generate", str(vectorfit_run), "--input", str(tmp_path / "none.txt")), "no such file")
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "a"}\n{"question": "b"}\n')
+    _one_line_error(_cli("generate", str(vectorfit_run), "--input", str(bad)), "line 2", "'prompt'")
