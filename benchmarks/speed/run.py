@@ -88,12 +88,20 @@ def one_step(prepared, optimizer, batch, step: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_steps(args, methods):
+def measure_steps(args, methods, setups=None, build=None, batch_of=None):
+    """Median step time per method, the methods alternated round by round (``args.rounds`` of ``args.steps``).
+
+    ``setups`` (name -> setup, default :data:`methods.METHODS`), ``build`` (a fresh model, default
+    ``build_model(args.model)``) and ``batch_of`` (``(model, batch, seq) -> inputs``, default :func:`make_batch`)
+    let another shape reuse the loop (``decoder.py``)."""
+    setups = METHODS if setups is None else setups
+    build = build or (lambda: build_model(args.model))
+    batch_of = batch_of or make_batch
     prepared, optims, times = {}, {}, {m: [] for m in methods}
     for m in methods:
-        prepared[m] = METHODS[m](build_model(args.model))
+        prepared[m] = setups[m](build())
         optims[m] = torch.optim.AdamW(prepared[m].params, lr=1e-4, weight_decay=0.0)
-    batch = make_batch(prepared[methods[0]].module, args.batch, args.seq)
+    batch = batch_of(prepared[methods[0]].module, args.batch, args.seq)
     steps_taken = {m: 0 for m in methods}
 
     def timed(m):
@@ -214,11 +222,14 @@ def memory_child(args) -> None:
 STEADY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
-def measure_memory(args, methods):
+def measure_memory(args, methods, command=None):
+    """Peak memory of each method, each in a child process (``command(method)`` is its command line; default: this
+    script with ``--memory-child``); on a CPU a second child runs with :data:`STEADY_ALLOCATOR`."""
     out = {}
     for m in methods:
-        cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq),
-               "--device", args.device, "--dtype", args.dtype, "--memory-child", m]
+        cmd = command(m) if command else [
+            sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--seq", str(args.seq),
+            "--device", args.device, "--dtype", args.dtype, "--memory-child", m]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[m] = json.loads(res.stdout.strip().splitlines()[-1])
         if DEVICE.type == "cpu":  # the allocator column speaks of host memory only
