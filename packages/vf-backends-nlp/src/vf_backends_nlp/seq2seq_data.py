@@ -70,8 +70,9 @@ def _first_record(path: Path, suffix: str) -> Optional[dict]:
 
 
 def claim_seq2seq_data(spec: str) -> int:
-    """SURE for a local JSON-lines / JSON / CSV / TSV file whose first record (or header) has ``source`` and
-    ``target``; MAYBE for another text file or a ``datasets`` source (the columns are read when the run starts and
+    """SURE for a local JSON-lines / JSON / CSV / TSV file whose first record (or header) has a source and a target
+    column of the defaults (``source`` and ``target``, ``document`` and ``summary``, ``article`` and
+    ``highlights``...); MAYBE for another text file or a ``datasets`` source (the columns are read when the run starts and
     can be named); NO for the built-in classification datasets and anything else. Reads at most 64 KB; never
     raises."""
     if spec in BUILTIN_TEXT_DATASETS:
@@ -85,7 +86,9 @@ def claim_seq2seq_data(spec: str) -> int:
             row = _first_record(path, suffixes[-1])
         except (OSError, ValueError, IndexError):
             row = None
-        return SURE if row is not None and "source" in row and "target" in row else MAYBE
+        if row is not None and any(c in row for c in SOURCE_COLUMNS) and any(c in row for c in TARGET_COLUMNS):
+            return SURE
+        return MAYBE
     try:
         if is_hf_source(spec) or looks_like_hub_dataset(spec):
             return MAYBE
