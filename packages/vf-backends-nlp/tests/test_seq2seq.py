@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("torchmetrics")
 
+from vf_core.errors import TaskError  # noqa: E402
 from vf_core.tasks import MAYBE, NO, SURE  # noqa: E402
 
 from vf_backends_nlp.records import DataError, load_records  # noqa: E402
@@ -204,6 +205,8 @@ def test_generation_settings_fall_back_in_order(models):
     model = SimpleNamespace(generation_config=SimpleNamespace(max_new_tokens=12, num_beams=4))
     assert generation_settings(SimpleNamespace(), None, model) == (12, 4)
     assert generation_settings(SimpleNamespace(), run, model) == (8, 3)  # a run's own settings first
+    with pytest.raises(TaskError, match="--max-new-tokens must be at least 1, got 0"):
+        generation_settings(SimpleNamespace(max_new_tokens=0), run)
 
 
 def test_rouge_metrics_fn_decodes_generations(tokenizer):

@@ -72,9 +72,9 @@ def _first_record(path: Path, suffix: str) -> Optional[dict]:
 def claim_seq2seq_data(spec: str) -> int:
     """SURE for a local JSON-lines / JSON / CSV / TSV file whose first record (or header) has a source and a target
     column of the defaults (``source`` and ``target``, ``document`` and ``summary``, ``article`` and
-    ``highlights``...); MAYBE for another text file or a ``datasets`` source (the columns are read when the run starts and
-    can be named); NO for the built-in classification datasets and anything else. Reads at most 64 KB; never
-    raises."""
+    ``highlights``...); MAYBE for another text file or a ``datasets`` source (the columns are read when the run
+    starts and can be named); NO for the built-in classification datasets and anything else. Reads at most 64 KB;
+    never raises."""
     if spec in BUILTIN_TEXT_DATASETS:
         return NO
     path = Path(spec).expanduser()

@@ -20,6 +20,7 @@ its merged model generate the same text. transformers is imported by this module
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional, Sequence
 
 import numpy as np
@@ -53,15 +54,18 @@ def _positive(name: str, value) -> int:
 
 def generation_settings(args, run: Optional[RunRecord] = None, model=None) -> tuple[int, int]:
     """``(max_new_tokens, num_beams)``: the command's options, else the run's, else (a plain model) its generation
-    config's, else 64 tokens and 1 beam."""
+    config's, else 64 tokens and 1 beam. A value below 1 is a :class:`TaskError`."""
     info = run.info if run is not None else {}
     stored = _stored(run)
     config = getattr(model, "generation_config", None) if run is None else None
-    max_new = getattr(args, "max_new_tokens", None) or info.get("max_new_tokens") or stored.get("max_new_tokens") \
-        or getattr(config, "max_new_tokens", None) or DEFAULT_MAX_NEW_TOKENS
-    beams = getattr(args, "num_beams", None) or info.get("num_beams") or stored.get("num_beams") \
-        or getattr(config, "num_beams", None) or 1
-    return _positive("max_new_tokens", max_new), _positive("num_beams", beams)
+
+    def first(key: str, default: int) -> int:
+        for value in (getattr(args, key, None), info.get(key), stored.get(key), getattr(config, key, None)):
+            if value is not None:
+                return _positive(key, value)
+        return default
+
+    return first("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), first("num_beams", 1)
 
 
 def _limit(tokenizer, wanted: Optional[int]) -> int:
@@ -186,7 +190,7 @@ class Seq2SeqRunner:
         cut = {k: train_ds.truncated[k] + eval_ds.truncated[k] for k in ("sources", "targets")}
         if any(cut.values()):
             print(f"vectorfit: note: {cut['sources']} sources cut to --max-length {max_length} tokens and"
-                  f" {cut['targets']} targets to {max_target} (--max-target-length)")
+                  f" {cut['targets']} targets to {max_target} (--max-target-length)", file=sys.stderr)
         _, total_steps = ctx.training_steps(len(train_ds))
         settings = {"max_length": max_length, "max_target_length": max_target, "max_new_tokens": max_new,
                     "num_beams": beams, "source_column": train_pairs.source_column,

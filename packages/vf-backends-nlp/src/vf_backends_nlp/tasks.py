@@ -10,7 +10,10 @@ Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backe
 * data: ``rotten-tomatoes``, ``debates-2016`` (classification), ``movie-ratings`` (regression), or a local CSV /
   TSV / JSON-lines file (:mod:`vf_backends_nlp.data`). Without ``--task``, a text model on text data runs
   ``text-classification`` unless the labels turn out to be numbers (non-integers or more than 20 values), which
-  makes it ``text-regression``, as before tasks had names.
+  makes it ``text-regression``, as before tasks had names;
+* ``seq2seq``: encoder-decoder language models (``AutoModelForSeq2SeqLM``: BART, T5...) on source/target texts,
+  ``Seq2SeqTrainer``, ROUGE-1/2/L of generated text (:mod:`vf_backends_nlp.seq2seq_runner`); it generates
+  (``vectorfit generate``).
 """
 
 from __future__ import annotations
