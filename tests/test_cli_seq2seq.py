@@ -50,12 +50,12 @@ def _metrics(out) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def _check_scores(metrics: dict) -> None:
+def _check_scores(metrics: dict, beams: int = 1) -> None:
     for key in ("eval_rouge1", "eval_rouge2", "eval_rougeL"):
         assert 0.0 <= metrics[key] <= 100.0, (key, metrics[key])
-    assert metrics["eval_loss"] > 0 and metrics["eval_gen_len"] >= 0
+    assert metrics["eval_loss"] > 0 and 0 <= metrics["eval_gen_len"] <= 8
     assert metrics["primary_metric"] == "eval_rougeL" and metrics["engine"] == "transformers.Seq2SeqTrainer"
-    assert metrics["max_new_tokens"] == 8 and metrics["num_beams"] == 1
+    assert metrics["max_new_tokens"] == 8 and metrics["num_beams"] == beams
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +92,19 @@ def test_vectorfit_run_with_avf(vf_run, assets):
     assert len(vf.vectors) == 2 * (2 * 6 + 2 * 10)  # sigma and bias of 6 roles per encoder layer, 10 per decoder
 
 
+EXTRA = {"full": ("--num-beams", "2"), "bitfit": ("--max-length", "5", "--max-target-length", "3")}
+
+
 @pytest.mark.parametrize("method", ["svfit", "svft", "bitfit", "full", "lora", "adalora"])
 def test_every_method_trains_bart(method, assets, tmp_path):
     out = tmp_path / method
     assert _train(out, assets["bart"], assets["pairs"], "--task", "seq2seq", "--method", method, "--max-steps", "2",
-                  "--no-plots") == 0
+                  "--no-plots", *EXTRA.get(method, ())) == 0
     metrics = _metrics(out)
-    _check_scores(metrics)
+    _check_scores(metrics, beams=2 if method == "full" else 1)
+    # bitfit's 24 sources (5 to 9 words + </s>) are cut to 5 tokens, its targets (3 words + </s>) to 3
+    assert metrics["truncated"] == ({"sources": 24, "targets": 24} if method == "bitfit"
+                                    else {"sources": 0, "targets": 0})
     if method == "full":
         assert metrics["trainable_params"] == metrics["total_params"] and (out / "model" / "config.json").is_file()
     else:
@@ -117,9 +123,13 @@ def test_t5_trains_singular_values_only_and_resumes(assets, tmp_path):
     resumed = _metrics(out)
     assert resumed["train_steps"] == 4 and resumed["resumed_from"].endswith("checkpoint-2")
     assert len(resumed["epoch_history"]) == 2
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "checkpoints" / "checkpoint-4" / "model.safetensors"))
+    assert sum(t.numel() for t in saved.values()) == resumed["trainable_params"]  # the vectors, not the base
 
 
-def test_evaluate_scores_the_run_as_training_did(vf_run, capsys):
+def test_evaluate_scores_the_run_as_training_did(vf_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(vf_run)]) == 0
     evaluated = json.loads(capsys.readouterr().out)
@@ -128,6 +138,11 @@ def test_evaluate_scores_the_run_as_training_did(vf_run, capsys):
         assert evaluated[key] == pytest.approx(trained[key])
     assert evaluated["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)
     assert evaluated["num_examples"] == 8 and (vf_run / "eval_metrics.json").is_file()
+    # other data, its columns found by their default names (document, summary), not the run's
+    other = tiny.write_pairs(tmp_path / "news.jsonl", n=10, seed=1, source="document", target="summary")
+    assert main(["evaluate", str(vf_run), "--data", str(other), "--max-eval", "2"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["num_examples"] == 2 and 0 <= evaluated["eval_rougeL"] <= 100
 
 
 def test_generate_merge_and_from_pretrained_agree(vf_run, assets, tmp_path, capsys):
