@@ -185,6 +185,9 @@ def test_data_claims(tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text("{oops\n")
     assert claim_seq2seq_data(str(broken)) == MAYBE
+    fake = tmp_path / "pairs.jsonl.gz"
+    fake.write_bytes(b"not gzip")
+    assert claim_seq2seq_data(str(fake)) == MAYBE
     assert claim_seq2seq_data("rotten-tomatoes") == NO
     assert claim_seq2seq_data(str(tmp_path / "missing.jsonl")) == NO
 

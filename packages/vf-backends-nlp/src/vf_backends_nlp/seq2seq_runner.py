@@ -9,12 +9,12 @@ trained by ``transformers.Seq2SeqTrainer`` and scored by ROUGE on generated text
   checkpoints, ``--resume``) with ``predict_with_generate``: each evaluation generates at most ``--max-new-tokens``
   tokens with ``--num-beams`` beams (default 1: greedy) and scores them against the raw reference texts with
   ROUGE-1/2/L (:mod:`vf_backends_nlp.rouge`, percentages) beside the loss and the mean generation length
-  (``eval_gen_len``, tokens generated, padding excluded).
+  (``eval_gen_len``: tokens generated, end-of-sequence included, padding excluded).
 
 ``vectorfit generate`` options fall back to the run's (``--max-new-tokens``, ``--num-beams``), then, for a plain
 model, to what its generation config sets (a ``vectorfit merge`` output stores the run's), then to 64 tokens and
-greedy search. Prompts are not cut to the run's ``--max-length`` (only to the tokenizer's own limit), so a run and
-its merged model generate the same text. transformers is imported by this module: load it only when a command runs.
+greedy search. Prompts are not cut to the run's ``--max-length`` (only to the tokenizer's own limit, at most 1024
+tokens), so a run and its merged model generate the same text. transformers is imported by this module: load it only when a command runs.
 """
 
 from __future__ import annotations
