@@ -347,7 +347,15 @@ def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         task = task_of_run(tasks, run)
     else:
         run = None
-        task, _ = choose_task(tasks, args.target, task=args.task, backend=args.backend)
+        # generating tasks first: a seq2seq or causal LM directory is also a base a text classifier loads
+        generating, task = {name: t for name, t in tasks.items() if t.generates}, None
+        if not args.task and generating:
+            try:
+                task, _ = choose_task(generating, args.target, backend=args.backend)
+            except CLIError:
+                task = None  # no generating task reads it: the check below says what it is
+        if task is None:
+            task, _ = choose_task(tasks, args.target, task=args.task, backend=args.backend)
     if not task.generates:
         generating = ", ".join(t.name for t in tasks.values() if t.generates) or "none installed"
         raise CLIError(f"{args.target!r} is a {task.name!r} model, which does not generate text; `vectorfit generate`"

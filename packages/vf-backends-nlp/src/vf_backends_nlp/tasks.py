@@ -10,7 +10,10 @@ Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backe
 * data: ``rotten-tomatoes``, ``debates-2016`` (classification), ``movie-ratings`` (regression), or a local CSV /
   TSV / JSON-lines file (:mod:`vf_backends_nlp.data`). Without ``--task``, a text model on text data runs
   ``text-classification`` unless the labels turn out to be numbers (non-integers or more than 20 values), which
-  makes it ``text-regression``, as before tasks had names.
+  makes it ``text-regression``, as before tasks had names;
+* ``seq2seq``: encoder-decoder language models (``AutoModelForSeq2SeqLM``: BART, T5...) on source/target texts,
+  ``Seq2SeqTrainer``, ROUGE-1/2/L of generated text (:mod:`vf_backends_nlp.seq2seq_runner`); it generates
+  (``vectorfit generate``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import parse_hub_id
 from .models import MODEL_ASSETS, load_text_classifier, padding_collator
+from .rouge import rouge_scores, rouge_stall
+from .seq2seq_data import claim_seq2seq_data, seq2seq_collator
+from .seq2seq_models import claim_seq2seq_model, load_seq2seq
+from .task_options import generation_arguments
 
-__all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "TASKS", "claim_model", "claim_data", "add_arguments"]
+__all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "SEQ2SEQ", "TASKS", "claim_model", "claim_data", "add_arguments"]
 
 _TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
 _TIMM_MARKER = "vectorfit_timm.json"
@@ -121,8 +128,38 @@ TEXT_REGRESSION = Task(
     **_COMMON,
 )
 
+
+def _seq2seq_runner():
+    from .seq2seq_runner import Seq2SeqRunner
+
+    return Seq2SeqRunner()
+
+
+SEQ2SEQ = Task(
+    name="seq2seq",
+    backend="nlp",
+    description="generate a target text from a source text (summarisation, translation) with an encoder-decoder",
+    claim_model=claim_seq2seq_model,
+    claim_data=claim_seq2seq_data,
+    runner=_seq2seq_runner,
+    models="a local or hub AutoModelForSeq2SeqLM (BART, T5, mBART, Pegasus...), its own LM head",
+    data="a local .jsonl/.json/.csv/.tsv file, save_to_disk folder, Parquet/Arrow file or hub dataset with a source"
+         " and a target column (--source-column, --target-column)",
+    build=load_seq2seq,
+    collator=seq2seq_collator,
+    metrics=rouge_scores,
+    headline="eval_rougeL",
+    stalled=rouge_stall,
+    generates=True,
+    new_head=False,
+    add_arguments=generation_arguments,
+    engine="Hugging Face Seq2SeqTrainer",
+    requires=("transformers", "accelerate", "torchmetrics"),
+    install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]')",
+)
+
 #: in order: a recognised text task starts as the first, the data may make it the second
-TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION)
+TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, SEQ2SEQ)
 
 
 @hookimpl
