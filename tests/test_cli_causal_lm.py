@@ -14,8 +14,9 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from vectorfit import main  # noqa: E402
 from vf_backends_nlp.testing import CHAT_TEMPLATE, save_tiny_causal_lm  # noqa: E402
+
+from vectorfit import main  # noqa: E402
 
 NUMS = "one two three four five six seven eight nine ten".split()
 FAST = ["--max-train", "16", "--max-eval", "6", "--batch-size", "4", "--max-length", "24", "--no-progress",

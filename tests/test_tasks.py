@@ -99,7 +99,8 @@ def test_the_installed_text_and_image_tasks():
     assert tasks["text-classification"].headline == "eval_accuracy"
     assert tasks["text-regression"].headline == "eval_pearson"
     assert tasks["image-classification"].aliases == ("classification",)
-    assert not any(t.generates for t in tasks.values())
+    assert not any(tasks[n].generates for n in ("text-classification", "text-regression", "image-classification"))
+    assert tasks["causal-lm"].generates and not tasks["causal-lm"].new_head
     assert choose_task(tasks, "minilm", data="movie-ratings")[0].backend == "nlp"
     assert choose_task(tasks, "minilm", data="movie-ratings", task="regression")[0].name == "text-regression"
     assert choose_task(tasks, "efficientnet-lite0", data="mnist-5k")[0].name == "image-classification"

@@ -11,20 +11,32 @@ import torch
 
 pytest.importorskip("transformers")
 
-from vf_core.assets import DataError  # noqa: E402
-from vf_core.tasks import MAYBE, NO, SURE  # noqa: E402
-
 from vf_backends_nlp.causal_lm_data import (  # noqa: E402
-    IGNORE, DataFormat, LMDataset, detect_format, encode_messages, encode_prompt_completion, encode_records,
-    encode_text, lm_collator)
+    IGNORE,
+    DataFormat,
+    LMDataset,
+    detect_format,
+    encode_messages,
+    encode_prompt_completion,
+    encode_records,
+    encode_text,
+    lm_collator,
+)
 from vf_backends_nlp.causal_lm_runner import PerplexityTrainer, _metrics  # noqa: E402
 from vf_backends_nlp.causal_lm_task import claim_causal_data, claim_causal_model  # noqa: E402
 from vf_backends_nlp.perplexity import nll_and_count  # noqa: E402
 from vf_backends_nlp.records import Records  # noqa: E402
 from vf_backends_nlp.tasks import claim_model as text_claim_model  # noqa: E402
 from vf_backends_nlp.testing import (  # noqa: E402
-    CHAT_TEMPLATE, CHAT_TEMPLATE_MARKED, save_tiny_causal_lm, tiny_causal_lm, word_tokenizer)
+    CHAT_TEMPLATE,
+    CHAT_TEMPLATE_MARKED,
+    save_tiny_causal_lm,
+    tiny_causal_lm,
+    word_tokenizer,
+)
 from vf_backends_nlp.trainer_run import evaluate_with_trainer  # noqa: E402
+from vf_core.assets import DataError  # noqa: E402
+from vf_core.tasks import MAYBE, NO, SURE  # noqa: E402
 
 CHAT = [{"role": "system", "content": "say yes"}, {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "hi you"}, {"role": "user", "content": "one plus one ?"},

@@ -12,9 +12,8 @@ datasets = pytest.importorskip("datasets")
 from transformers import TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 from vf_avf.integrations.trainer import AVFCallback  # noqa: E402
-from vf_core import VectorFitConfig, get_vectorfit_model  # noqa: E402
-
 from vf_backends_nlp.testing import tiny_causal_lm, word_tokenizer  # noqa: E402
+from vf_core import VectorFitConfig, get_vectorfit_model  # noqa: E402
 
 TEXTS = ["the cat sat on the mat .", "the dog ran in the sun .", "a bird flew over the tree .",
          "the fish swam in the pond ."]
@@ -83,3 +82,20 @@ def test_the_plain_model_trains_under_the_same_call(tmp_path):
     losses = _train(model, tok, tmp_path / "plain")
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert not torch.equal(before, model.lm_head.weight)
+
+
+def test_checkpoints_written_before_the_rename_still_resume(tmp_path):
+    """Trainer checkpoints of a VectorFitModel used to name tensors ``base_model.<...>``; now ``model.<...>``."""
+    import types
+
+    from safetensors.torch import save_file
+    from vf_backends_nlp.trainer_run import _TrainedOnlyCheckpoints
+
+    vf = get_vectorfit_model(tiny_causal_lm("llama"), VectorFitConfig())
+    sigma = next(v for v in vf.vectors if v.kind == "sigma")
+    name = next(n for n, p in vf.named_parameters() if p is sigma.parameter)
+    assert name.startswith("model.model.layers.")
+    old = {"base_model." + name[len("model."):]: torch.full_like(sigma.parameter, 7.0)}
+    save_file(old, str(tmp_path / "model.safetensors"))
+    _TrainedOnlyCheckpoints._load_from_checkpoint(types.SimpleNamespace(model=vf), str(tmp_path))
+    assert torch.equal(sigma.parameter, torch.full_like(sigma.parameter, 7.0))

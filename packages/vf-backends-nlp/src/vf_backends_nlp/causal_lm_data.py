@@ -24,7 +24,7 @@ Example:
     >>> tok = word_tokenizer()
     >>> ex = encode_prompt_completion(tok, "what is one plus one ?", "two", max_length=64)
     >>> tok.decode(ex.input_ids), ex.labels[-2:] == ex.input_ids[-2:], set(ex.labels[:-2])
-    ('what is one plus one ? two </s>', True, {-100})
+    ('what is one plus one? two </s>', True, {-100})
 """
 
 from __future__ import annotations

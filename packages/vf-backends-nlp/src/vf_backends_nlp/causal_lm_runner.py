@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -27,7 +26,7 @@ from vf_core.assets import DataError
 from vf_core.errors import TaskError
 from vf_core.tasks import RunRecord, TaskContext
 
-from .causal_lm_data import DataFormat, LMDataset, detect_format, encode_records, lm_collator
+from .causal_lm_data import LMDataset, detect_format, encode_records, lm_collator
 from .models import load_tokenizer, resolve_model_dir
 from .perplexity import nll_and_count, perplexity_metrics
 from .records import load_records

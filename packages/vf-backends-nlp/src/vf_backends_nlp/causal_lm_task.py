@@ -32,6 +32,8 @@ from pathlib import Path
 
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
+from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .hub import parse_hub_id
 from .task_options import generation_arguments
 
 __all__ = ["CAUSAL_LM", "claim_causal_model", "claim_causal_data", "model_architectures", "CAUSAL_MODEL_TYPES"]
@@ -44,6 +46,7 @@ CAUSAL_MODEL_TYPES = frozenset({
 
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 _PEEK = 64 * 1024
+_TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
 
 
 def model_architectures(spec: str) -> tuple[list[str], str] | None:
@@ -63,8 +66,8 @@ def model_architectures(spec: str) -> tuple[list[str], str] | None:
 
 def claim_causal_model(spec: str) -> int:
     """SURE for a local causal LM directory, MAYBE for a hub id or an unrecognised transformers directory."""
-    from .tasks import claim_model as text_claim  # the text backend's view of a model directory
-
+    if (Path(spec).expanduser() / "vectorfit_timm.json").is_file():
+        return NO  # a timm model saved by the vision backend
     found = model_architectures(spec)
     if found is not None:
         archs, model_type = found
@@ -72,10 +75,10 @@ def claim_causal_model(spec: str) -> int:
             return SURE
         if archs:
             return NO
-        return SURE if model_type in CAUSAL_MODEL_TYPES else MAYBE if text_claim(spec) else NO
+        return SURE if model_type in CAUSAL_MODEL_TYPES else MAYBE
     if Path(spec).expanduser().exists():
         return NO
-    return MAYBE if text_claim(spec) == MAYBE else NO
+    return MAYBE if parse_hub_id(spec) is not None else NO  # a hub id: resolved (cache first) when a run starts
 
 
 def _first_record(path: Path):
@@ -98,8 +101,6 @@ def _first_record(path: Path):
 def claim_causal_data(spec: str) -> int:
     """SURE for a local .jsonl/.json file whose first record has prompt + completion or messages; MAYBE for
     other text files and ``datasets`` sources. Reads the first 64 KB at most; never raises."""
-    from .tasks import claim_data as text_claim
-
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         try:
@@ -108,8 +109,13 @@ def claim_causal_data(spec: str) -> int:
             record = None
         if isinstance(record, dict) and ("messages" in record or {"prompt", "completion"} <= set(record)):
             return SURE
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2"):
+        suffixes.pop()
+    if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
+        return MAYBE
     try:
-        return MAYBE if text_claim(spec) else NO
+        return MAYBE if is_hf_source(spec) or looks_like_hub_dataset(spec) else NO
     except Exception:
         return NO
 

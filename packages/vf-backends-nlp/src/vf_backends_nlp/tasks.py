@@ -2,6 +2,7 @@
 
 Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backends_nlp.runner`).
 
+* ``causal-lm`` (alias ``clm``): decoder language models, :mod:`vf_backends_nlp.causal_lm_task`;
 * ``text-classification`` (alias ``classification``) and ``text-regression`` (alias ``regression``): one
   runner, the Hugging Face ``Trainer`` (progress bars, evaluation each epoch, checkpoints, ``--resume``; AVF
   through vf-avf's ``AVFCallback``);
