@@ -351,7 +351,7 @@ def test_per_kind_rates_reach_the_optimizer(fake_backend, tmp_path):
     assert biases
     for v in biases:
         torch.testing.assert_close(v.parameter, base.get_submodule(v.module).bias, atol=1e-9, rtol=0)
-    assert not torch.allclose(vf.base_model.head.weight, base.head.weight)  # the head did train
+    assert not torch.allclose(vf.get_base_model().head.weight, base.head.weight)  # the head did train
 
 
 def test_clip_vector_gradients_bounds_each_vector():

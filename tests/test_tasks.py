@@ -101,6 +101,8 @@ def test_the_installed_text_and_image_tasks():
     assert tasks["image-classification"].aliases == ("classification",)
     assert {t.name for t in tasks.values() if t.generates} <= {"causal-lm", "seq2seq"}
     assert tasks["seq2seq"].headline == "eval_rougeL" and not tasks["seq2seq"].new_head
+    assert not any(tasks[n].generates for n in ("text-classification", "text-regression", "image-classification"))
+    assert tasks["causal-lm"].generates and not tasks["causal-lm"].new_head
     assert choose_task(tasks, "minilm", data="movie-ratings")[0].backend == "nlp"
     assert choose_task(tasks, "minilm", data="movie-ratings", task="regression")[0].name == "text-regression"
     assert choose_task(tasks, "efficientnet-lite0", data="mnist-5k")[0].name == "image-classification"

@@ -136,7 +136,7 @@ def test_accepts_models_registries_and_ddp_like_wrappers():
     for source in (vf, vf.vectors, Wrapper(vf), list(vf.vectors)):
         assert VectorFreezer(source, {"policy": "none"}).vectors.names() == vf.vectors.names()
     with pytest.raises(TypeError, match="VectorFitModel"):
-        VectorFreezer(vf.base_model, {"policy": "none"})
+        VectorFreezer(vf.get_base_model(), {"policy": "none"})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -100,7 +100,7 @@ def test_resuming_without_the_state_is_an_error_unless_asked(tmp_path):
 
 def test_add_avf_needs_the_vectorfit_model(tmp_path):
     vf = get_vectorfit_model(BERT.tiny_model(), VectorFitConfig())
-    trainer = Trainer(model=vf.base_model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[],
+    trainer = Trainer(model=vf.get_base_model(), args=TrainingArguments(output_dir=str(tmp_path), report_to=[],
                                                                   use_cpu=True), train_dataset=dataset(4))
     with pytest.raises(ConfigError, match="VectorFitModel"):
         add_avf(trainer, CONFIG)

@@ -93,7 +93,7 @@ def test_tied_weights_are_never_decomposed_silently():
     _assert_untouched(model, snap)
     assert model.lm_head.weight is model.embed.weight
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules=["proj", "lm_head"], decompose_tied=True))
-    assert isinstance(vf.base_model.lm_head, DecomposedLayer)
+    assert isinstance(vf.get_base_model().lm_head, DecomposedLayer)
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float16, 2e-2), (torch.bfloat16, 1e-1)])
@@ -117,7 +117,7 @@ def test_half_precision_bases_decompose_in_float32_and_stay_exact_to_their_preci
 def test_already_wrapped_model_is_refused(tiny_net):
     vf = get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
     with pytest.raises(VectorFitError, match="already holds VectorFit layers"):
-        get_vectorfit_model(vf.base_model, VectorFitConfig(target_modules=TINY_ROLES))
+        get_vectorfit_model(vf.get_base_model(), VectorFitConfig(target_modules=TINY_ROLES))
 
 
 # ------------------------------------------------------------------------------------------------ adapters

@@ -44,7 +44,7 @@ def test_registry_fields_and_freezing(tiny_net, tiny_input):
     assert (v.layer, v.role, v.kind, v.module) == (1, "f1", "sigma", "blocks.1.up")
     assert v.strength() == 0.0 and torch.equal(v.initial, v.parameter.detach())
     trainable = {n for n, p in vf.named_parameters() if p.requires_grad}
-    assert all(".parts." in n or n.startswith("base_model.head.") for n in trainable)
+    assert all(".parts." in n or n.startswith("model.head.") for n in trainable)
     assert len(trainable) == len(vf.vectors) + 2
     counts = vf.trainable_parameter_counts()
     assert counts["sigma"] == 2 * (4 * 8 + 8 + 8) and counts["bias"] == 2 * (4 * 8 + 12 + 8)
@@ -62,7 +62,7 @@ def test_strength_is_mean_absolute_change(tiny_net):
 def test_roles_and_kinds_select(tiny_net):
     vf = _vf(tiny_net, roles=["q", "v"], train_bias=False)
     assert {(v.role, v.kind) for v in vf.vectors} == {("q", "sigma"), ("v", "sigma")}
-    assert not isinstance(vf.base_model.blocks[0].o, DecomposedLayer)
+    assert not isinstance(vf.get_base_model().blocks[0].o, DecomposedLayer)
 
 
 def test_regex_and_suffix_targets(tiny_net):
@@ -170,7 +170,7 @@ def test_no_match_and_unsupported_and_all_or_nothing(tiny_net):
 
 def test_getattr_falls_through_to_base(tiny_net):
     vf = _vf(tiny_net)
-    assert vf.head is tiny_net.head and vf.base_model is tiny_net
+    assert vf.head is tiny_net.head and vf.get_base_model() is tiny_net
 
 
 def test_disable_adapter_and_unload(tiny_net, tiny_input):

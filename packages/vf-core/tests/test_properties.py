@@ -71,7 +71,7 @@ def test_gradients_match_dense_reference(case):
     model, x = _model(d_in, d_out, kind, dtype, seed)
     svd_dtype = "float64" if dtype == torch.float64 else "float32"
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules=["0"], svd_dtype=svd_dtype, **config))
-    layer = vf.base_model[0]
+    layer = vf.get_base_model()[0]
     with torch.no_grad():
         for v in vf.vectors:
             v.parameter.add_(torch.randn_like(v.parameter) * 0.1)

@@ -2,6 +2,7 @@
 
 Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backends_nlp.runner`).
 
+* ``causal-lm`` (alias ``clm``): decoder language models, :mod:`vf_backends_nlp.causal_lm_task`;
 * ``text-classification`` (alias ``classification``) and ``text-regression`` (alias ``regression``): one
   runner, the Hugging Face ``Trainer`` (progress bars, evaluation each epoch, checkpoints, ``--resume``; AVF
   through vf-avf's ``AVFCallback``);
@@ -24,6 +25,7 @@ from vf_core.metrics import classification_metrics, classification_stall, regres
 from vf_core.plugins import hookimpl
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
+from .causal_lm_task import CAUSAL_LM, model_architectures
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import parse_hub_id
@@ -39,12 +41,18 @@ _TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
 _TIMM_MARKER = "vectorfit_timm.json"
 
 
+#: heads of other text tasks: a directory whose architectures all end so is only MAYBE a classifier
+_OTHER_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForQuestionAnswering")
+
+
 def claim_model(spec: str) -> int:
     if spec in MODEL_ASSETS:
         return SURE
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
-        return SURE
+        found = model_architectures(spec)
+        archs = found[0] if found else []
+        return MAYBE if archs and all(a.endswith(_OTHER_HEADS) for a in archs) else SURE
     if not path.exists() and parse_hub_id(spec) is not None:
         return MAYBE  # a hub id: transformers models live there (resolved from the cache first when a run starts)
     return NO
@@ -159,7 +167,7 @@ SEQ2SEQ = Task(
 )
 
 #: in order: a recognised text task starts as the first, the data may make it the second
-TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, SEQ2SEQ)
+TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, CAUSAL_LM, SEQ2SEQ)
 
 
 @hookimpl

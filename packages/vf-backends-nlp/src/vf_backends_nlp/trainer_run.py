@@ -72,6 +72,8 @@ class _TrainedOnlyCheckpoints:
         if not os.path.isfile(path):
             raise TaskError(f"checkpoint {resume_from_checkpoint} has no model.safetensors")
         state = load_file(path)
+        # checkpoints written before the wrapped model moved from ``base_model`` to ``model`` (vf_core 0.x)
+        state = {("model." + k[len("base_model."):] if k.startswith("base_model.") else k): v for k, v in state.items()}
         result = self.model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise TaskError(f"checkpoint {resume_from_checkpoint} does not fit this model (unexpected tensors such as"

@@ -43,14 +43,17 @@ _KIND_WORDS = {"sigma": "singular values", "bias": "bias entries", "m": "sparse 
 class VectorFitModel(nn.Module):
     """A model whose targeted layers are decomposed; ``forward`` is the wrapped model's.
 
-    Create it with :func:`get_vectorfit_model` or :meth:`from_pretrained`. Attributes the wrapper does not
-    have are looked up on the wrapped model (``vf_model.config`` is the base model's config).
+    Create it with :func:`get_vectorfit_model` or :meth:`from_pretrained`. The wrapped model is ``model`` (and
+    :meth:`get_base_model`, PEFT's name); attributes the wrapper does not have are looked up on the wrapped model,
+    so the wrapper behaves like it: ``vf_model.config`` is the base model's config, and ``vf_model.base_model`` is
+    the wrapped transformers model's own ``base_model`` (its backbone, which TRL's fused loss calls for hidden
+    states), not the wrapped model.
     """
 
     def __init__(self, model: nn.Module, config: VectorFitConfig, plan: Plan, layers: dict[str, DecomposedLayer],
                  original_requires_grad: dict[str, bool], original_num_params: int) -> None:
         super().__init__()
-        self.base_model = model
+        self.model = model
         self.vectorfit_config = config
         self.family: Optional[Family] = plan.family
         self.modules_to_save: list[str] = list(plan.heads)
@@ -63,24 +66,28 @@ class VectorFitModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ basics
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.base_model(*args, **kwargs)
+        return self.model(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name == "base_model":
+            if name == "model":
                 raise
-            return getattr(self.base_model, name)
+            return getattr(self.model, name)
+
+    def get_base_model(self) -> nn.Module:
+        """The wrapped model (PEFT's name), with its decomposed layers in place."""
+        return self.model
 
     def decomposed_layers(self) -> dict[str, DecomposedLayer]:
         """The decomposed layers by module name, in model order."""
-        return {n: m for n, m in self.base_model.named_modules() if isinstance(m, DecomposedLayer)}
+        return {n: m for n, m in self.model.named_modules() if isinstance(m, DecomposedLayer)}
 
     def head_parameters(self) -> dict[str, nn.Parameter]:
         out = {}
         for head in self.modules_to_save:
-            for pname, p in self.base_model.get_submodule(head).named_parameters():
+            for pname, p in self.model.get_submodule(head).named_parameters():
                 out[f"{head}.{pname}"] = p
         return out
 
@@ -130,7 +137,7 @@ class VectorFitModel(nn.Module):
             vector_ids.add(id(v.parameter))
         head_ids = {id(p) for p in self.head_parameters().values()}
         counts["head"] = sum(p.numel() for p in self.head_parameters().values() if p.requires_grad)
-        counts["other"] = sum(p.numel() for p in self.base_model.parameters()
+        counts["other"] = sum(p.numel() for p in self.model.parameters()
                               if p.requires_grad and id(p) not in vector_ids | head_ids)
         counts["total"] = sum(counts.values())
         return counts
@@ -209,11 +216,11 @@ class VectorFitModel(nn.Module):
         return self._put_back(merged)
 
     def _put_back(self, plain: dict[str, nn.Module]) -> nn.Module:
-        swap_in(self.base_model, plain)
-        for pname, p in self.base_model.named_parameters():
+        swap_in(self.model, plain)
+        for pname, p in self.model.named_parameters():
             p.requires_grad_(self._original_requires_grad.get(pname, True))
         self.vectors = VectorRegistry()
-        return self.base_model
+        return self.model
 
     # ------------------------------------------------------------------------------------------ merging
     @torch.no_grad()
@@ -232,7 +239,7 @@ def _wrapper_class(base_cls: type) -> type:
     """
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.base_model(*args, **kwargs)
+        return self.model(*args, **kwargs)
 
     try:
         forward.__signature__ = inspect.signature(base_cls.forward)  # type: ignore[attr-defined]

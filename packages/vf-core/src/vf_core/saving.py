@@ -83,7 +83,7 @@ def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike]) -> No
         "vf_core_version": __version__,
         "config": vf.vectorfit_config.model_dump(mode="json"),
         "family": vf.family.name if vf.family else None,
-        "base_model_class": type(vf.base_model).__name__,
+        "base_model_class": type(vf.get_base_model()).__name__,
         "fingerprints": vf._fingerprints,
         "modules_to_save": vf.modules_to_save,
         "vectors": [{"name": v.name, "layer": v.layer, "role": v.role, "kind": v.kind, "numel": v.numel}

@@ -124,7 +124,7 @@ def add_avf(trainer: Any, config: Union[AVFConfig, Mapping[str, Any], None] = No
     """Add an :class:`AVFCallback` for ``config`` to ``trainer`` and return it.
 
     ``model`` defaults to ``trainer.model``, which must be the :class:`~vf_core.VectorFitModel` (pass it as
-    ``model=`` if the Trainer holds its ``base_model``).
+    ``model=`` if the Trainer holds the wrapped model, ``vf.get_base_model()``).
 
     Example:
         >>> config = {"policy": "topk_ema", "t_i": 0.5, "t_f": 0.1, "n_f": 4, "k": 5}

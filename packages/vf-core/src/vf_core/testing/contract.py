@@ -286,7 +286,7 @@ class FamilyContract:
         missing = [n for n, p in heads.items() if p.grad is None]
         assert not missing, f"no gradient reaches the head parameters {missing}"
         trainable = {id(v.parameter) for v in vf.vectors} | {id(p) for p in heads.values()}
-        stray = [n for n, p in vf.base_model.named_parameters() if p.requires_grad and id(p) not in trainable]
+        stray = [n for n, p in vf.get_base_model().named_parameters() if p.requires_grad and id(p) not in trainable]
         assert not stray, f"parameters outside the vectors and heads train: {stray[:5]}"
 
     def test_save_load_roundtrip(self, family: Family, tmp_path) -> None:

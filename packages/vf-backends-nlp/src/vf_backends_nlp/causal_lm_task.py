@@ -1,0 +1,149 @@
+"""The ``causal-lm`` task record and its claims (cheap to import: json and paths only).
+
+``vectorfit train --task causal-lm --model DIR --data FILE`` fine-tunes any ``AutoModelForCausalLM`` (GPT-2,
+Llama, Mistral, Qwen, Gemma, OPT... or a ``vectorfit merge`` output) with every method; the model keeps its own
+LM head (``new_head=False``). Data, recognised from the columns (:mod:`vf_backends_nlp.causal_lm_data`):
+
+* ``text``: plain language modelling, EOS appended, the loss on every token;
+* ``prompt`` + ``completion``: the loss on the completion (and its EOS) only;
+* ``messages`` (a list of ``{role, content}``): rendered with the tokenizer's chat template, the loss on the
+  assistant turns only; a tokenizer without a chat template is an error (give prompt/completion or text rows).
+
+``--max-length N``: a prompt + completion longer than N tokens keeps the completion and the end of the prompt (the
+prompt is cut from the left), a completion longer than N alone is cut on the right; texts and chats are cut on the
+right; the count of cut examples is printed once as a warning. Metrics: ``eval_loss`` (mean NLL per target
+token) and ``eval_perplexity`` = ``exp(eval_loss)``. ``vectorfit generate RUN --prompt TEXT`` writes continuations
+(chat-trained runs: the prompt as one user turn with the generation prompt).
+
+Claims: a local model directory whose ``config.json`` names a ``*ForCausalLM`` / ``*LMHeadModel`` architecture (or,
+without architectures, a decoder ``model_type``) is SURE; a hub id is MAYBE. A local ``.jsonl`` / ``.json`` file
+whose first record has ``prompt`` + ``completion`` or ``messages`` is SURE; other text files and ``datasets``
+sources are MAYBE.
+
+Example:
+    >>> CAUSAL_LM.name, CAUSAL_LM.headline, CAUSAL_LM.generates, CAUSAL_LM.new_head
+    ('causal-lm', 'eval_perplexity', True, False)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vf_core.tasks import MAYBE, NO, SURE, Task
+
+from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .hub import parse_hub_id
+from .task_options import generation_arguments
+
+__all__ = ["CAUSAL_LM", "claim_causal_model", "claim_causal_data", "model_architectures", "CAUSAL_MODEL_TYPES"]
+
+#: decoder model types recognised when a config has no ``architectures``
+CAUSAL_MODEL_TYPES = frozenset({
+    "gpt2", "gpt_neo", "gpt_neox", "gptj", "gpt_bigcode", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe",
+    "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "opt", "phi", "phi3", "falcon", "bloom", "codegen",
+    "stablelm", "starcoder2", "olmo", "olmo2", "smollm3", "granite", "cohere"})
+
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_PEEK = 64 * 1024
+_TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
+
+
+def model_architectures(spec: str) -> tuple[list[str], str] | None:
+    """``(architectures, model_type)`` of a local model directory's ``config.json``, or None."""
+    path = Path(spec).expanduser() / "config.json"
+    try:
+        if not path.is_file():
+            return None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    archs = config.get("architectures") or []
+    return [a for a in archs if isinstance(a, str)], str(config.get("model_type", ""))
+
+
+def claim_causal_model(spec: str) -> int:
+    """SURE for a local causal LM directory, MAYBE for a hub id or an unrecognised transformers directory."""
+    if (Path(spec).expanduser() / "vectorfit_timm.json").is_file():
+        return NO  # a timm model saved by the vision backend
+    found = model_architectures(spec)
+    if found is not None:
+        archs, model_type = found
+        if any(a.endswith(_CAUSAL_SUFFIXES) for a in archs):
+            return SURE
+        if archs:
+            return NO
+        return SURE if model_type in CAUSAL_MODEL_TYPES else MAYBE
+    if Path(spec).expanduser().exists():
+        return NO
+    return MAYBE if parse_hub_id(spec) is not None else NO  # a hub id: resolved (cache first) when a run starts
+
+
+def _first_record(path: Path):
+    with open(path, "rb") as fh:
+        head = fh.read(_PEEK).decode("utf-8", errors="ignore")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        line = next((ln for ln in head.splitlines() if ln.strip()), "")
+        return json.loads(line)
+    text = head.lstrip()
+    if text.startswith("["):  # a JSON array: its first object, if it ends within the peek
+        decoder = json.JSONDecoder()
+        value, _ = decoder.raw_decode(text[1:].lstrip())
+        return value
+    value = json.loads(text)
+    if isinstance(value, dict) and isinstance(value.get("data"), list) and value["data"]:
+        return value["data"][0]
+    return value
+
+
+def claim_causal_data(spec: str) -> int:
+    """SURE for a local .jsonl/.json file whose first record has prompt + completion or messages; MAYBE for
+    other text files and ``datasets`` sources. Reads the first 64 KB at most; never raises."""
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        try:
+            record = _first_record(path)
+        except (OSError, ValueError, StopIteration):
+            record = None
+        if isinstance(record, dict) and ("messages" in record or {"prompt", "completion"} <= set(record)):
+            return SURE
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2"):
+        suffixes.pop()
+    if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
+        return MAYBE
+    try:
+        return MAYBE if is_hf_source(spec) or looks_like_hub_dataset(spec) else NO
+    except Exception:
+        return NO
+
+
+def _runner():
+    from .causal_lm_runner import CausalLMRunner
+
+    return CausalLMRunner()
+
+
+CAUSAL_LM = Task(
+    name="causal-lm",
+    backend="nlp",
+    description="fine-tune a decoder language model (GPT-2, Llama, Mistral, Qwen...) on text, prompt/completion or"
+                " chat data; generates",
+    claim_model=claim_causal_model,
+    claim_data=claim_causal_data,
+    runner=_runner,
+    models="a local directory or hub id that AutoModelForCausalLM loads with its LM head (a vectorfit merge output"
+           " included)",
+    data="a .jsonl/.json/.csv file or datasets source with a text column, prompt + completion columns, or a messages"
+         " column (chat)",
+    aliases=("clm",),
+    headline="eval_perplexity",
+    generates=True,
+    new_head=False,
+    add_arguments=generation_arguments,
+    engine="Hugging Face Trainer",
+    requires=("transformers", "accelerate"),
+    install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]')",
+)
