@@ -10,7 +10,9 @@ Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backe
 * data: ``rotten-tomatoes``, ``debates-2016`` (classification), ``movie-ratings`` (regression), or a local CSV /
   TSV / JSON-lines file (:mod:`vf_backends_nlp.data`). Without ``--task``, a text model on text data runs
   ``text-classification`` unless the labels turn out to be numbers (non-integers or more than 20 values), which
-  makes it ``text-regression``, as before tasks had names.
+  makes it ``text-regression``, as before tasks had names;
+* ``question-answering`` (aliases ``qa``, ``extractive-qa``): extractive QA on SQuAD v1.1/v2.0 data
+  (:mod:`vf_backends_nlp.qa_task`).
 """
 
 from __future__ import annotations
@@ -121,8 +123,10 @@ TEXT_REGRESSION = Task(
     **_COMMON,
 )
 
+from .qa_task import QUESTION_ANSWERING  # noqa: E402  (its claims build on this module's)
+
 #: in order: a recognised text task starts as the first, the data may make it the second
-TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION)
+TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, QUESTION_ANSWERING)
 
 
 @hookimpl
