@@ -293,5 +293,8 @@ def evaluate_with_trainer(model, args, *, tokenizer, eval_ds, collator, compute_
     trainer = trainer_cls(model=model, args=args_cls(**fields), eval_dataset=eval_ds, data_collator=collator,
                           compute_metrics=compute_metrics, processing_class=tokenizer,
                           preprocess_logits_for_metrics=preprocess_logits_for_metrics)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # its log line on stdout would break `vectorfit evaluate`'s JSON
     metrics = trainer.evaluate()
     return {k: v for k, v in metrics.items() if k.startswith("eval_") and not k.endswith(("_runtime", "per_second"))}
