@@ -28,6 +28,9 @@ from pathlib import Path
 
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
+from .data import BUILTIN_TEXT_DATASETS
+from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .hub import parse_hub_id
 from .models import MODEL_ASSETS
 from .qa_data import looks_like_qa_data
 from .task_options import qa_arguments
@@ -35,6 +38,9 @@ from .task_options import qa_arguments
 __all__ = ["QUESTION_ANSWERING", "claim_model", "claim_data"]
 
 _CAUSAL = ("ForCausalLM", "LMHeadModel")
+_TIMM_MARKER = "vectorfit_timm.json"
+_TEXT_FILES = tuple(f"{s}{c}" for s in (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
+                    for c in ("", ".gz", ".bz2"))
 
 
 def _architectures(directory: Path) -> list[str]:
@@ -46,33 +52,32 @@ def _architectures(directory: Path) -> list[str]:
 
 
 def claim_model(spec: str) -> int:
-    from .tasks import claim_model as text_model  # the text tasks' claim: aliases, model folders, hub ids
-
-    found = text_model(spec)
+    if spec in MODEL_ASSETS:
+        return MAYBE  # an encoder: a new span head
     path = Path(spec).expanduser()
-    if found == NO or not path.is_dir():
-        return MAYBE if found != NO else NO
-    architectures = _architectures(path)
-    if any(a.endswith("ForQuestionAnswering") for a in architectures):
-        return SURE
-    if architectures and all(a.endswith(_CAUSAL) for a in architectures):
-        return NO
-    return MAYBE
+    if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
+        architectures = _architectures(path)
+        if any(a.endswith("ForQuestionAnswering") for a in architectures):
+            return SURE
+        if architectures and all(a.endswith(_CAUSAL) for a in architectures):
+            return NO
+        return MAYBE
+    if not path.exists() and parse_hub_id(spec) is not None:
+        return MAYBE
+    return NO
 
 
 def claim_data(spec: str) -> int:
-    from .tasks import claim_data as text_data
-
     if looks_like_qa_data(spec):
         return SURE
-    found = text_data(spec)
-    return MAYBE if found != NO and spec not in _builtin_datasets() else NO
-
-
-def _builtin_datasets() -> set[str]:
-    from .data import BUILTIN_TEXT_DATASETS
-
-    return set(BUILTIN_TEXT_DATASETS)
+    if spec in BUILTIN_TEXT_DATASETS:
+        return NO
+    path = Path(spec).expanduser()
+    if path.is_file() and path.name.lower().endswith(_TEXT_FILES):
+        return MAYBE  # columns are checked when the run reads it
+    if is_hf_source(spec) or looks_like_hub_dataset(spec):
+        return MAYBE
+    return NO
 
 
 def _runner():

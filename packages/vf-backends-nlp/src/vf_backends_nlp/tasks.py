@@ -27,6 +27,7 @@ from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import parse_hub_id
 from .models import MODEL_ASSETS, load_text_classifier, padding_collator
+from .qa_task import QUESTION_ANSWERING
 
 __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "TASKS", "claim_model", "claim_data", "add_arguments"]
 
@@ -122,8 +123,6 @@ TEXT_REGRESSION = Task(
     stalled=regression_stall,
     **_COMMON,
 )
-
-from .qa_task import QUESTION_ANSWERING  # noqa: E402  (its claims build on this module's)
 
 #: in order: a recognised text task starts as the first, the data may make it the second
 TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, QUESTION_ANSWERING)
