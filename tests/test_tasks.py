@@ -44,6 +44,15 @@ def test_a_task_recognised_from_the_model_and_the_data():
     assert choose_task(TASKS, "bert", data="file.csv", task="auto") == (TASKS["text-classification"], False)
 
 
+def test_data_a_sibling_task_is_sure_of_beats_the_models_unsure_favourite():
+    qa = _task("question-answering", "nlp", {"bert": MAYBE}, {"squad.json": SURE, "file.csv": MAYBE})
+    tasks = {**TASKS, qa.name: qa}
+    assert choose_task(tasks, "bert", data="squad.json") == (qa, False)
+    assert choose_task(tasks, "bert", data="file.csv")[0].name == "text-classification"  # nobody is sure: as before
+    assert choose_task(tasks, "bert", data="reviews")[0].name == "text-classification"  # the favourite is sure
+    assert choose_task(tasks, "vit", data="squad.json")[0].name == "image-classification"  # another backend: never
+
+
 def test_bad_choices_say_what_fits():
     with pytest.raises(CLIError, match="unknown task 'segmentation'.*text-regression \\(regression\\)"):
         choose_task(TASKS, "bert", task="segmentation")

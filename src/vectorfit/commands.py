@@ -136,10 +136,12 @@ def _given(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 def _apply_task_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser, task: Task) -> None:
-    """The task's default training settings, for every option the command line (or ``--resume``) left at the
-    command's default."""
+    """The task's default training settings, for every option the command line left at the command's default
+    (with ``--resume``, the run's stored options count as given: a resumed run keeps them)."""
     train = getattr(parser, "train_parser", parser)
     given = _given(train, getattr(args, "argv", None) or ())
+    if getattr(args, "resume", None) and (Path(args.output) / RUN_FILE).is_file():
+        given |= set(read_json(Path(args.output) / RUN_FILE).get("args", {}))  # the run's own settings stay
     for key, value in task.defaults.items():
         if not hasattr(args, key):
             raise CLIError(f"task {task.name!r} declares a default for {key!r}, which is not an option of"

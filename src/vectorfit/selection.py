@@ -2,9 +2,11 @@
 
 ``vectorfit train --task NAME`` names a task (or an alias several tasks share, ``classification``: the model
 then decides between them). Without ``--task`` the task is recognised: the tasks most sure of ``--model`` win,
-``--data`` decides between equally sure ones, and between the tasks of one backend that still tie (a text model
-on a local CSV file: classification or regression) the backend's first task runs and decides from the data
-itself when it loads it (numeric labels: regression), as it always has.
+``--data`` decides between equally sure ones (and when they are all unsure of the data, a task of the same
+backend that is sure of it and can load the model wins: a text model on a SQuAD file answers questions), and
+between the tasks of one backend that still tie (a text model on a local CSV file: classification or regression)
+the backend's first task runs and decides from the data itself when it loads it (numeric labels: regression), as
+it always has.
 """
 
 from __future__ import annotations
@@ -94,6 +96,15 @@ def choose_task(tasks: dict[str, Task], model: str, *, data: Optional[str] = Non
         raise CLIError(f"unknown model {model!r}: not a built-in alias ({', '.join(aliases)}), a local directory, or a"
                        " model name an installed backend knows; see `vectorfit list`")
     winners = [t for t in candidates if scores[t.name] == best]
+    if data and len({t.backend for t in winners}) == 1:
+        # the model's favourites are unsure of the data: a task of the same backend that is sure of it and can
+        # load the model runs instead (a text model on a SQuAD file: question-answering, not classification)
+        if max(_claim(t.claim_data, data) for t in winners) < SURE:
+            sure = [t for t in candidates if t.backend == winners[0].backend and scores[t.name] > NO
+                    and _claim(t.claim_data, data) == SURE]
+            if sure:
+                top = max(scores[t.name] for t in sure)
+                winners = [t for t in sure if scores[t.name] == top]
     if len(winners) > 1 and data:  # let the data decide between equally sure tasks
         by_data = {t.name: _claim(t.claim_data, data) for t in winners}
         top = max(by_data.values())

@@ -15,6 +15,8 @@ Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backe
 * ``seq2seq``: encoder-decoder language models (``AutoModelForSeq2SeqLM``: BART, T5...) on source/target texts,
   ``Seq2SeqTrainer``, ROUGE-1/2/L of generated text (:mod:`vf_backends_nlp.seq2seq_runner`); it generates
   (``vectorfit generate``).
+* ``question-answering`` (aliases ``qa``, ``extractive-qa``): extractive QA on SQuAD v1.1/v2.0 data
+  (:mod:`vf_backends_nlp.qa_task`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import parse_hub_id
 from .models import MODEL_ASSETS, load_text_classifier, padding_collator
+from .qa_task import QUESTION_ANSWERING
 from .rouge import rouge_scores, rouge_stall
 from .seq2seq_data import claim_seq2seq_data, seq2seq_collator
 from .seq2seq_models import claim_seq2seq_model, load_seq2seq
@@ -167,7 +170,7 @@ SEQ2SEQ = Task(
 )
 
 #: in order: a recognised text task starts as the first, the data may make it the second
-TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, CAUSAL_LM, SEQ2SEQ)
+TASKS = (TEXT_CLASSIFICATION, TEXT_REGRESSION, CAUSAL_LM, SEQ2SEQ, QUESTION_ANSWERING)
 
 
 @hookimpl
