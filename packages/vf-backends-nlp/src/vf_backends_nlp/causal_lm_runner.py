@@ -17,7 +17,6 @@ transformers is imported by this module: load it only when a command runs.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -30,6 +29,7 @@ from .causal_lm_data import LMDataset, detect_format, encode_records, lm_collato
 from .models import load_tokenizer, resolve_model_dir
 from .perplexity import nll_and_count, perplexity_metrics
 from .records import load_records
+from .run_options import RunOptions, quiet_transformers, save_tokenizer_beside
 from .task_options import DEFAULT_MAX_NEW_TOKENS
 from .trainer_run import device_args, evaluate_with_trainer, run_trainer
 
@@ -99,30 +99,15 @@ class CausalLMRunner:
     """Runs ``vectorfit`` commands for causal language models (see the module docstring)."""
 
     def __init__(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        if os.environ.get("TRANSFORMERS_VERBOSITY", "") == "error":
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
+        quiet_transformers()
 
     # ---------------------------------------------------------------------------------------- data
     def _data(self, args: argparse.Namespace, tokenizer, max_length: int, run: Optional[RunRecord] = None):
         """``(train, eval)`` :class:`LMDataset` and the :class:`DataFormat` (a run's own when its data is reused)."""
-        stored = run.info.get("args", {}) if run is not None else {}
-        spec = getattr(args, "data", None) or (run.info["data"] if run is not None else None)
-        same = run is not None and spec == run.info.get("data")
-
-        def pick(key: str, default=None):
-            given = getattr(args, key, None)
-            if given is not None:
-                return given
-            return stored.get(key, default) if same else default
-
+        opts = RunOptions(args, run)
+        pick = opts.pick
         try:
-            train, ev = load_records(
-                spec, eval_fraction=pick("eval_fraction", 0.2), seed=pick("data_seed", 0),
-                max_train=getattr(args, "max_train", None), max_eval=pick("max_eval"),
-                data_config=pick("data_config"), split=pick("data_split"))
+            train, ev = load_records(opts.data, **opts.split_options())
             fmt = detect_format(train.columns, train.source, text_column=pick("text_column"),
                                 prompt_column=pick("prompt_column"), completion_column=pick("completion_column"),
                                 messages_column=pick("messages_column"))
@@ -141,9 +126,7 @@ class CausalLMRunner:
         if run is not None and run.info.get("data_format", {}).get("kind") == "messages":
             setattr(model.config, CHAT_MARK, "chat")
         model.save_pretrained(directory)
-        base = run.info.get("model_path") if run is not None else None
-        if base:
-            load_tokenizer(base).save_pretrained(directory)
+        save_tokenizer_beside(directory, run.info.get("model_path") if run is not None else None)
 
     # ---------------------------------------------------------------------------------------- train
     def train(self, ctx: TaskContext) -> dict:

@@ -17,7 +17,6 @@ hands :meth:`NLPRunner.train`. transformers is imported by this module: load it 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Optional
 
 import torch
@@ -26,6 +25,7 @@ from vf_core.tasks import RunRecord, TaskContext
 
 from .data import DataError, TextDataset, load_text_dataset
 from .models import load_text_classifier, load_tokenizer, resolve_model_dir
+from .run_options import RunOptions, quiet_transformers, save_tokenizer_beside
 from .trainer_run import run_trainer
 
 __all__ = ["NLPRunner", "TokenizedDataset", "TASK_OF_KIND"]
@@ -61,33 +61,16 @@ class NLPRunner:
     """Runs ``vectorfit`` commands for text models (see the module docstring)."""
 
     def __init__(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        if os.environ.get("TRANSFORMERS_VERBOSITY", "") == "error":
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()  # the weight-loading bar; the Trainer's bars are its own
+        quiet_transformers()
 
     # ---------------------------------------------------------------------------------------- data
     def _data(self, args: argparse.Namespace, run: Optional[RunRecord] = None):
-        stored = run.info.get("args", {}) if run is not None else {}
-        spec = getattr(args, "data", None) or (run.info["data"] if run is not None else None)
-        same = run is not None and spec == run.info.get("data")
-
-        def pick(key: str, default=None):
-            given = getattr(args, key, None)
-            if given is not None:
-                return given
-            return stored.get(key, default) if same else default
-
+        opts = RunOptions(args, run)
+        pick = opts.pick
         task = _KIND.get(pick("task"))  # None: decided by the labels
         try:
-            return load_text_dataset(
-                spec, text_column=pick("text_column"), label_column=pick("label_column"), task=task,
-                eval_fraction=stored.get("eval_fraction", 0.2) if same else getattr(args, "eval_fraction", 0.2),
-                seed=stored.get("data_seed", 0) if same else getattr(args, "data_seed", 0),
-                max_train=getattr(args, "max_train", None), max_eval=getattr(args, "max_eval", None)
-                if getattr(args, "max_eval", None) is not None else (stored.get("max_eval") if same else None),
-                data_config=pick("data_config"), split=pick("data_split"))
+            return load_text_dataset(opts.data, text_column=pick("text_column"), label_column=pick("label_column"),
+                                     task=task, **opts.split_options())
         except DataError as exc:
             raise TaskError(" ".join(str(exc).split())) from None
 
@@ -104,12 +87,7 @@ class NLPRunner:
 
     def save_model(self, model, directory: str, run: Optional[RunRecord]) -> None:
         model.save_pretrained(directory)
-        base = run.info.get("model_path") if run is not None else None
-        if base:
-            try:
-                load_tokenizer(base).save_pretrained(directory)
-            except Exception:  # a model without a tokenizer is still a model
-                pass
+        save_tokenizer_beside(directory, run.info.get("model_path") if run is not None else None)
 
     # ---------------------------------------------------------------------------------------- train
     def train(self, ctx: TaskContext) -> dict:

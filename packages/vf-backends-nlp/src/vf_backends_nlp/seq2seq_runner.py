@@ -19,7 +19,6 @@ tokens), so a run and its merged model generate the same text. transformers is i
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional, Sequence
 
@@ -31,6 +30,7 @@ from vf_core.tasks import RunRecord, TaskContext
 from .models import load_tokenizer, resolve_model_dir
 from .records import DataError
 from .rouge import rouge_scores
+from .run_options import RunOptions, quiet_transformers, save_tokenizer_beside
 from .seq2seq_data import Pairs, Seq2SeqDataset, load_pairs, seq2seq_collator
 from .seq2seq_models import load_seq2seq
 from .task_options import DEFAULT_MAX_NEW_TOKENS
@@ -106,33 +106,14 @@ class Seq2SeqRunner:
     """Runs ``vectorfit`` commands for the ``seq2seq`` task (see the module docstring)."""
 
     def __init__(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        if os.environ.get("TRANSFORMERS_VERBOSITY", "") == "error":
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
+        quiet_transformers()
 
     # ---------------------------------------------------------------------------------------- data
     def _pairs(self, args, run: Optional[RunRecord] = None) -> tuple[Pairs, Pairs]:
-        stored = _stored(run)
-        spec = getattr(args, "data", None) or (run.info["data"] if run is not None else None)
-        same = run is not None and spec == run.info.get("data")
-
-        def pick(key: str, default=None):
-            given = getattr(args, key, None)
-            if given is not None:
-                return given
-            return stored.get(key, default) if same else default
-
-        max_eval = getattr(args, "max_eval", None)
+        opts = RunOptions(args, run)
         try:
-            return load_pairs(spec, source_column=pick("source_column"), target_column=pick("target_column"),
-                              eval_fraction=stored.get("eval_fraction", 0.2) if same
-                              else getattr(args, "eval_fraction", 0.2),
-                              seed=stored.get("data_seed", 0) if same else getattr(args, "data_seed", 0),
-                              max_train=getattr(args, "max_train", None),
-                              max_eval=max_eval if max_eval is not None else (stored.get("max_eval") if same else None),
-                              data_config=pick("data_config"), split=pick("data_split"))
+            return load_pairs(opts.data, source_column=opts.pick("source_column"),
+                              target_column=opts.pick("target_column"), **opts.split_options())
         except DataError as exc:
             raise TaskError(" ".join(str(exc).split())) from None
 
@@ -158,12 +139,8 @@ class Seq2SeqRunner:
             model.generation_config.max_new_tokens = max_new
             model.generation_config.num_beams = beams
         model.save_pretrained(directory)
-        base = run.info.get("model_path") if run is not None else getattr(model, "name_or_path", None)
-        if base:
-            try:
-                load_tokenizer(base).save_pretrained(directory)
-            except Exception:  # a model without a tokenizer is still a model
-                pass
+        save_tokenizer_beside(directory, run.info.get("model_path") if run is not None
+                              else getattr(model, "name_or_path", None))
 
     # ---------------------------------------------------------------------------------------- train
     def train(self, ctx: TaskContext) -> dict:
