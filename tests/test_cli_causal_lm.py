@@ -202,3 +202,21 @@ def test_text_data_through_a_datasets_folder(assets, tmp_path):
                      "--no-plots", "--no-checkpoints")
     _consistent(metrics)
     assert torch.isfinite(torch.tensor(metrics["train_loss"]))
+
+
+def test_prompts_longer_than_max_length_are_cut_from_the_left_with_one_warning_line(assets, tmp_path):
+    """The user sees the count of cut examples on stderr, as one `vectorfit: warning:` line, even though the
+    command silences the libraries' own warnings (a subprocess: pytest would catch the warning itself)."""
+    import subprocess
+    import sys
+
+    long_rows = [{"prompt": " ".join(["one"] * 30) + " ?", "completion": "two ."} for _ in range(8)]
+    data = _jsonl(tmp_path / "long.jsonl", long_rows)
+    proc = subprocess.run([sys.executable, "-m", "vectorfit", "train", "--model", str(assets["gpt2"]), "--data",
+                           str(data), "--output", str(tmp_path / "run"), *FAST, "--max-length", "12", "--max-steps",
+                           "1", "--no-plots", "--no-checkpoints", "--max-train", "6", "--max-eval", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("vectorfit: warning:")]
+    assert any("train data: 6 of 6 examples are longer than --max-length 12" in line
+               and "prompts cut from the left" in line for line in lines), proc.stderr

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from safetensors import safe_open
 from vf_avf import AVFConfig
-from vf_core.errors import AdapterError, VectorFitError
+from vf_core.errors import AdapterError, DataWarning, VectorFitError
 from vf_core.saving import WEIGHTS_NAME, read_adapter_config
 from vf_core.tasks import Task
 
@@ -38,6 +38,17 @@ def _quiet(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("always", category=DataWarning)  # about the user's data: always one line on stderr
+    warnings.formatwarning = _format_warning
+
+
+_plain_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, DataWarning):
+        return f"vectorfit: warning: {message}\n"
+    return _plain_format(message, category, filename, lineno, line)
 
 
 def _threads(args) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from vf_core.assets import DataError
+from vf_core.errors import DataWarning
 
 from .records import Records, pick_column
 
@@ -205,10 +206,10 @@ def encode_records(records: Records, tokenizer, fmt: DataFormat, max_length: int
             "messages": "chats cut on the right", "text": "texts cut on the right"}[fmt.kind]
     if cut:
         warnings.warn(f"{what}: {cut} of {len(records)} examples are longer than --max-length {max_length} tokens"
-                      f" ({rule})", stacklevel=2)
+                      f" ({rule})", DataWarning, stacklevel=2)
     if dropped:
         warnings.warn(f"{what}: {dropped} of {len(records)} examples have no token to learn from (after cutting to"
-                      f" --max-length {max_length}) and were skipped", stacklevel=2)
+                      f" --max-length {max_length}) and were skipped", DataWarning, stacklevel=2)
     return out
 
 

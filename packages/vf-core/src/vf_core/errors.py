@@ -21,6 +21,7 @@ __all__ = [
     "PluginError",
     "PolicyNotFoundError",
     "TaskError",
+    "DataWarning",
 ]
 
 
@@ -82,3 +83,9 @@ class PolicyNotFoundError(PluginError, KeyError):
 class TaskError(VectorFitError, ValueError):
     """Bad input to a training task or to the ``vectorfit`` command: a model, data or option it cannot use. The
     message is one line that says what is wrong and what to do; the command prints it and exits with status 2."""
+
+
+class DataWarning(UserWarning):
+    """Something about the data the user should know, though the run goes on (examples cut to ``--max-length``,
+    skipped rows): the ``vectorfit`` command shows it as one ``vectorfit: warning:`` line even when it silences the
+    libraries' other warnings."""
