@@ -182,6 +182,26 @@ def test_every_method_trains_question_answering(method, tiny_bert, squad_files, 
     assert (out / ("model" if method == "full" else "adapter")).is_dir()
 
 
+def test_resume_continues_a_question_answering_run(tiny_bert, squad_files, tmp_path):
+    """One epoch checkpointed, then --resume to two: the run continues from the checkpoint (its step count) with
+    its stored window settings."""
+    out = tmp_path / "resumed"
+    common = ["--max-train", "8", "--max-eval", "4", "--batch-size", "4", "--doc-stride", "48"]
+    fast = [o for o in FAST if o not in ("--max-steps", "2")]
+    code = main(["train", "--model", str(tiny_bert), "--data", str(squad_files["v2"]), "--output", str(out), *fast,
+                 *common, "--epochs", "1"])
+    assert code == 0 and (out / "checkpoints").is_dir()
+    first = _metrics(out)
+    code = main(["train", "--model", str(tiny_bert), "--data", str(squad_files["v2"]), "--output", str(out), *fast,
+                 *common, "--epochs", "2", "--resume"])
+    assert code == 0
+    second = _metrics(out)
+    _in_range(second)
+    assert second["resumed_from"].endswith(f"checkpoint-{first['train_steps']}")
+    assert second["train_steps"] == 2 * first["train_steps"]
+    assert json.loads((out / "run.json").read_text())["args"]["doc_stride"] == 48
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_bad_input_is_one_clear_line(squad_files, tiny_bert, tmp_path, capsys):
     reviews = tmp_path / "reviews.jsonl"

@@ -127,8 +127,10 @@ def report() -> str:
     by = {}
     for r in runs:
         by.setdefault(r["method"], []).append(r)
-    pre = json.loads((CACHE / "base" / "pretrain.json").read_text()) if (CACHE / "base" / "pretrain.json").is_file() \
-        else {}
+    cached, kept = CACHE / "base" / "pretrain.json", RESULTS / "pretrain.json"
+    if cached.is_file() and not kept.is_file():  # the base's record is committed with the results
+        kept.write_text(cached.read_text())
+    pre = json.loads(kept.read_text()) if kept.is_file() else {}
     lines = ["# Generation benchmark: adapting a small decoder to political speech", "",
              "Base: a GPT-2-style decoder **pre-trained here from scratch** (no pre-trained decoder ships in a package"
              f" registry): {pre.get('parameters', 0):,} parameters, {pre.get('steps', '?')} steps of batch"
