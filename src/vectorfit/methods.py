@@ -227,7 +227,9 @@ def family_targets(model, spec: MethodSpec):
     try:
         targets = resolve_targets(model, cfg, family)
     except TargetError as exc:
-        raise CLIError(" ".join(str(exc).split())) from None
+        hint = " (with the vectorfit command: --target-modules REGEX, e.g. '.*\\.(q_proj|v_proj)')" \
+            if family is None else ""
+        raise CLIError(" ".join(str(exc).split()) + hint) from None
     try:
         heads = resolve_heads(model, cfg, family)
     except TargetError as exc:

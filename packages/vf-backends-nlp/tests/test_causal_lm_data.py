@@ -115,6 +115,38 @@ def test_both_ways_of_finding_assistant_tokens_agree():
     assert plain.input_ids == marked.input_ids and plain.labels == marked.labels
 
 
+#: renders the system prompt inside the *last* user turn (as Mistral-Instruct's templates do): not prefix-consistent
+MOVING_SYSTEM = ("{% set last_user = messages | selectattr('role', 'equalto', 'user') | list | last %}"
+                 "{% for m in messages %}{% if m['role'] == 'user' %}<|user|> {% if messages[0]['role'] == 'system'"
+                 " and m is sameas last_user %}{{ messages[0]['content'] }} {% endif %}{{ m['content'] }} <|end|> "
+                 "{% elif m['role'] == 'assistant' %}<|assistant|> {{ m['content'] }} <|end|> {% endif %}{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+#: refuses a system turn, as Gemma's templates do
+NO_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+             "{% endif %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}")
+
+
+def test_a_template_that_moves_the_system_prompt_is_refused_not_mislabelled():
+    tok = word_tokenizer(chat_template=MOVING_SYSTEM)
+    chat = [{"role": "system", "content": "say yes"}, {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi you"}, {"role": "user", "content": "one plus one"},
+            {"role": "assistant", "content": "two"}]
+    with pytest.raises(DataError, match=r"row 7: the tokenizer's chat template renders the turns before assistant"
+                                        r" turn 3 differently .*generation"):
+        encode_messages(tok, chat, 64, where="row 7")
+    one_turn = encode_messages(tok, chat[:3], 64)  # one user turn: the system prompt stays where it was
+    assert _words(tok, one_turn.labels) == ["hi", "you", "<|end|>"]
+
+
+def test_a_template_that_refuses_a_chat_is_a_data_error_naming_the_row(tok):
+    refusing = word_tokenizer(chat_template=NO_SYSTEM)
+    rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]},
+            {"messages": CHAT}]
+    with pytest.raises(DataError, match=r"data.jsonl, line 2: the tokenizer's chat template refused this chat .*System"
+                                        r" role not supported"):
+        encode_records(_records(rows), refusing, DataFormat("messages", {"messages": "messages"}), 64)
+
+
 def _records(rows, source="data.jsonl"):
     return Records(rows=rows, columns=sorted({k for r in rows for k in r}), source=source,
                    lines=list(range(1, len(rows) + 1)))

@@ -143,22 +143,40 @@ def _render(tokenizer, messages: list, *, add_generation_prompt: bool = False) -
     return _ids(tokenizer, text, False)
 
 
-def encode_messages(tokenizer, messages: list, max_length: int) -> Example:
-    """A chat rendered with the tokenizer's chat template, the loss on the assistant turns; cut on the right."""
-    if has_generation_markers(tokenizer):
-        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
-        ids = list(out["input_ids"])
-        labels = [t if m else IGNORE for t, m in zip(ids, out["assistant_masks"])]
-    else:
-        ids = _render(tokenizer, messages)
-        labels = [IGNORE] * len(ids)
-        for i, message in enumerate(messages):
-            if message["role"] != "assistant":
-                continue
-            start = len(_render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
-            end = len(_render(tokenizer, messages[:i + 1]))
-            labels[start:end] = ids[start:end]
+def encode_messages(tokenizer, messages: list, max_length: int, *, where: str = "a chat") -> Example:
+    """A chat rendered with the tokenizer's chat template, the loss on the assistant turns; cut on the right.
+
+    With ``{% generation %}`` markers in the template, transformers' assistant mask says which tokens are the
+    assistant's. Without them, each assistant turn is located by rendering the chat up to it (with the generation
+    prompt) and up to its end: both renderings must be prefixes of the whole chat's. A template that renders earlier
+    turns differently depending on what follows (some move the system prompt into the last user turn) breaks that,
+    and the chat is refused with a :class:`DataError` naming ``where`` rather than trained on the wrong tokens."""
+    try:
+        if has_generation_markers(tokenizer):
+            out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+            ids = list(out["input_ids"])
+            labels = [t if m else IGNORE for t, m in zip(ids, out["assistant_masks"])]
+        else:
+            ids = _render(tokenizer, messages)
+            labels = [IGNORE] * len(ids)
+            for i, message in enumerate(messages):
+                if message["role"] != "assistant":
+                    continue
+                before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else []
+                upto = _render(tokenizer, messages[:i + 1])
+                if ids[:len(before)] != before or ids[:len(upto)] != upto:
+                    raise DataError(
+                        f"{where}: the tokenizer's chat template renders the turns before assistant turn {i + 1}"
+                        " differently once later turns follow (it is not prefix-consistent, e.g. it moves the system"
+                        " prompt), so the assistant tokens cannot be located; add {% generation %} markers to the"
+                        " template, or give prompt/completion data")
+                labels[len(before):len(upto)] = ids[len(before):len(upto)]
+    except DataError:
+        raise
+    except Exception as exc:  # jinja's TemplateError (a template that refuses a role), or a malformed chat
+        raise DataError(f"{where}: the tokenizer's chat template refused this chat ({type(exc).__name__}:"
+                        f" {' '.join(str(exc).split())[:160]})") from None
     cut = len(ids) > max_length
     return Example(ids[:max_length], labels[:max_length], cut)
 
@@ -190,7 +208,7 @@ def encode_records(records: Records, tokenizer, fmt: DataFormat, max_length: int
     for i, row in enumerate(records.rows):
         where = records.where(i)
         if fmt.kind == "messages":
-            ex = encode_messages(tokenizer, _check_messages(row.get(cols["messages"]), where), max_length)
+            ex = encode_messages(tokenizer, _check_messages(row.get(cols["messages"]), where), max_length, where=where)
         elif fmt.kind == "prompt-completion":
             ex = encode_prompt_completion(tokenizer, _check_text(row.get(cols["prompt"]), where, cols["prompt"]),
                                           _check_text(row.get(cols["completion"]), where, cols["completion"]),

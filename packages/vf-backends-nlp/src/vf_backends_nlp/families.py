@@ -192,7 +192,7 @@ ELECTRA = Family(
 BART = Family(
     name="bart",
     backend="nlp",
-    model_types=("bart", "mbart"),
+    model_types=("bart", "mbart", "pegasus", "marian", "blenderbot", "blenderbot-small", "plbart"),
     block_pattern=r"(?:.*\.)?layers\.\d+",
     roles=_FAIRSEQ_ROLES,
     heads=("classification_head", "qa_outputs"),
@@ -200,7 +200,7 @@ BART = Family(
                      encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
                      vocab_size=99, max_position_embeddings=64, num_labels=2),
     example_input=_token_input(eos=2),
-    notes="BART (and mBART): encoder and decoder layers are numbered in model order (encoder first). The"
+    notes="BART (and mBART, Pegasus, Marian, Blenderbot, PLBart, which share its layer names): encoder and decoder layers are numbered in model order (encoder first). The"
           " decoder's cross-attention (encoder_attn) plays q, k, v, o too. The lm_head of"
           " BartForConditionalGeneration is tied to the shared embeddings and never targeted.",
 )
@@ -290,26 +290,40 @@ MISTRAL = Family(
 QWEN2 = Family(
     name="qwen2",
     backend="nlp",
-    model_types=("qwen2",),
+    model_types=("qwen2", "qwen3"),
     block_pattern=r"(?:.*\.)?layers\.\d+",
     roles=_LLAMA_ROLES,
     heads=_HEADS,
     tiny_model=_tiny("Qwen2Config", "Qwen2ForSequenceClassification", num_labels=2, **_DECODER),
     example_input=_token_input(),
-    notes="Qwen2: Llama's layer names; q_proj, k_proj and v_proj have biases (they train), o_proj has none. "
+    notes="Qwen2 and Qwen3: Llama's layer names; Qwen2's q_proj, k_proj and v_proj have biases (they train), o_proj"
+          " has none; Qwen3's q/k norms are not targeted. "
           + GATED_MLP_NOTE,
 )
 
 GEMMA = Family(
     name="gemma",
     backend="nlp",
-    model_types=("gemma", "gemma2"),
+    model_types=("gemma", "gemma2", "gemma3_text"),
     block_pattern=r"(?:.*\.)?layers\.\d+",
     roles=_LLAMA_ROLES,
     heads=_HEADS,
     tiny_model=_tiny("GemmaConfig", "GemmaForSequenceClassification", num_labels=2, head_dim=8, **_DECODER),
     example_input=_token_input(),
-    notes="Gemma and Gemma 2: Llama's layer names. " + GATED_MLP_NOTE + " The tied lm_head is never targeted.",
+    notes="Gemma, Gemma 2 and Gemma 3 (text): Llama's layer names. " + GATED_MLP_NOTE + " The tied lm_head is never targeted.",
+)
+
+PHI = Family(
+    name="phi",
+    backend="nlp",
+    model_types=("phi",),
+    block_pattern=r"(?:.*\.)?layers\.\d+",
+    roles={"q": ("self_attn.q_proj",), "k": ("self_attn.k_proj",), "v": ("self_attn.v_proj",),
+           "o": ("self_attn.dense",), "f1": ("mlp.fc1",), "f2": ("mlp.fc2",)},
+    heads=_HEADS,
+    tiny_model=_tiny("PhiConfig", "PhiForSequenceClassification", num_labels=2, **_DECODER),
+    example_input=_token_input(),
+    notes="Phi (phi-1.5, phi-2): q_proj, k_proj, v_proj, dense (o), mlp.fc1 (f1), mlp.fc2 (f2), all with biases.",
 )
 
 VIT = Family(
@@ -337,4 +351,4 @@ VIT = Family(
 )
 
 FAMILIES: list[Family] = [BERT, ROBERTA, DISTILBERT, DEBERTA_V2, ELECTRA, BART, T5, GPT2, OPT, LLAMA, MISTRAL, QWEN2,
-                          GEMMA, VIT]
+                          GEMMA, PHI, VIT]
