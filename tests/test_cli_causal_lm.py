@@ -220,3 +220,29 @@ def test_prompts_longer_than_max_length_are_cut_from_the_left_with_one_warning_l
     lines = [line for line in proc.stderr.splitlines() if line.startswith("vectorfit: warning:")]
     assert any("train data: 6 of 6 examples are longer than --max-length 12" in line
                and "prompts cut from the left" in line for line in lines), proc.stderr
+
+
+def test_hub_ids_in_the_local_cache_are_recognised_by_their_config(assets, tmp_path, monkeypatch):
+    """A hub id the cache holds picks its task from its cached config.json, as its local folder would: a causal
+    LM is causal-lm, a seq2seq model seq2seq, without --task; an id the cache lacks stays unsure of every task."""
+    from vf_core.testing.hub_cache import lay_out_hub_cache
+    from vf_core.tasks import MAYBE
+
+    from vectorfit.selection import choose_task, list_tasks
+
+    hub = tmp_path / "hub"
+    lay_out_hub_cache(assets["llama"], hub, "toy/tiny-llama")
+    bart = tmp_path / "bart"
+    bart.mkdir()
+    (bart / "config.json").write_text(json.dumps({"model_type": "bart", "is_encoder_decoder": True,
+                                                  "architectures": ["BartForConditionalGeneration"]}))
+    lay_out_hub_cache(bart, hub, "toy/tiny-bart")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    tasks = list_tasks()
+    assert choose_task(tasks, "toy/tiny-llama", data=str(assets["pc"]))[0].name == "causal-lm"
+    assert choose_task(tasks, "toy/tiny-llama", data=str(tmp_path / "body.csv"))[0].name == "causal-lm"
+    assert choose_task(tasks, "toy/tiny-bart")[0].name == "seq2seq"
+    assert all(t.claim_model("toy/not-cached") == MAYBE for t in tasks.values() if t.backend == "nlp")
+    metrics = _train(tmp_path / "run", "toy/tiny-llama", assets["pc"], "--max-steps", "1", "--no-plots",
+                     "--no-checkpoints")
+    _consistent(metrics)

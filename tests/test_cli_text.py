@@ -265,6 +265,12 @@ def test_bad_input_missing_data_file(tiny_bert, tmp_path):
 def test_bad_input_missing_column(tiny_bert, tiny_csv, tmp_path):
     _one_line_error(_cli("train", "-m", str(tiny_bert), "-d", str(tiny_csv), "-o", str(tmp_path / "o"),
                          "--text-column", "body", "--label-column", "sentiment"), "'body'", "does not exist")
+    assert not (tmp_path / "o").exists()  # the folder the failed run created is gone again, lock and all
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    _one_line_error(_cli("train", "-m", str(tiny_bert), "-d", str(tiny_csv), "-o", str(tmp_path / "mine"),
+                         "--text-column", "body"), "'body'")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"  # a folder that was there stays
 
 
 def test_bad_input_unparseable_labels(tiny_bert, tiny_csv, tmp_path):

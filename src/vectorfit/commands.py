@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,7 @@ from .context import RunContext
 from .errors import CLIError
 from .inspect import inspect_command
 from .methods import DEFAULT_LR, DEFAULT_LR_SCALE, METHODS, VECTOR_METHODS, MethodSpec, merged_module, restore_trained
-from .rundir import AVF_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, RunLock, read_json, write_json
+from .rundir import AVF_FILE, LOCK_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, RunLock, read_json, write_json
 from .selection import backends, check_data, choose_task, get_runner, is_alias, list_tasks, task_of_run
 from .training import draw_plots, find_full_run, initial_weights, summary_lines
 
@@ -211,11 +212,17 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     args.task = task.name if explicit else "auto"  # run.json: --resume recognises the task again when it was
     runner = get_runner(task)
     _threads(args)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):  # a second run into the same --output is refused while this one writes it
-        if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
-            (out / METRICS_FILE).unlink()
-        metrics = runner.train(RunContext(task, args, explicit=explicit, tasks=tasks))
+    try:
+        with RunLock(out):  # a second run into the same --output is refused while this one writes it
+            if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
+                (out / METRICS_FILE).unlink()
+            metrics = runner.train(RunContext(task, args, explicit=explicit, tasks=tasks))
+    except BaseException:
+        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:  # failed before writing anything: no litter
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print("\n".join(summary_lines(metrics, out)))
     return 0
 
@@ -316,9 +323,22 @@ def cmd_merge(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+_PROMPT_FIELDS = ("prompt", "source", "text")
+
+
+def _prompt_of(row, where: str) -> str:
+    if isinstance(row, str):
+        return row
+    text = next((row[k] for k in _PROMPT_FIELDS if isinstance(row, dict) and k in row), None)
+    if not isinstance(text, str):
+        raise CLIError(f"--input {where} has no 'prompt', 'source' or 'text' string field")
+    return text
+
+
 def _prompts(args: argparse.Namespace) -> list[str]:
-    """``--prompt`` (repeatable) or ``--input FILE``: one prompt per line of a text file, or the ``prompt``,
-    ``source`` or ``text`` field of each line of a JSON-lines file."""
+    """``--prompt`` (repeatable) or ``--input FILE``: one prompt per line of a text file; the ``prompt``, ``source``
+    or ``text`` field of each line of a JSON-lines file, of each object of a JSON array (or the array's strings), or
+    that column of a CSV/TSV file."""
     if bool(args.prompt) == bool(args.input):
         raise CLIError("give --prompt TEXT (repeatable) or --input FILE, one of the two")
     if args.prompt:
@@ -326,8 +346,23 @@ def _prompts(args: argparse.Namespace) -> list[str]:
     path = Path(args.input).expanduser()
     if not path.is_file():
         raise CLIError(f"--input {args.input!r}: no such file")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+    text = path.read_text(encoding="utf-8-sig")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        import csv
+
+        rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ","))
+        return [_prompt_of(row, f"{path}: row {i}") for i, row in enumerate(rows, 2)]
+    if suffix == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"--input {path}: not JSON ({exc.msg}); a .json file holds an array of prompts") from None
+        if not isinstance(items, list):
+            raise CLIError(f"--input {path}: a .json file holds an array of strings or of objects with a 'prompt'")
+        return [_prompt_of(item, f"{path}: item {i}") for i, item in enumerate(items, 1)]
+    lines = [line for line in text.splitlines() if line.strip()]
+    if suffix not in (".jsonl", ".ndjson"):
         return lines
     prompts = []
     for number, line in enumerate(lines, 1):
@@ -335,10 +370,7 @@ def _prompts(args: argparse.Namespace) -> list[str]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CLIError(f"--input {path}: line {number} is not JSON ({exc.msg})") from None
-        text = next((row[k] for k in ("prompt", "source", "text") if isinstance(row, dict) and k in row), None)
-        if not isinstance(text, str):
-            raise CLIError(f"--input {path}: line {number} has no 'prompt', 'source' or 'text' string field")
-        prompts.append(text)
+        prompts.append(_prompt_of(row, f"{path}: line {number}"))
     return prompts
 
 

@@ -240,3 +240,12 @@ def test_claims(tmp_path):
     assert claim_causal_data(str(pc)) == SURE and claim_causal_data(str(chats)) == SURE
     assert claim_causal_data(str(text)) == MAYBE and claim_causal_data(str(csv)) == MAYBE
     assert claim_causal_data(str(bad)) == MAYBE and claim_causal_data(str(tmp_path / "missing.jsonl")) == NO
+
+
+def test_generation_stops_at_every_end_token_of_the_model_and_the_tokenizer(tok):
+    from vf_backends_nlp.causal_lm_runner import stop_tokens
+
+    model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=[1, 107]))
+    assert stop_tokens(model, tok) == [1, 107, tok.eos_token_id]
+    model.generation_config.eos_token_id = tok.eos_token_id
+    assert stop_tokens(model, tok) == [tok.eos_token_id]

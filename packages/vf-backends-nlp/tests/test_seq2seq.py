@@ -226,3 +226,14 @@ def test_rouge_metrics_fn_decodes_generations(tokenizer):
     labels = np.array([x + [-100] * (4 - len(x)) for x in ids])
     metrics = rouge_metrics_fn(tokenizer, ["unused"])(SimpleNamespace(predictions=generated, label_ids=labels))
     assert metrics["rouge1"] == 100.0
+
+
+def test_rouge_reads_every_script():
+    """Accented words stay whole and Chinese/Japanese characters count one by one (torchmetrics' default would
+    score identical Japanese 0 and split 'Bär' into 'b r')."""
+    from vf_backends_nlp.rouge import rouge_scores
+
+    assert rouge_scores(["猫が座った"], ["猫が座った"]) == pytest.approx({"rouge1": 100, "rouge2": 100, "rougeL": 100})
+    # 2 of 3 reference words, both predicted words right: F1 = 2 * 1 * 2/3 / (1 + 2/3) = 0.8; the one bigram of 2
+    got = rouge_scores(["Der Bär"], ["der bär schläft"])
+    assert got == pytest.approx({"rouge1": 80.0, "rouge2": 200 / 3, "rougeL": 80.0}, abs=1e-4)

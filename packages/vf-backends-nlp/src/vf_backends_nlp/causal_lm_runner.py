@@ -207,7 +207,7 @@ class CausalLMRunner:
         if seed is not None:
             set_seed(int(seed))
         settings = dict(max_new_tokens=int(max_new), num_beams=int(beams), pad_token_id=tokenizer.pad_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
+                        eos_token_id=stop_tokens(model, tokenizer))
         if temperature and temperature > 0:
             settings.update(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0)
         else:
@@ -221,6 +221,15 @@ class CausalLMRunner:
             new = ids[:, enc["input_ids"].shape[1]:]
             out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
         return out
+
+
+def stop_tokens(model, tokenizer) -> list[int]:
+    """The tokens that end a generation: the model's generation config's (a list for chat models such as Gemma's
+    ``<eos>`` and ``<end_of_turn>``) and the tokenizer's EOS, each once."""
+    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(found) if isinstance(found, (list, tuple)) else [found]
+    ids.append(tokenizer.eos_token_id)
+    return list(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
 def _max_length(args, tokenizer) -> int:

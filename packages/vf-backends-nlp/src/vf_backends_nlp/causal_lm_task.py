@@ -33,7 +33,7 @@ from pathlib import Path
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
-from .hub import parse_hub_id
+from .hub import claim_path, parse_hub_id
 from .task_options import generation_arguments
 
 __all__ = ["CAUSAL_LM", "claim_causal_model", "claim_causal_data", "model_architectures", "CAUSAL_MODEL_TYPES"]
@@ -65,10 +65,12 @@ def model_architectures(spec: str) -> tuple[list[str], str] | None:
 
 
 def claim_causal_model(spec: str) -> int:
-    """SURE for a local causal LM directory, MAYBE for a hub id or an unrecognised transformers directory."""
-    if (Path(spec).expanduser() / "vectorfit_timm.json").is_file():
+    """SURE for a local causal LM directory (or a hub id whose cached config says so), MAYBE for a hub id not in the
+    cache or an unrecognised transformers directory."""
+    path = claim_path(spec)
+    if (path / "vectorfit_timm.json").is_file():
         return NO  # a timm model saved by the vision backend
-    found = model_architectures(spec)
+    found = model_architectures(str(path))
     if found is not None:
         archs, model_type = found
         if any(a.endswith(_CAUSAL_SUFFIXES) for a in archs):

@@ -42,6 +42,30 @@ def hub_cache_dir() -> Path:
     return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
 
 
+def cached_model_dir(spec: str) -> Optional[Path]:
+    """The snapshot folder of hub id ``spec`` (``org/name[@revision]``) in the local hub cache when it holds a
+    ``config.json`` there, else None. Cheap (paths only, no huggingface_hub import): the tasks' claims read the
+    cached config to tell a causal LM from a seq2seq model or an encoder, as for a local directory."""
+    parsed = parse_hub_id(spec)
+    if parsed is None or Path(spec).expanduser().exists():
+        return None
+    repo_id, revision = parsed
+    repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / (revision or "main")
+    try:
+        commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else (revision or "")
+        snapshot = repo / "snapshots" / commit
+        return snapshot if commit and (snapshot / "config.json").is_file() else None
+    except OSError:
+        return None
+
+
+def claim_path(spec: str) -> Path:
+    """What a task's claim looks at for ``--model spec``: a cached hub snapshot for a hub id the cache holds, else the
+    path ``spec`` itself (which may not exist)."""
+    return cached_model_dir(spec) or Path(spec).expanduser()
+
+
 def offline(*variables: str) -> bool:
     """Whether any of the environment variables (default ``HF_HUB_OFFLINE``) turns the hub off, as
     huggingface_hub reads them (1, true, yes or on)."""

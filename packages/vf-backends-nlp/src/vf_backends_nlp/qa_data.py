@@ -17,8 +17,8 @@ train_eval_split`, ``eval_fraction`` and ``seed``), then ``max_train`` / ``max_e
 ``--data`` takes one file: to keep SQuAD's own train and dev sets, save them as one ``datasets`` folder with
 ``train`` and ``validation`` splits (their split is kept, as for every text task).
 
-Misplaced answers: an example with an answer whose text is not at its ``answer_start`` in the context cannot be
-trained on; it is skipped and counted (both splits, after ``max_train`` / ``max_eval``), and one warning line on
+Misplaced answers: an example whose first answer's text is not at its ``answer_start`` in the context cannot be
+trained on (the other gold answers only count as texts when scoring); it is skipped and counted (both splits, after ``max_train`` / ``max_eval``), and one warning line on
 stderr names the first such example and the count. No example left is a :class:`DataError`.
 
 Null answers (SQuAD v2.0): :attr:`QAData.null_answers` is True for a file whose ``version`` starts with ``v2``
@@ -223,7 +223,9 @@ def examples_from_rows(rows: list[dict], columns: list[str], source: str, where)
 
 
 def _misplaced(example: QAExample) -> bool:
-    return any(example.context[s:s + len(t)] != t for t, s in zip(example.answers, example.starts))
+    """Whether the first answer (the one training marks) is not at its ``answer_start``; the others only count as
+    texts when scoring, so an offset slip there costs nothing."""
+    return any(example.context[s:s + len(t)] != t for t, s in zip(example.answers[:1], example.starts[:1]))
 
 
 # ------------------------------------------------------------------------------------------------ loading

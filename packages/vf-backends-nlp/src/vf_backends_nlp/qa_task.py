@@ -30,7 +30,7 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
-from .hub import parse_hub_id
+from .hub import claim_path, parse_hub_id
 from .models import MODEL_ASSETS
 from .qa_data import looks_like_qa_data
 from .task_options import qa_arguments
@@ -54,7 +54,7 @@ def _architectures(directory: Path) -> list[str]:
 def claim_model(spec: str) -> int:
     if spec in MODEL_ASSETS:
         return MAYBE  # an encoder: a new span head
-    path = Path(spec).expanduser()
+    path = claim_path(spec)
     if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
         architectures = _architectures(path)
         if any(a.endswith("ForQuestionAnswering") for a in architectures):

@@ -1,9 +1,11 @@
 """ROUGE-1, ROUGE-2 and ROUGE-L of generated texts against references, as percentages: the ``seq2seq`` task's
 metrics, from torchmetrics' maintained ``ROUGEScore`` (which needs neither ``rouge-score`` nor nltk for these three).
 
-What is measured (torchmetrics' defaults, kept): each text is lower-cased, every character that is not a letter or
-a digit becomes a space, and the words are what whitespace separates; no stemming (``use_stemmer=False``: the
-stemmer would need nltk) and no sentence splitting (``rougeLsum`` is not computed). For each pair the F-measure
+What is measured: each text is lower-cased and cut into tokens: runs of letters and digits of any script (Unicode
+``\w``: "Bär", "café" and "naïve" stay whole, where torchmetrics' default keeps only ``a-z0-9`` and splits them),
+and each character of the scripts written without spaces (Chinese, Japanese, Korean) on its own, as multilingual
+ROUGE implementations do; punctuation is dropped. For English text this is torchmetrics' default. No stemming
+(``use_stemmer=False``: the stemmer would need nltk) and no sentence splitting (``rougeLsum`` is not computed). For each pair the F-measure
 of n-gram overlap (ROUGE-1, ROUGE-2) or of the longest common subsequence (ROUGE-L) is taken, then averaged over
 the pairs and multiplied by 100. An empty prediction or reference scores 0 for that pair.
 
@@ -17,9 +19,22 @@ its 2 bigrams is among the reference's 5, so F = 2/7; the longest common subsequ
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Sequence
 
-__all__ = ["rouge_scores", "rouge_stall", "ROUGE_KEYS"]
+__all__ = ["rouge_scores", "rouge_stall", "rouge_tokens", "ROUGE_KEYS"]
+
+#: one token per character of the scripts written without spaces, else runs of letters and digits of any script
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W_]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """The tokens ROUGE compares (see the module docstring).
+
+    >>> rouge_tokens("Der Bär, café! 猫が座った")
+    ['der', 'bär', 'café', '猫', 'が', '座', 'っ', 'た']
+    """
+    return _TOKEN.findall(text.lower())
 
 #: the metrics computed, as named in ``metrics.json`` after the ``eval_`` prefix
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -33,7 +48,8 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         return {key: 0.0 for key in ROUGE_KEYS}
     from torchmetrics.text.rouge import ROUGEScore
 
-    scorer = ROUGEScore(use_stemmer=False, rouge_keys=ROUGE_KEYS)
+    scorer = ROUGEScore(use_stemmer=False, rouge_keys=ROUGE_KEYS, normalizer=lambda text: text,
+                        tokenizer=rouge_tokens)
     result = scorer(list(predictions), list(references))
     return {key: 100.0 * float(result[f"{key}_fmeasure"]) for key in ROUGE_KEYS}
 

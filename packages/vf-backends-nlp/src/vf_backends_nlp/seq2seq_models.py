@@ -19,7 +19,7 @@ from typing import Union
 from vf_core.assets import DataError
 from vf_core.tasks import MAYBE, NO, SURE
 
-from .hub import parse_hub_id
+from .hub import claim_path, parse_hub_id
 
 __all__ = ["claim_seq2seq_model", "load_seq2seq", "read_config", "GENERATION_HEADS"]
 
@@ -44,7 +44,7 @@ def claim_seq2seq_model(spec: str) -> int:
     """SURE for a local directory holding an encoder-decoder language model (``is_encoder_decoder`` and an
     ``architectures`` entry ending in ``ForConditionalGeneration``), MAYBE for another encoder-decoder directory
     (a BART classifier: ``AutoModelForSeq2SeqLM`` loads its body) or a hub id, NO otherwise (encoders, decoders)."""
-    path = Path(spec).expanduser()
+    path = claim_path(spec)
     if path.is_dir():
         if not (path / "config.json").is_file() or (path / _TIMM_MARKER).is_file():
             return NO

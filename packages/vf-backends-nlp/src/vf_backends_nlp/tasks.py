@@ -30,7 +30,7 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 from .causal_lm_task import CAUSAL_LM, model_architectures
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
-from .hub import parse_hub_id
+from .hub import claim_path, parse_hub_id
 from .models import MODEL_ASSETS, load_text_classifier, padding_collator
 from .qa_task import QUESTION_ANSWERING
 from .rouge import rouge_scores, rouge_stall
@@ -51,9 +51,9 @@ _OTHER_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForQu
 def claim_model(spec: str) -> int:
     if spec in MODEL_ASSETS:
         return SURE
-    path = Path(spec).expanduser()
+    path = claim_path(spec)
     if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
-        found = model_architectures(spec)
+        found = model_architectures(str(path))
         archs = found[0] if found else []
         return MAYBE if archs and all(a.endswith(_OTHER_HEADS) for a in archs) else SURE
     if not path.exists() and parse_hub_id(spec) is not None:
