@@ -53,6 +53,9 @@ CANDIDATES: dict[str, tuple[str, list[str], float]] = {
                     1e-2),
     "meanpool": ("a mean-pooling head (--pooling mean), s and b at 1e-2", [*_PAPER, "--pooling", "mean"], 1e-2),
     "no-bias": ("singular values only (VectorFit(Σ)), for reference", [*_PAPER[:-2], "--no-bias"], 1e-2),
+    "meanpool+bias-lr3e-3": ("a mean-pooling head with today's default rates (biases at 3e-3)",
+                             ["--method", "vectorfit", "--sigma-parametrization", "absolute", "--lr-bias", "3e-3",
+                              "--pooling", "mean"], 1e-2),
 }
 
 
