@@ -138,7 +138,7 @@ def report() -> str:
              " vaderSentiment snippets). Adapted to 2012 convention speeches and 2016 debate statements (held out by"
              " speech): 1,200 training passages, 2 epochs, batch 16, each method's default learning rate; eval"
              " perplexity on all 615 held-out passages. Mean ± standard deviation over seeds.", "",
-             "| method | trainable params | eval perplexity | seeds | train s (mean) |",
+             "| method | trainable params | eval perplexity | seeds | train s (median) |",
              "|---|---:|---:|---:|---:|"]
     order = ["base", *METHODS]
     points = []
@@ -151,14 +151,16 @@ def report() -> str:
         secs = [r["metrics"].get("train_seconds", 0) for r in rs]
         label = "base model, not adapted" if method == "base" else METHODS[method][0]
         lines.append(f"| {label} | {params:,} | {_stats(ppl)} | {len(rs) if method != 'base' else '–'} |"
-                     f" {statistics.mean(secs):.0f} |" if method != "base" else
+                     f" {statistics.median(secs):.0f} |" if method != "base" else
                      f"| {label} | 0 | {_stats(ppl)} | – | – |")
         if method != "base" and ppl:
             points.append((label, params, statistics.mean(ppl), statistics.stdev(ppl) if len(ppl) > 1 else 0.0))
     m = runs[0].get("machine", {})
     lines += ["", f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, torch {m.get('torch', '?')},"
-              f" {m.get('gpu', 'no GPU')}. Pre-training took"
-              f" {pre.get('log', [{}])[-1].get('seconds', '?') if pre.get('log') else '?'} s of that run's wall time."]
+              f" {m.get('gpu', 'no GPU')}, one thread per run. Pre-training took"
+              f" {pre.get('log', [{}])[-1].get('seconds', '?') if pre.get('log') else '?'} s. Times are wall"
+              " seconds with other jobs sharing the machine (the median over seeds: two runs were paused for"
+              " another benchmark); they compare nothing."]
     text = "\n".join(lines) + "\n"
     (RESULTS / "generation.md").write_text(text)
     if points:
