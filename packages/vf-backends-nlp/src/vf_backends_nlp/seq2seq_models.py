@@ -11,33 +11,19 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Union
 
 from vf_core.assets import DataError
 from vf_core.tasks import MAYBE, NO, SURE
 
 from .hub import claim_path, parse_hub_id
+from .models import TIMM_MARKER, architectures, read_config
 
-__all__ = ["claim_seq2seq_model", "load_seq2seq", "read_config", "GENERATION_HEADS"]
+__all__ = ["claim_seq2seq_model", "load_seq2seq", "GENERATION_HEADS"]
 
 #: endings of the ``architectures`` of a saved encoder-decoder language model
 GENERATION_HEADS = ("ForConditionalGeneration", "MTModel", "ForSeq2SeqLM")
-_TIMM_MARKER = "vectorfit_timm.json"
-
-
-def read_config(directory: Union[str, os.PathLike]) -> dict:
-    """``config.json`` of a model directory as a dict ({} when absent, too large or not JSON); never raises."""
-    path = Path(directory).expanduser() / "config.json"
-    try:
-        if not path.is_file() or path.stat().st_size > 1_000_000:
-            return {}
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 def claim_seq2seq_model(spec: str) -> int:
@@ -46,13 +32,12 @@ def claim_seq2seq_model(spec: str) -> int:
     (a BART classifier: ``AutoModelForSeq2SeqLM`` loads its body) or a hub id, NO otherwise (encoders, decoders)."""
     path = claim_path(spec)
     if path.is_dir():
-        if not (path / "config.json").is_file() or (path / _TIMM_MARKER).is_file():
+        if not (path / "config.json").is_file() or (path / TIMM_MARKER).is_file():
             return NO
         config = read_config(path)
         if not config.get("is_encoder_decoder"):
             return NO
-        heads = [a for a in config.get("architectures") or [] if isinstance(a, str)]
-        return SURE if any(a.endswith(GENERATION_HEADS) for a in heads) else MAYBE
+        return SURE if any(a.endswith(GENERATION_HEADS) for a in architectures(config)) else MAYBE
     if not path.exists() and parse_hub_id(spec) is not None:
         return MAYBE
     return NO

@@ -31,7 +31,7 @@ from .causal_lm_task import CAUSAL_LM, model_architectures
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
 from .hub import claim_path, parse_hub_id
-from .models import MODEL_ASSETS, load_text_classifier, padding_collator
+from .models import MODEL_ASSETS, TIMM_MARKER, load_text_classifier, padding_collator
 from .qa_task import QUESTION_ANSWERING
 from .rouge import rouge_scores, rouge_stall
 from .seq2seq_data import claim_seq2seq_data, seq2seq_collator
@@ -41,7 +41,6 @@ from .task_options import generation_arguments
 __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "SEQ2SEQ", "TASKS", "claim_model", "claim_data", "add_arguments"]
 
 _TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
-_TIMM_MARKER = "vectorfit_timm.json"
 
 
 #: heads of other text tasks: a directory whose architectures all end so is only MAYBE a classifier
@@ -52,7 +51,7 @@ def claim_model(spec: str) -> int:
     if spec in MODEL_ASSETS:
         return SURE
     path = claim_path(spec)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / _TIMM_MARKER).is_file():
+    if path.is_dir() and (path / "config.json").is_file() and not (path / TIMM_MARKER).is_file():
         found = model_architectures(str(path))
         archs = found[0] if found else []
         return MAYBE if archs and all(a.endswith(_OTHER_HEADS) for a in archs) else SURE
