@@ -265,25 +265,40 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "generate", formatter_class=_Formatter, help="generate text with a causal-lm or seq2seq run (or model)",
-        description="Print the generations of a finished causal-lm or seq2seq run (its adapter applied) or of a\n"
-                    "plain model (a `vectorfit merge` output, or a model with --adapter) for --prompt or --input.\n"
-                    "Greedy by default; --num-beams B for beam search, --temperature T > 0 to sample.")
+        "generate", formatter_class=_Formatter,
+        help="generate text (causal-lm, seq2seq) or images (image-generation) with a run (or model)",
+        description="Generations of a finished run (its adapter applied) or of a plain model (a `vectorfit merge`\n"
+                    "output, or a model with --adapter).\n"
+                    "Text (causal-lm, seq2seq): printed for --prompt or --input; greedy by default, --num-beams B for\n"
+                    "beam search, --temperature T > 0 to sample.\n"
+                    "Images (image-generation): --num-images N of --class C or --prompt TEXT, written as PNGs and a\n"
+                    "grid.png into --output DIR, with --steps S denoising steps and --seed X.")
     p.add_argument("target", metavar="RUN_DIR_OR_MODEL", help="a `vectorfit train --output` directory, or a model")
     p.add_argument("--prompt", "-p", action="append", metavar="TEXT", help="a prompt (repeatable)")
     p.add_argument("--input", "-i", metavar="FILE", help="prompts, one per line (.txt) or a 'prompt'/'source'/'text'"
                    " field per line (.jsonl)")
     p.add_argument("--adapter", metavar="ADAPTER_DIR", help="with a model: a VectorFit adapter to apply first")
     p.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                   help="tokens to generate at most (default: the run's --max-new-tokens, else 64)")
-    p.add_argument("--num-beams", type=_positive_int, default=None, metavar="B", help="beam search width (default 1)")
+                   help="text: tokens to generate at most (default: the run's --max-new-tokens, else 64)")
+    p.add_argument("--num-beams", type=_positive_int, default=None, metavar="B",
+                   help="text: beam search width (default 1)")
     p.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="sampling temperature (default 0: greedy or beam search)")
+                   help="text: sampling temperature (default 0: greedy or beam search)")
+    p.add_argument("--num-images", type=_positive_int, default=None, metavar="N",
+                   help="images: how many to generate (default 4)")
+    p.add_argument("--class", dest="class_name", metavar="C", help="images: the class (id or name) of a"
+                   " class-conditional model")
+    p.add_argument("--steps", type=_positive_int, default=None, metavar="S",
+                   help="images: denoising steps (default: the run's --sample-steps, else 25)")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="G",
+                   help="images: classifier-free guidance of text-conditional models (default 7.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling")
-    p.add_argument("--task", metavar="TASK", help="the task of a plain model (causal-lm or seq2seq) when not recognised")
+    p.add_argument("--task", metavar="TASK", help="the task of a plain model (causal-lm, seq2seq, image-generation)"
+                   " when not recognised")
     p.add_argument("--backend", metavar="NAME", help="force a backend for a model")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {prompt, generation}")
-    p.add_argument("--output", "-o", metavar="FILE", help="also write {prompt, generation} JSON lines to FILE")
+    p.add_argument("--json", action="store_true", help="text: print a JSON list of {prompt, generation}")
+    p.add_argument("--output", "-o", metavar="FILE_OR_DIR", help="text: also write {prompt, generation} JSON lines to"
+                   " FILE; images: the folder for the PNGs and grid.png (required, must not hold PNGs yet)")
     _eval_common(p)
     p.set_defaults(func=cmd_generate)
 

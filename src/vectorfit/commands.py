@@ -375,14 +375,9 @@ def _prompts(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``vectorfit generate RUN_DIR|MODEL``: generations of a causal-lm or seq2seq run (its adapter applied) or of
-    a plain model (a ``vectorfit merge`` output)."""
+    """``vectorfit generate RUN_DIR|MODEL``: generations of a generating run (its adapter applied) or of a plain
+    model (a ``vectorfit merge`` output): text printed, or images written as PNGs and a grid."""
     _quiet(args.verbose)
-    prompts = _prompts(args)
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise CLIError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    if args.temperature is not None and args.temperature < 0:
-        raise CLIError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
     target = Path(args.target).expanduser()
     tasks = list_tasks()
     if (target / RUN_FILE).is_file():
@@ -403,12 +398,18 @@ def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             task, _ = choose_task(tasks, args.target, task=args.task, backend=args.backend)
     if not task.generates:
         generating = ", ".join(t.name for t in tasks.values() if t.generates) or "none installed"
-        raise CLIError(f"{args.target!r} is a {task.name!r} model, which does not generate text; `vectorfit generate`"
+        raise CLIError(f"{args.target!r} is a {task.name!r} model, which does not generate; `vectorfit generate`"
                        f" takes runs or models of the generating tasks ({generating}); use `vectorfit evaluate`")
+    images = task.generated == "images"
+    out = _image_folder(args) if images else None
+    prompts = _text_options(args) if not images else (_prompts(args) if args.prompt or args.input else [])
     runner = get_runner(task)
     _threads(args)
     model, _ = load_trained(runner, run, model_spec=None if run else args.target, adapter=args.adapter)
     outputs = runner.generate(model, RunContext(task, args, run=run, tasks=tasks), prompts)
+    if images:
+        _write_images(outputs, out)
+        return 0
     if args.json:
         print(json.dumps([{"prompt": p, "generation": g} for p, g in zip(prompts, outputs)], indent=2))
     else:
@@ -421,6 +422,44 @@ def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             for prompt, text in zip(prompts, outputs):
                 fh.write(json.dumps({"prompt": prompt, "generation": text}) + "\n")
     return 0
+
+
+def _text_options(args: argparse.Namespace) -> list[str]:
+    prompts = _prompts(args)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature is not None and args.temperature < 0:
+        raise CLIError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
+    return prompts
+
+
+def _image_folder(args: argparse.Namespace) -> Path:
+    """``--output DIR`` of generated images: required, and never a folder that already holds PNGs."""
+    if not args.output:
+        raise CLIError("images need --output DIR (the folder for the PNGs and grid.png)")
+    out = Path(args.output).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.glob("*.png"))):
+        raise CLIError(f"--output {args.output!r} " + ("is a file" if not out.is_dir() else "already holds PNG files")
+                       + "; choose a new folder (nothing was written)")
+    return out
+
+
+def _write_images(images: list, out: Path) -> None:
+    import math
+
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    width = len(str(len(images) - 1))
+    for i, image in enumerate(images):
+        image.save(out / f"{i:0{width}d}.png")
+    columns = max(1, math.ceil(math.sqrt(len(images))))
+    w, h = images[0].size
+    grid = Image.new(images[0].mode, (columns * w, math.ceil(len(images) / columns) * h))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * w, (i // columns) * h))
+    grid.save(out / "grid.png")
+    print(f"{len(images)} images and grid.png written to {out}")
 
 
 def cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -84,6 +84,8 @@ class Task:
             constant answer (``metrics.json``'s ``stalled``); None: never checked.
         generates: whether the model generates outputs (text, images) rather than scoring fixed labels; such a
             task's runner also has ``generate`` (``vectorfit generate``).
+        generated: what ``generate`` returns and ``vectorfit generate`` writes: ``"text"`` (one string per prompt,
+            printed) or ``"images"`` (PIL images, written as PNGs and a grid into ``--output DIR``).
         new_head: whether the task puts a new head on the model (a classifier, ``qa_outputs``), which every
             method but ``full`` then trains in full; False for tasks that keep the model's own output layer
             (causal and seq2seq language modelling), where a method trains only what it adapts.
@@ -113,6 +115,7 @@ class Task:
     headline: str = "eval_loss"
     stalled: Optional[Callable[[Mapping[str, Any]], Optional[str]]] = None
     generates: bool = False
+    generated: str = "text"
     new_head: bool = True
     defaults: Mapping[str, Any] = field(default_factory=dict)
     add_arguments: Optional[Callable[[Any], None]] = None
@@ -132,6 +135,8 @@ class Task:
                 raise PluginError(f"{where}: {attr} must be callable, got {type(getattr(self, attr)).__name__}")
         if not self.headline.startswith("eval_"):
             raise PluginError(f"{where}: headline {self.headline!r} must name an eval metric ('eval_...')")
+        if self.generated not in ("text", "images"):
+            raise PluginError(f"{where}: generated is 'text' or 'images', got {self.generated!r}")
         if isinstance(self.requires, str):
             raise PluginError(f"{where}: requires is a tuple of module names, not a string")
 
@@ -278,4 +283,5 @@ class TaskRunner(Protocol):
     # def generate(self, model, ctx: TaskContext, prompts: Sequence[str]) -> list[str]:
     #     """The generations of ``model`` (trained state applied, or merged) for ``prompts``, with the options of
     #     ``vectorfit generate`` in ``ctx.settings`` (``max_new_tokens``, ``num_beams``, ``temperature``,
-    #     ``seed``)."""
+    #     ``seed``). Tasks with ``generated="images"`` return PIL images instead, from ``num_images``, ``class_name``
+    #     or the prompts, ``steps``, ``guidance_scale`` and ``seed``."""
