@@ -137,6 +137,14 @@ def test_mixed_modes_sizes_and_unreadable_files(mixed_folder):
                          "eval is a copy of train (too few images to hold any out): the eval loss measures fit"]
 
 
+def test_caps_refill_past_images_that_fail_to_decode(mixed_folder):
+    for seed in range(4):  # cut.png opens but fails to decode: it is skipped and the next image taken instead
+        train, _, report = load_image_data(mixed_folder, image_size=8, channels=3, eval_fraction=0.05, seed=seed,
+                                           max_train=6)
+        assert len(train) == 6 and "cut.png" not in " ".join(train.sources)
+        assert [os.path.basename(f) for f, _ in report.skipped][0] == "bad.png"
+
+
 def test_one_channel_and_non_square_size(tmp_path):
     root = tmp_path / "rgba"
     root.mkdir()

@@ -29,7 +29,9 @@ centre-cropped (DreamBooth's ``Resize`` + ``CenterCrop``). A pixel value ``v`` i
 ``v / 127.5 - 1``, so black is exactly -1 and white exactly 1.
 
 Files whose extension is not an image's (:data:`vf_core.images.IMAGE_EXTENSIONS`) are ignored; image files
-that PIL cannot read are skipped and listed in ``report.skipped``.
+that PIL cannot read are skipped and listed in ``report.skipped`` (every image's header is opened once before
+the split, so the split does not depend on ``max_train``; a file that fails later, while decoding, is skipped
+too and the next one taken).
 
 Split: fixed, :func:`vf_core.assets.train_eval_split` over the kept images (shuffled with ``seed``, the first
 ``round(n * eval_fraction)`` are eval). When that is 0 (a handful of DreamBooth images), nothing is held out:
@@ -227,11 +229,10 @@ def _decode_split(pool: _Pool, indices: list[int], cap: Optional[int], report: D
     """Decode the pool's ``indices`` in order until ``cap`` of them have been read; scale to [-1, 1]."""
     import torch
 
-    chosen, parts, want = [], [], cap or len(indices)
-    for start in range(0, len(indices), 256):
-        if len(chosen) >= want:
-            break
-        batch = indices[start:start + min(256, want - len(chosen))]
+    chosen, parts, want, pos = [], [], cap or len(indices), 0
+    while pos < len(indices) and len(chosen) < want:  # an image that fails to decode makes room for the next
+        batch = indices[pos:pos + min(256, want - len(chosen))]
+        pos += len(batch)
         images, ok = pool.decode(batch, report)
         chosen += [batch[i] for i in ok]
         parts.append(images)
