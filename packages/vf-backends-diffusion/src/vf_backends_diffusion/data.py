@@ -20,7 +20,7 @@ Captions (any folder layout), the first found of: the file named by ``captions=`
 the folder); ``metadata.jsonl`` (Hugging Face imagefolder: one ``{"file_name": "a.png", "text": "..."}`` per
 line; ``caption`` or ``prompt`` may stand for ``text``); ``captions.jsonl``; ``captions.csv`` (a header with
 ``file_name`` and ``text``, ``caption`` or ``prompt``); a sidecar ``a.txt`` beside ``a.png``. ``file_name`` is
-relative to the folder. Once captions exist, every image needs one.
+relative to the folder. Once captions exist, every image needs one (:mod:`vf_backends_diffusion.captions`).
 
 Every image is converted to ``channels`` (1: PIL mode ``"L"``, 3: ``"RGB"``; transparency is composited on
 white, 16-bit images scaled to 8 bits) after its EXIF orientation is applied, and an image of another size is
@@ -50,26 +50,20 @@ Example::
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 from vf_core.assets import DataError, fetch, train_eval_split
 from vf_core.images import BUILTIN_IMAGE_SOURCES, IMAGE_EXTENSIONS, find_class_images, image_files, read_pixel_csv
 
+from .captions import CAPTION_FILES, TEXT_FIELDS, read_captions
+
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["ImageSet", "DataReport", "load_image_data", "CAPTION_FILES", "TEXT_FIELDS", "DataError"]
-
-#: caption files looked for in the folder, in this order (sidecar ``.txt`` files come last)
-CAPTION_FILES = ("metadata.jsonl", "captions.jsonl", "captions.csv")
-#: names the caption column may have, in order of preference
-TEXT_FIELDS = ("text", "caption", "prompt")
-
 
 @dataclass
 class ImageSet:
@@ -317,8 +311,8 @@ def _folder_pool(root: Path, size: tuple[int, int], channels: int, classes, capt
     else:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}); expected image files, or one "
                         "sub-folder of images per class")
-    rel = [f.relative_to(root).as_posix() for f in files]
-    found_captions, caption_source = _read_captions(root, files, rel, captions)
+    rel = [f.relative_to(root).as_posix() for f in files]  # the names captions use
+    found_captions, caption_source = read_captions(root, files, captions)
     pool = _Pool(len(files), labels, names, None, [str(f) for f in files], None)
     keep = _keep_classes(pool, classes, str(root))
     readable = []
@@ -410,82 +404,3 @@ def _to_mode(img, target: str):
             a = a / 257.0  # 16-bit range 0..65535 to 0..255
         return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L").convert(target)
     return img.convert(target)
-
-
-# -- captions ---------------------------------------------------------------------------------------------------
-
-def _read_captions(root: Path, files: list[Path], rel: list[str],
-                   explicit: Optional[str]) -> tuple[Optional[dict[str, str]], str]:
-    """``({relative file name: caption}, where they came from)``, or ``(None, "")`` when the folder has none."""
-    known = set(rel)
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file() and (root / explicit).is_file():
-            path = root / explicit
-        if not path.is_file():
-            raise DataError(f"captions file {explicit!r} not found (looked as given and in {root})")
-        return _read_caption_file(path, root, known), str(path)
-    for name in CAPTION_FILES:
-        if (root / name).is_file():
-            return _read_caption_file(root / name, root, known), str(root / name)
-    sidecars = {r: f.with_suffix(".txt") for r, f in zip(rel, files) if f.with_suffix(".txt").is_file()}
-    if not sidecars:
-        return None, ""
-    out = {}
-    for r, txt in sidecars.items():
-        try:
-            out[r] = txt.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{txt}: cannot read the caption ({exc})") from exc
-    return out, "a .txt file beside each image"
-
-
-def _read_caption_file(path: Path, root: Path, known: set[str]) -> dict[str, str]:
-    """Captions of a ``.jsonl`` or ``.csv`` file (see module doc), each naming one of the ``known`` images."""
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise DataError(f"{path}: a captions file must be .jsonl (one JSON object per line) or .csv")
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(_jsonl_rows(path, fh) if suffix == ".jsonl" else _csv_rows(path, fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    out, line_of = {}, {}
-    for no, row in rows:
-        name = row.get("file_name")
-        if not isinstance(name, str) or not name.strip():
-            raise DataError(f"{path}, line {no}: no 'file_name' naming the image")
-        text = next((row[k] for k in TEXT_FIELDS if row.get(k) is not None), None)
-        if not isinstance(text, str):
-            raise DataError(f"{path}, line {no}: no caption text (a {', '.join(map(repr, TEXT_FIELDS))} field)")
-        key = PurePosixPath(name.strip().replace("\\", "/")).as_posix()
-        if key not in known:
-            raise DataError(f"{path}, line {no}: {name!r} is not an image in {root} (file_name is relative to "
-                            "the image folder); fix the name or remove the line")
-        if key in out:
-            raise DataError(f"{path}, line {no}: {name!r} has a caption already (line {line_of[key]})")
-        out[key], line_of[key] = text.strip(), no
-    return out
-
-
-def _jsonl_rows(path: Path, fh):
-    for no, line in enumerate(fh, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {no}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise DataError(f"{path}, line {no}: expected a JSON object like {{\"file_name\": ..., \"text\": ...}}")
-        yield no, row
-
-
-def _csv_rows(path: Path, fh):
-    reader = csv.DictReader(fh)
-    header = reader.fieldnames or []
-    if "file_name" not in header or not any(k in header for k in TEXT_FIELDS):
-        raise DataError(f"{path}: expected a header with columns file_name and text (or caption, prompt), "
-                        f"found {', '.join(header) or 'none'}")
-    for row in reader:
-        yield reader.line_num, row
