@@ -221,3 +221,20 @@ def test_bad_inputs_get_one_line_and_write_nothing(assets, tmp_path, capsys):
     msg = _error(capsys, "generate", str(run), "--prompt", "a nine", "--output", str(tmp_path / "g"))
     assert "class-conditional" in msg and "--class" in msg
     assert not (tmp_path / "g").exists()
+
+
+def test_a_hub_id_in_the_local_cache_trains_offline(assets, tmp_path, monkeypatch, capsys):
+    from vf_core.testing.hub_cache import lay_out_hub_cache
+
+    hub = tmp_path / "hub"
+    lay_out_hub_cache(assets["cond"], hub, "toy/tiny-ddpm")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    metrics = main(["train", "--model", "toy/tiny-ddpm", "--data", str(assets["classes"]), "--output",
+                    str(tmp_path / "run"), *FAST, "--max-steps", "1", "--no-plots"])
+    assert metrics == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["task_name"] == "image-generation"
+    msg = _error(capsys, "train", "--task", "image-generation", "--model", "toy/not-cached", "--data",
+                 str(assets["classes"]), "--output", str(tmp_path / "none"))
+    assert "not in the local Hugging Face cache" in msg and not (tmp_path / "none").exists()

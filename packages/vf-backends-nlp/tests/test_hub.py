@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vf_backends_nlp.hub import parse_hub_id
+from vf_core.hub import parse_hub_id
 from vf_backends_nlp.models import MODEL_ASSETS, load_text_classifier, resolve_model_dir
 from vf_core.assets import DataError, fetch
 from vf_core.testing.hub_cache import TEST_COMMIT as COMMIT

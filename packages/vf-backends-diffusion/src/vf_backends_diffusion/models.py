@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from vf_core.assets import DataError
 from vf_core.errors import TaskError
+from vf_core.hub import parse_hub_id, resolve_hub_model
 
 __all__ = ["DENOISERS", "DiffusionParts", "describe_folder", "is_denoiser_folder", "load_parts", "resolve_folder",
            "save_denoiser", "denoise", "num_classes"]
@@ -54,25 +55,18 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def resolve_folder(spec: str) -> Optional[Path]:
-    """A local folder, or the cached snapshot of a hub id ``org/name[@revision]`` (never downloads when
-    ``HF_HUB_OFFLINE=1``); None when neither exists."""
+    """A local folder, or the snapshot of a hub id ``org/name[@revision]``: the local cache first, downloaded when
+    online (:func:`vf_core.hub.resolve_hub_model`); None when ``spec`` is neither."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
-    if spec.count("/") != 1 or spec.startswith((".", "/")):
+    parsed = parse_hub_id(spec)
+    if parsed is None:
         return None
-    repo, _, revision = spec.partition("@")
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    for local_only in (True,) if offline else (True, False):  # the cache first
-        try:
-            return Path(snapshot_download(repo, revision=revision or None, local_files_only=local_only))
-        except Exception:
-            continue
-    return None
+        return resolve_hub_model(*parsed)
+    except DataError as exc:
+        raise TaskError(" ".join(str(exc).split())) from None
 
 
 def describe_folder(path: Path) -> tuple[str, str]:

@@ -24,31 +24,18 @@ BUILTIN_DATA = {"mnist-5k": "5,000 MNIST digits (500 per class), 28x28 grayscale
                 "digits": "scikit-learn's 1,797 8x8 digits; needs scikit-learn"}
 
 
-def _cached_hub_denoiser(spec: str) -> bool:
-    if spec.count("/") != 1 or spec.startswith((".", "/", "~")) or Path(spec).exists():
-        return False
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    repo, _, revision = spec.partition("@")
-    for name in ("model_index.json", "config.json"):
-        found = try_to_load_from_cache(repo, name, revision=revision or None)
-        if isinstance(found, str):
-            from .models import describe_folder
-
-            return describe_folder(Path(found).parent)[0] in ("model", "pipeline")
-    return False
-
-
 def claim_model(spec: str) -> int:
+    from vf_core.hub import cached_model_dir, parse_hub_id
+
     from .models import describe_folder, is_denoiser_folder
 
-    if is_denoiser_folder(spec) or _cached_hub_denoiser(spec):
+    path = cached_model_dir(spec, ("model_index.json", "config.json")) or Path(spec).expanduser()
+    if is_denoiser_folder(str(path)):
         return SURE
-    path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file() and "diffusers" in describe_folder(path)[1]:
         return MAYBE  # another diffusers model (a VAE...): the runner says why it is not a denoiser
+    if not path.exists() and parse_hub_id(spec) is not None:
+        return MAYBE  # a hub id the cache lacks: downloaded (or refused offline) by the runner
     return NO
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
-from .hub import claim_path, parse_hub_id
+from vf_core.hub import claim_path, parse_hub_id
 from .models import TIMM_MARKER, architectures, read_config
 from .task_options import generation_arguments
 

@@ -26,7 +26,7 @@ from typing import Optional
 
 from vf_core.assets import DataError
 
-from .hub import offline
+from vf_core.hub import offline
 
 __all__ = ["HFSource", "read_hf_source", "is_hf_source", "looks_like_hub_dataset"]
 

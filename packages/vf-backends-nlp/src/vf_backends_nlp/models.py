@@ -57,7 +57,7 @@ def architectures(config: dict) -> list[str]:
 def resolve_model_dir(spec: Union[str, os.PathLike]) -> Path:
     """A local Hugging Face model directory for ``spec``: an existing directory, a built-in alias, or a hub id
     (``org/name[@revision]``: the local hub cache first, then the hub unless ``HF_HUB_OFFLINE=1``;
-    :mod:`vf_backends_nlp.hub`)."""
+    :mod:`vf_core.hub`)."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
@@ -65,7 +65,7 @@ def resolve_model_dir(spec: Union[str, os.PathLike]) -> Path:
         return fetch(MODEL_ASSETS[str(spec)])
     from vf_core.assets import DataError
 
-    from .hub import parse_hub_id, resolve_hub_model
+    from vf_core.hub import parse_hub_id, resolve_hub_model
 
     hub_id = parse_hub_id(str(spec))
     if hub_id is not None:

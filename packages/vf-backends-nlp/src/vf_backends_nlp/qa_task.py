@@ -29,7 +29,7 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
-from .hub import claim_path, parse_hub_id
+from vf_core.hub import claim_path, parse_hub_id
 from .models import MODEL_ASSETS, TIMM_MARKER, architectures, read_config
 from .qa_data import looks_like_qa_data
 from .task_options import qa_arguments

@@ -17,7 +17,7 @@ from typing import Union
 from vf_core.assets import DataError
 from vf_core.tasks import MAYBE, NO, SURE
 
-from .hub import claim_path, parse_hub_id
+from vf_core.hub import claim_path, parse_hub_id
 from .models import TIMM_MARKER, architectures, read_config
 
 __all__ = ["claim_seq2seq_model", "load_seq2seq", "GENERATION_HEADS"]

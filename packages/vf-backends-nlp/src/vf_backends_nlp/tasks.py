@@ -30,7 +30,7 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 from .causal_lm_task import CAUSAL_LM, model_architectures
 from .data import BUILTIN_TEXT_DATASETS
 from .hf_datasets import is_hf_source, looks_like_hub_dataset
-from .hub import claim_path, parse_hub_id
+from vf_core.hub import claim_path, parse_hub_id
 from .models import MODEL_ASSETS, TIMM_MARKER, load_text_classifier, padding_collator
 from .qa_task import QUESTION_ANSWERING
 from .rouge import rouge_scores, rouge_stall

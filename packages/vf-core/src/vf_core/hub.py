@@ -4,6 +4,7 @@
 With ``HF_HUB_OFFLINE=1`` only the cache is used, and a model that is not in it is one clear error naming the
 cache folder and how to fill it. The cache is the one ``huggingface_hub`` uses (``HF_HUB_CACHE``, else
 ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``), read when a model is resolved, not at import.
+Every backend resolves hub ids through here (huggingface_hub is imported inside the functions only).
 
 Example:
     >>> parse_hub_id("sentence-transformers/all-MiniLM-L6-v2@main")
@@ -21,7 +22,7 @@ from typing import Optional
 
 from vf_core.assets import DataError
 
-__all__ = ["parse_hub_id", "hub_cache_dir", "resolve_hub_model", "offline"]
+__all__ = ["parse_hub_id", "hub_cache_dir", "cached_model_dir", "claim_path", "resolve_hub_model", "offline"]
 
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<rev>[\w./-]+))?$")
 
@@ -42,9 +43,9 @@ def hub_cache_dir() -> Path:
     return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
 
 
-def cached_model_dir(spec: str) -> Optional[Path]:
-    """The snapshot folder of hub id ``spec`` (``org/name[@revision]``) in the local hub cache when it holds a
-    ``config.json`` there, else None. Cheap (paths only, no huggingface_hub import): the tasks' claims read the
+def cached_model_dir(spec: str, markers: tuple[str, ...] = ("config.json",)) -> Optional[Path]:
+    """The snapshot folder of hub id ``spec`` (``org/name[@revision]``) in the local hub cache when it holds one of
+    ``markers`` (default ``config.json``; a diffusers pipeline has ``model_index.json``) there, else None. Cheap (paths only, no huggingface_hub import): the tasks' claims read the
     cached config to tell a causal LM from a seq2seq model or an encoder, as for a local directory."""
     parsed = parse_hub_id(spec)
     if parsed is None or Path(spec).expanduser().exists():
@@ -55,7 +56,7 @@ def cached_model_dir(spec: str) -> Optional[Path]:
     try:
         commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else (revision or "")
         snapshot = repo / "snapshots" / commit
-        return snapshot if commit and (snapshot / "config.json").is_file() else None
+        return snapshot if commit and any((snapshot / m).is_file() for m in markers) else None
     except OSError:
         return None
 
