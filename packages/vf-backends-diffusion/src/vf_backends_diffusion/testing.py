@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Union
 
 __all__ = ["tiny_unet2d", "save_tiny_unet2d", "tiny_scheduler", "save_tiny_sd_pipeline", "tiny_clip_tokenizer",
            "save_tiny_dit", "save_tiny_transformer2d", "TINY_TIMESTEPS", "TINY_PROMPT_WORDS"]
@@ -36,7 +36,7 @@ TINY_TIMESTEPS = 100
 #: the words the tiny CLIP tokenizer knows whole (other words are spelt letter by letter; other symbols are unknown)
 TINY_PROMPT_WORDS = ("a", "photo", "of", "sks", "dog", "digit", "nine", "an", "image", "the")
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @contextlib.contextmanager
