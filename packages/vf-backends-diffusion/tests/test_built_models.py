@@ -116,3 +116,24 @@ def test_tiny_tokenizer_knows_prompt_words_whole():
     assert tokenizer.tokenize("A photo of sks dog") == ["a</w>", "photo</w>", "of</w>", "sks</w>", "dog</w>"]
     ids = tokenizer("a photo", padding="max_length", max_length=tokenizer.model_max_length).input_ids
     assert ids[0] == tokenizer.bos_token_id and len(ids) == 16 and len(tokenizer) < 128
+
+
+def test_old_checkpoint_attention_names_are_renamed_by_diffusers_on_load(tmp_path):
+    """Very old DDPM checkpoints name the attention query/key/value/proj_attn; diffusers renames them to
+    to_q/to_k/to_v/to_out.0 when it loads a (non-sharded) checkpoint, so the family needs no second set of names."""
+    from safetensors.torch import load_file, save_file
+
+    path = testing.save_tiny_unet2d(tmp_path, class_conditional=False, attention=True)
+    weights = path / "diffusion_pytorch_model.safetensors"
+    new_to_old = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value.", ".to_out.0.": ".proj_attn."}
+    state = load_file(weights)
+    old = {}
+    for name, tensor in state.items():
+        for new, legacy in new_to_old.items():
+            name = name.replace(new, legacy) if ".attentions." in name else name
+        old[name] = tensor
+    assert any(".proj_attn." in n for n in old)
+    save_file(old, weights)
+    unet = diffusers.UNet2DModel.from_pretrained(path)
+    assert all(torch.equal(unet.state_dict()[n], t) for n, t in state.items())
+    check_decomposed(unet, "unet2d", {"sample": _randn(2, 1, 8, 8), "timestep": torch.tensor([3, 90])})

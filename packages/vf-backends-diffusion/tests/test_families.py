@@ -115,3 +115,20 @@ def test_unknown_family_raises_a_clear_error():
     assert "AutoencoderKL" in message and "target_modules" in message and "unet2d-condition" in message
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"q": ["to_q"], "k": ["to_k"], "v": ["to_v"]}))
     assert {v.role for v in vf.vectors} == {"q", "k", "v"}
+
+
+@pytest.mark.parametrize("config", [
+    {"class_embed_type": "timestep"},
+    {"class_embed_type": "identity"},
+    {"time_embedding_type": "learned", "num_train_timesteps": 50, "sample_size": (8, 4)},
+], ids=["timestep-labels", "identity-labels", "learned-time-rectangular"])
+def test_unet2d_example_input_fits_its_conditioning(config):
+    family = list_families()["unet2d"]
+    model = diffusers.UNet2DModel(**{
+        "sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block": 1, "block_out_channels": (8, 16),
+        "down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2, "norm_num_groups": 4,
+        "add_attention": False, **config}).eval()
+    args, kwargs = family.example_input(model)
+    assert ("class_labels" in kwargs) == ("class_embed_type" in config)
+    assert model(*args, **kwargs).sample.shape == kwargs["sample"].shape
+    assert get_vectorfit_model(model, VectorFitConfig()).family.name == "unet2d"
