@@ -11,9 +11,9 @@ from vf_core import VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
 from vf_core.testing import block_of, output_tensor
 
-diffusers = pytest.importorskip("diffusers")
+from vf_backends_diffusion import testing
 
-from vf_backends_diffusion import testing  # needs diffusers
+diffusers = pytest.importorskip("diffusers")
 
 
 def _randn(*shape):

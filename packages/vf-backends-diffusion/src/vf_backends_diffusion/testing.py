@@ -164,8 +164,9 @@ def save_tiny_sd_pipeline(directory: PathLike, *, seed: int = 0) -> Path:
     with _seeded(seed):
         unet = diffusers.UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4)
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=4,
+            norm_num_groups=4)
         vae = diffusers.AutoencoderKL(
             sample_size=16, in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4)
