@@ -1,5 +1,6 @@
 """vf-backends-diffusion's declarations beyond the shared contract: coverage, self- and cross-attention in the
-UNet, joint and single-stream blocks, unknown families and the nox matrix."""
+UNet, the DDPM UNet's ResNet and attention blocks, joint and single-stream blocks, unknown families and the nox
+matrix."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 from vf_core import UnknownFamilyError, VectorFitConfig, get_vectorfit_model
 from vf_core.plugins import list_families
 from vf_core.targets import identify_family
+from vf_core.testing import block_of
 from vf_backends_diffusion.families import FAMILIES
 
 diffusers = pytest.importorskip("diffusers")
 
-REQUIRED = {"unet2d-condition", "transformer2d", "dit", "sd3", "flux"}
+REQUIRED = {"unet2d-condition", "unet2d", "transformer2d", "dit", "sd3", "flux"}
 
 
 def test_required_families_are_registered():
@@ -52,14 +54,81 @@ def test_sd3_joint_block_targets_both_streams():
     assert roles["ff_context.net.0.proj"] == "f1" and roles["ff_context.net.2"] == "f2"
 
 
+def _roles_by_block(vf) -> dict[str, dict[str, str]]:
+    """block prefix -> {module path relative to the block: role}, in model order."""
+    family = vf.family
+    out: dict[str, dict[str, str]] = {}
+    for vec in vf.vectors.select(kind="sigma"):
+        prefix = block_of(family, vec.module)
+        out.setdefault(prefix, {})[vec.module[len(prefix) + 1:]] = vec.role
+    return out
+
+
+RESNET = {"conv1": "f1", "conv2": "f2"}
+ATTENTION = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
+
+
+def test_unet2d_resnet_blocks_play_f1_f2_and_attention_blocks_q_k_v_o():
+    vf = get_vectorfit_model(list_families()["unet2d"].tiny_model(), VectorFitConfig())
+    assert vf.family.name == "unet2d"
+    blocks = _roles_by_block(vf)
+    assert blocks == {
+        "down_blocks.0.resnets.0": RESNET,
+        "down_blocks.1.attentions.0": ATTENTION, "down_blocks.1.resnets.0": RESNET,
+        "up_blocks.0.attentions.0": ATTENTION, "up_blocks.0.attentions.1": ATTENTION,
+        "up_blocks.0.resnets.0": RESNET, "up_blocks.0.resnets.1": RESNET,
+        "up_blocks.1.resnets.0": RESNET, "up_blocks.1.resnets.1": RESNET,
+        "mid_block.attentions.0": ATTENTION, "mid_block.resnets.0": RESNET, "mid_block.resnets.1": RESNET}
+    assert [v.layer for v in vf.vectors.select(kind="sigma", role="f1")][:2] == [0, 2]  # numbered in model order
+    left_out = ("time_emb_proj", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "conv_in",
+                "conv_out", "time_embedding", "class_embedding")
+    assert not [n for n in vf.decomposed_layers() if any(part in n for part in left_out)]
+
+
+def test_unet2d_without_attention_trains_its_resnet_blocks():
+    from vf_backends_diffusion.testing import tiny_unet2d
+
+    vf = get_vectorfit_model(tiny_unet2d(class_conditional=False, attention=False), VectorFitConfig())
+    assert vf.family.name == "unet2d"
+    assert {v.role for v in vf.vectors.select(kind="sigma")} == {"f1", "f2"}
+    assert all(roles == RESNET for roles in _roles_by_block(vf).values())
+    assert len(_roles_by_block(vf)) == 8  # down 1 + 1, up 2 + 2 (one more than down), mid 2
+
+
+def test_unet2d_resnet_samplers_are_resnet_blocks():
+    model = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                  block_out_channels=(8, 16), down_block_types=("AttnDownBlock2D",) * 2,
+                                  up_block_types=("AttnUpBlock2D",) * 2, norm_num_groups=4, attention_head_dim=4,
+                                  downsample_type="resnet", upsample_type="resnet")  # only Attn*Block2D take them
+    blocks = _roles_by_block(get_vectorfit_model(model, VectorFitConfig()))
+    assert blocks["down_blocks.0.downsamplers.0"] == RESNET and blocks["up_blocks.0.upsamplers.0"] == RESNET
+
+
 def test_unknown_family_raises_a_clear_error():
-    model = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                                  block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                                  up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    model = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                                    down_block_types=("DownEncoderBlock2D",) * 2,
+                                    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4)
     assert identify_family(model) is None
     with pytest.raises(UnknownFamilyError) as info:
         get_vectorfit_model(model, VectorFitConfig())
     message = str(info.value)
-    assert "UNet2DModel" in message and "target_modules" in message and "unet2d-condition" in message
+    assert "AutoencoderKL" in message and "target_modules" in message and "unet2d-condition" in message
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"q": ["to_q"], "k": ["to_k"], "v": ["to_v"]}))
     assert {v.role for v in vf.vectors} == {"q", "k", "v"}
+
+
+@pytest.mark.parametrize("config", [
+    {"class_embed_type": "timestep"},
+    {"class_embed_type": "identity"},
+    {"time_embedding_type": "learned", "num_train_timesteps": 50, "sample_size": (8, 4)},
+], ids=["timestep-labels", "identity-labels", "learned-time-rectangular"])
+def test_unet2d_example_input_fits_its_conditioning(config):
+    family = list_families()["unet2d"]
+    model = diffusers.UNet2DModel(**{
+        "sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block": 1, "block_out_channels": (8, 16),
+        "down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2, "norm_num_groups": 4,
+        "add_attention": False, **config}).eval()
+    args, kwargs = family.example_input(model)
+    assert ("class_labels" in kwargs) == ("class_embed_type" in config)
+    assert model(*args, **kwargs).sample.shape == kwargs["sample"].shape
+    assert get_vectorfit_model(model, VectorFitConfig()).family.name == "unet2d"

@@ -1,7 +1,8 @@
 """VectorFit backend for diffusers.
 
-Declares, per architecture family (UNet2DConditionModel, Transformer2DModel, DiT, SD3, Flux), which modules play
-the roles ``q, k, v, o, f1, f2``, so ``get_vectorfit_model(model, VectorFitConfig())`` needs no module names.
+Declares, per architecture family (UNet2DConditionModel, UNet2DModel, Transformer2DModel, DiT, SD3, Flux), which
+modules play the roles ``q, k, v, o, f1, f2``, so ``get_vectorfit_model(model, VectorFitConfig())`` needs no module
+names.
 diffusers is an optional extra (``pip install vf-backends-diffusion[diffusers]``) imported only when a model is
 built.
 

@@ -1,9 +1,11 @@
 """Architecture families of diffusers models and the modules that play each role.
 
 diffusers models have no ``config.model_type``: a family recognises a model by its exact class name. Roles are
-given relative to a transformer block (``block_pattern``); the UNet's ResNet blocks, time embeddings and
-``proj_in``/``proj_out`` are not targeted. Each family builds a tiny random model for the shared contract tests
-(:mod:`vf_core.testing`); diffusers is imported only inside those factories.
+given relative to a transformer block (``block_pattern``); in the text-conditioned UNet (``UNet2DConditionModel``)
+the ResNet blocks, time embeddings and ``proj_in``/``proj_out`` are not targeted. The DDPM UNet (``UNet2DModel``)
+has no transformer blocks: its blocks are the ResNet blocks and the attention blocks themselves. Each family builds
+a tiny random model for the shared contract tests (:mod:`vf_core.testing`); diffusers is imported only inside
+those factories.
 
 Conventions:
 
@@ -16,12 +18,21 @@ Conventions:
   ``q, k, v``, ``to_add_out`` plays ``o`` and ``ff_context`` the MLP roles, next to the image stream's.
 - Flux's single-stream blocks: ``attn.to_q/k/v`` (q, k, v), ``proj_mlp`` (f1) and ``proj_out`` (f2), which
   projects the concatenated attention and MLP outputs; these blocks have no separate ``o``.
+- The DDPM UNet (``UNet2DModel``): in each ResNet block (``...resnets.N``; also a ResNet down/up-sampler,
+  ``...downsamplers.N``, ``...upsamplers.N``, ``resnet_down``, ``resnet_up``) the first 3x3 convolution ``conv1``
+  plays ``f1`` and the second ``conv2`` plays ``f2`` (a ``k x k`` kernel is decomposed as ``(out, in*k*k)``); each
+  attention block (``...attentions.N``, one ``Attention`` over the pixels) has ``to_q, to_k, to_v, to_out.0``
+  (q, k, v, o). A ResNet block thus has only f1/f2 and an attention block only q/k/v/o; a UNet without
+  attention blocks still has every ResNet block to train.
 
 Example:
     >>> from vf_backends_diffusion.families import FAMILIES
     >>> unet = next(f for f in FAMILIES if f.name == "unet2d-condition")
     >>> unet.role_of("attn2.to_k"), unet.role_of("ff.net.0.proj")
     ('k', 'f1')
+    >>> ddpm = next(f for f in FAMILIES if f.name == "unet2d")
+    >>> ddpm.role_of("conv1"), ddpm.role_of("to_out.0")
+    ('f1', 'o')
 """
 
 from __future__ import annotations
@@ -69,6 +80,32 @@ def _unet_input(model):
     size = cfg.sample_size
     return (), {"sample": _randn(gen, 2, cfg.in_channels, size, size), "timestep": torch.tensor([10, 500]),
                 "encoder_hidden_states": _randn(gen, 2, 5, cfg.cross_attention_dim)}
+
+
+def _unet2d_input(model):
+    """A noisy batch of two for a ``UNet2DModel``, with ``class_labels`` when it has a class embedding."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = model.config
+    size = cfg.sample_size if cfg.sample_size is not None else 8
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    steps = torch.tensor([10, 500])
+    if cfg.time_embedding_type == "learned":  # an embedding table of num_train_timesteps rows
+        steps = torch.tensor([0, cfg.num_train_timesteps - 1])
+    kwargs = {"sample": _randn(gen, 2, cfg.in_channels, height, width), "timestep": steps}
+    if model.class_embedding is not None:
+        if cfg.class_embed_type == "identity":  # the labels are already embeddings
+            kwargs["class_labels"] = _randn(gen, 2, model.time_embedding.linear_2.out_features)
+        else:
+            kwargs["class_labels"] = torch.tensor([1, min(3, (cfg.num_class_embeds or 4) - 1)])
+    return (), kwargs
+
+
+def _tiny_unet2d():
+    from .testing import tiny_unet2d
+
+    return tiny_unet2d(class_conditional=True, attention=True)
 
 
 def _transformer2d_input(model):
@@ -153,6 +190,25 @@ UNET = Family(
           " named_modules lists them). ResNet blocks, proj_in/proj_out and time embeddings are not targeted.",
 )
 
+UNET2D = Family(
+    name="unet2d",
+    backend="diffusion",
+    block_pattern=r"(?:.*\.)?(?:(?:resnets|attentions|downsamplers|upsamplers)\.\d+|resnet_down|resnet_up)",
+    roles={"q": ("to_q",), "k": ("to_k",), "v": ("to_v",), "o": ("to_out.0",), "f1": ("conv1",), "f2": ("conv2",)},
+    matches=_classes("UNet2DModel"),
+    tiny_model=_tiny_unet2d,
+    example_input=_unet2d_input,
+    notes="The DDPM UNet (UNet2DModel), unconditional or class-conditional, with or without attention blocks."
+          " Every ResNet block (resnets.N of the down, mid and up blocks, and the ResNet samplers of"
+          " downsample_type/upsample_type='resnet' and of the skip blocks) is a block whose 3x3 convolutions conv1"
+          " (f1) and conv2 (f2) are decomposed as (out, in*3*3) matrices; every attention block (attentions.N of"
+          " AttnDownBlock2D, AttnUpBlock2D and UNetMidBlock2D with add_attention) is a block with to_q, to_k, to_v"
+          " and to_out.0 (q, k, v, o). Blocks are numbered in model order (down, up, then mid block, as"
+          " named_modules lists them). Old checkpoints' query/key/value/proj_attn are renamed by diffusers on"
+          " load. Not targeted: time_emb_proj, conv_shortcut, the plain samplers' conv, conv_in/conv_out, time"
+          " and class embeddings.",
+)
+
 TRANSFORMER2D = Family(
     name="transformer2d",
     backend="diffusion",
@@ -212,4 +268,4 @@ FLUX = Family(
           " single blocks have no separate o. Blocks are numbered double-stream first.",
 )
 
-FAMILIES: list[Family] = [UNET, TRANSFORMER2D, DIT, SD3, FLUX]
+FAMILIES: list[Family] = [UNET, UNET2D, TRANSFORMER2D, DIT, SD3, FLUX]
