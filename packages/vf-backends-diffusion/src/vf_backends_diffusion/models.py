@@ -218,8 +218,11 @@ def load_parts(spec: str) -> DiffusionParts:
         vae_cls = getattr(diffusers, index["vae"][1])
         parts.vae = vae_cls.from_pretrained(folder / "vae").eval().requires_grad_(False)
     if "text_encoder" in index and (folder / "text_encoder").is_dir():
-        import transformers
-
+        try:
+            import transformers
+        except ImportError:
+            raise TaskError(f"--model {spec!r}: the pipeline's text encoder needs transformers: pip install"
+                            " 'vf-backends-diffusion[pipelines]'") from None
         library, enc_cls = index["text_encoder"]
         parts.text_encoder = getattr(transformers, enc_cls).from_pretrained(folder / "text_encoder").eval()
         parts.text_encoder.requires_grad_(False)
