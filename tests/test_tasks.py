@@ -108,7 +108,8 @@ def test_the_installed_text_and_image_tasks():
     assert tasks["text-classification"].headline == "eval_accuracy"
     assert tasks["text-regression"].headline == "eval_pearson"
     assert tasks["image-classification"].aliases == ("classification",)
-    assert {t.name for t in tasks.values() if t.generates} <= {"causal-lm", "seq2seq"}
+    assert {t.name for t in tasks.values() if t.generates} <= {"causal-lm", "seq2seq", "image-generation"}
+    assert {t.name for t in tasks.values() if t.generated == "images"} <= {"image-generation"}
     assert tasks["seq2seq"].headline == "eval_rougeL" and not tasks["seq2seq"].new_head
     assert not any(tasks[n].generates for n in ("text-classification", "text-regression", "image-classification"))
     assert tasks["causal-lm"].generates and not tasks["causal-lm"].new_head
