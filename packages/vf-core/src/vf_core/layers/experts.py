@@ -56,6 +56,20 @@ class PlainExpertParams:
     tensors: dict[str, nn.Parameter] = field(default_factory=dict)
 
 
+def _own_class(owner: nn.Module) -> None:
+    """Give a parametrized ``owner`` a class of its own before a parametrization is removed from it.
+
+    :mod:`torch.nn.utils.parametrize` puts the properties on a class made for the module, which a deep copy of the
+    module shares; removing a parametrization deletes the property from that class, so without this, merging a
+    deep copy would break the original.
+    """
+    cls = type(owner)
+    if not parametrize.is_parametrized(owner):
+        return
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    owner.__class__ = type(cls.__name__, cls.__bases__, namespace)
+
+
 class _ExpertBias(nn.Module):
     """The parametrization of a trained ``(experts, out)`` bias: the parts' biases, stacked."""
 
@@ -266,6 +280,7 @@ class DecomposedExperts(nn.Module):
         self._installed = False
 
     def _remove(self, owner: nn.Module, plain: PlainExpertParams) -> None:
+        _own_class(owner)
         for attr, value in plain.tensors.items():
             if parametrize.is_parametrized(owner, attr):
                 # the parametrization holds no original: say what to leave in place ourselves
