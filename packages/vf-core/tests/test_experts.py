@@ -265,8 +265,8 @@ def test_named_experts_module_and_regex():
 
 
 def test_rebuilt_once_per_forward(monkeypatch):
-    """Every read within one forward of the experts module shares one rebuilt tensor; without gradients it is
-    cached until a vector changes."""
+    """Every read within one forward of the experts module shares one rebuilt tensor; in eval mode without
+    gradients it is cached until a vector changes."""
     calls = []
     rebuild = DecomposedExperts._rebuild
     monkeypatch.setattr(DecomposedExperts, "_rebuild", lambda self, what: calls.append(what) or rebuild(self, what))
@@ -275,11 +275,16 @@ def test_rebuilt_once_per_forward(monkeypatch):
     vf(X).sum().backward()  # the forward reads each parameter E times
     assert len(calls) == 4  # 2 blocks x 2 parameters
     calls.clear()
+    with torch.no_grad():  # training mode: no dense copy kept between forwards
+        vf(X), vf(X)
+    assert len(calls) == 8
+    calls.clear()
+    vf.eval()
     with torch.no_grad():
         vf(X), vf(X)
     assert len(calls) == 4
     with torch.no_grad():
-        vf.vectors.names() and vf.vectors["layers.0.mlp.experts.down_proj[1].sigma"].parameter.mul_(1.1)
+        vf.vectors["layers.0.mlp.experts.down_proj[1].sigma"].parameter.mul_(1.1)
         vf(X)
     assert len(calls) == 5
 
@@ -296,6 +301,9 @@ def test_frozen_vector_and_disable_adapter():
     assert vf.vectors["layers.0.mlp.experts.down_proj[1].sigma"].parameter.grad is not None
     with vf.disable_adapter(), torch.no_grad():
         assert rel_diff(vf(X), reference) < 1e-5
+    base = vf.unload()  # the weights before training, plain again
+    with torch.no_grad():
+        assert rel_diff(base(X), reference) < 1e-5
 
 
 def test_assignment_refused_deepcopy_and_atomic():

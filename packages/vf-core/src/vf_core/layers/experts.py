@@ -8,11 +8,13 @@ stored layout), so the original 3-D tensor is not kept. The parts are the method
 expert and half. A trained ``(experts, out)`` bias parameter (gpt-oss's ``gate_up_proj_bias``) is parametrized the
 same way from the parts' biases.
 
-Cost: the whole 3-D tensor is rebuilt once per forward of the experts module (the value is shared by every read
-within that forward, whatever the experts implementation), and its graph lives until the backward pass, about one
-dense copy of the experts' weights per layer; gradient checkpointing rebuilds it instead. Without gradients the
-rebuilt tensor is cached until a trained vector changes, so unmerged inference costs one copy of the weights.
-:meth:`DecomposedExperts.merged` gives plain parameters back (``merge_and_unload``).
+Cost: in training the whole 3-D tensor is rebuilt once per forward of the experts module (the value is shared by
+every read within that forward, whatever the experts implementation), and its graph lives until the backward pass,
+about one dense copy of the experts' weights per layer; gradient checkpointing rebuilds it instead. In eval mode
+without gradients the rebuilt tensor is cached until a trained vector changes, so unmerged inference holds one
+copy of the weights besides the factors. :meth:`DecomposedExperts.merged` gives plain parameters back
+(``merge_and_unload``). An experts module without a bias parameter gets none (``add_missing_bias`` does not apply:
+its forward would not read it).
 
 Example:
     >>> import torch
@@ -104,7 +106,7 @@ class DecomposedExperts(nn.Module):
         self._dtype = dtype
         self._installed = False
         self._order: list[str] = []
-        self._scoped: Optional[dict[str, torch.Tensor]] = None  # values shared within one forward of the owner
+        self._scoped: Optional[dict[tuple, torch.Tensor]] = None  # values shared within one forward of the owner
         self._cached: dict[str, tuple[tuple, torch.Tensor]] = {}  # values kept while no gradient is recorded
 
     # ----------------------------------------------------------------------------------------- building
@@ -207,9 +209,12 @@ class DecomposedExperts(nn.Module):
         return tuple(key)
 
     def current(self, what: str = "weight") -> torch.Tensor:
-        """The value the experts module reads (``"weight"`` or ``"bias"``): rebuilt once per forward of the module
-        while gradients are recorded, and cached until a trained vector changes while they are not."""
-        if not torch.is_grad_enabled():
+        """The value the experts module reads (``"weight"`` or ``"bias"``). In eval mode without gradients it is
+        cached until a trained vector changes (unmerged inference); otherwise it is rebuilt once per forward of the
+        experts module, whatever reads it how often within that forward, and dropped after it (training keeps no
+        dense copy beyond what the backward pass needs)."""
+        grad = torch.is_grad_enabled()
+        if not grad and not self.training:
             key = self._cache_key(what)
             hit = self._cached.get(what)
             if hit is None or hit[0] != key:
@@ -217,9 +222,10 @@ class DecomposedExperts(nn.Module):
                 self._cached[what] = hit
             return hit[1]
         if self._scoped is not None:
-            if what not in self._scoped:
-                self._scoped[what] = self._rebuild(what)
-            return self._scoped[what]
+            value = self._scoped.get((what, grad))
+            if value is None:
+                value = self._scoped[(what, grad)] = self._rebuild(what)
+            return value
         return self._rebuild(what)
 
     def forward(self) -> torch.Tensor:
