@@ -217,7 +217,8 @@ def test_exact_trainable_saved_merged(kind, tmp_path):
     merged = vf.merge_and_unload()
     experts = merged.layers[0].mlp.experts
     assert type(experts) is Experts3D and not parametrize.is_parametrized(experts)
-    assert isinstance(experts.gate_up_proj, nn.Parameter) and experts.gate_up_proj.shape == fresh.layers[0].mlp.experts.gate_up_proj.shape
+    assert isinstance(experts.gate_up_proj, nn.Parameter)
+    assert experts.gate_up_proj.shape == fresh.layers[0].mlp.experts.gate_up_proj.shape
     assert [n for n, _ in merged.named_parameters()] == names
     assert not any(isinstance(m, DecomposedExperts) for m in merged.modules())
     assert not experts._forward_hooks and not experts._forward_pre_hooks
@@ -383,7 +384,6 @@ def test_separate_linear_experts():
 class _Families:
     def __init__(self, *families: Family) -> None:
         self.families = families
-        self.names = {type(f).__name__: f for f in families}
 
     @hookimpl
     def vectorfit_families(self):

@@ -158,14 +158,12 @@ def select_targets(model: nn.Module, config, family: Optional[Family], heads: Se
     for name, module in model.named_modules():
         if any(name == h or name.startswith(h + ".") for h in heads):
             continue
-        named_experts = False
+        found, named_experts = [], False
         if name:
-            target, named_experts = _module_target(name, module, config, family, wanted, explicit, experts)
-            if target is not None:
-                target.layer = blocks(target.layer)
-                targets.append(target)
-        for target in experts.params_of(name, module, named_experts):
-            target.layer = blocks(target.layer)
+            target, prefix, named_experts = _module_target(name, module, config, family, wanted, explicit, experts)
+            found = [(target, prefix)] if target is not None else []
+        for target, prefix in found + experts.params_of(name, module, named_experts):
+            target.layer = blocks(prefix)
             targets.append(target)
     return targets
 
@@ -179,9 +177,9 @@ def _explicit_role(name: str, config) -> tuple[bool, Optional[str]]:
 
 
 def _module_target(name: str, module: nn.Module, config, family: Optional[Family], wanted: Sequence[str],
-                   explicit: bool, experts: "_ExpertSearch") -> tuple[Optional[Target], bool]:
-    """The target of one module (its ``layer`` is the block prefix until numbered), or None; and whether the
-    user named an experts module that has no weight of its own (its 3-D parameters are then the targets)."""
+                   explicit: bool, experts: "_ExpertSearch") -> tuple[Optional[Target], Optional[str], bool]:
+    """The target of one module (or None) and its block prefix; and whether the user named an experts module that
+    has no weight of its own (its 3-D parameters are then the targets)."""
     prefix, rel = _family_place(family, name)
     fused = None
     for pattern, roles in config.fused_modules.items():
@@ -192,28 +190,28 @@ def _module_target(name: str, module: nn.Module, config, family: Optional[Family
     if explicit:
         hit, role = _explicit_role(name, config)
         if not hit:
-            return None, False
+            return None, None, False
         if experts.holds_experts(module):
-            return None, True  # ``target_modules=["experts"]``: its 3-D parameters are the targets
+            return None, None, True  # ``target_modules=["experts"]``: its 3-D parameters are the targets
         if role is None and family is not None and rel is not None:
             role = family.role_of(rel)
     else:
         if rel is None or (family.role_of(rel) is None and fused is None):
-            return None, False
+            return None, None, False
         role = family.role_of(rel)
     layout = layout_for(module, name)  # raises UnsupportedLayerError for an unsupported type
     d_out = layout.matrix(module).shape[0]
     if fused is not None:
         slices = _fused_slices(module, fused[0], fused[1], wanted, name, d_out)
         if not any(s.targeted for s in slices):
-            return None, False
+            return None, None, False
     else:
         if role is not None and role not in wanted:
-            return None, False
+            return None, None, False
         if role is None and not explicit:
-            return None, False
+            return None, None, False
         slices = [SliceSpec(role=role, rows=d_out)]
-    return Target(name, module, slices, prefix), False
+    return Target(name, module, slices, None), prefix, False
 
 
 class _ExpertSearch:
@@ -241,8 +239,9 @@ class _ExpertSearch:
             return True
         return False
 
-    def params_of(self, name: str, module: nn.Module, named: bool) -> list[Target]:
-        """Targets among ``module``'s own 3-D parameters (``named``: the user named the module itself)."""
+    def params_of(self, name: str, module: nn.Module, named: bool) -> list[tuple[Target, Optional[str]]]:
+        """Targets among ``module``'s own 3-D parameters, each with its block prefix (``named``: the user named
+        the module itself)."""
         if not self.explicit and not self.declared:
             return []
         out = []
@@ -270,7 +269,7 @@ class _ExpertSearch:
             layout = spec.resolve(module, attr, full, self.hidden)
             halves = layout.halves or (None,)
             slices = [SliceSpec(role=layout.role, rows=layout.rows_per_half) for _ in halves]
-            out.append(Target(full, module, slices, prefix, expert=layout))
+            out.append((Target(full, module, slices, None, expert=layout), prefix))
         return out
 
 
