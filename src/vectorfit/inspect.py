@@ -11,7 +11,6 @@ from typing import Any
 from safetensors import safe_open
 from vf_core.config import VectorFitConfig
 from vf_core.errors import TargetError
-from vf_core.layouts import layout_for
 from vf_core.roles import ROLES
 from vf_core.saving import WEIGHTS_NAME, read_adapter_config
 from vf_core.targets import identify_family, resolve_heads, resolve_targets
@@ -119,27 +118,32 @@ def method_counts(model, *, roles=ROLES, svfit_rank: int = 16, off_diagonals: in
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     rows, counts = [], defaultdict(int)
     for t in targets:
-        d_out, d_in = layout_for(t.module, t.name).matrix(t.module).shape
-        has_bias = getattr(t.module, "bias", None) is not None
+        d_out, d_in = t.matrix_shape()
+        # a 3-D expert parameter: every count is per expert's matrix, times the experts
+        copies = t.expert.experts if t.expert is not None else 1
+        has_bias = (t.expert.bias is not None) if t.expert is not None else getattr(t.module, "bias", None) is not None
         start = 0
         for s in t.slices:
             k = min(s.rows, d_in)
             bias = s.rows if has_bias else 0
-            rows.append({"module": t.name, "layer": t.layer, "role": s.role, "shape": [s.rows, int(d_in)], "k": k,
-                         "bias": bool(has_bias), "targeted": s.targeted})
+            row = {"module": t.name, "layer": t.layer, "role": s.role, "shape": [s.rows, int(d_in)], "k": k,
+                   "bias": bool(has_bias), "targeted": s.targeted}
+            if t.expert is not None:
+                row["experts"] = copies
+            rows.append(row)
             start += s.rows
             if not s.targeted:
                 continue
-            counts["vectorfit"] += k + bias
-            counts["vectorfit (sigma only)"] += k
+            counts["vectorfit"] += copies * (k + bias)
+            counts["vectorfit (sigma only)"] += copies * k
             if s.role in ("q", "k", "v", "o"):
-                counts["vectorfit (attention only)"] += k + bias
-            counts[f"svfit (r={svfit_rank})"] += min(svfit_rank, k)
+                counts["vectorfit (attention only)"] += copies * (k + bias)
+            counts[f"svfit (r={svfit_rank})"] += copies * min(svfit_rank, k)
             d = off_diagonals
-            counts[f"svft (banded, d={d})"] += k * (2 * d + 1) - d * (d + 1) if k > d else k * k
+            counts[f"svft (banded, d={d})"] += copies * (k * (2 * d + 1) - d * (d + 1) if k > d else k * k)
         for r in (1, 8):
-            counts[f"lora r={r}"] += r * (int(d_out) + int(d_in))
-        counts["adalora r=12->8"] += 12 * (int(d_out) + int(d_in) + 1)
+            counts[f"lora r={r}"] += copies * r * (int(d_out) + int(d_in))
+        counts["adalora r=12->8"] += copies * 12 * (int(d_out) + int(d_in) + 1)
     bias_params = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias") and id(p) not in head_ids)
     counts["bitfit"] = bias_params
     out = {name: n + head for name, n in counts.items()}
@@ -205,7 +209,9 @@ def _print(info: dict) -> None:
             print(f"    {name:28s} {_fmt(n):>14s}  {100 * n / max(info['total_params'], 1):8.4f}%")
         print(f"  targeted modules ({info['targets_shown']} of {info['targets_total']}; --verbose lists all):")
         for r in info["targets"]:
-            print(f"    layer {r['layer']!s:>3} {r['role'] or '-':3s} {r['module']}  {r['shape'][0]}x{r['shape'][1]}"
+            experts = f"{r['experts']} experts x " if r.get("experts") else ""
+            print(f"    layer {r['layer']!s:>3} {r['role'] or '-':3s} {r['module']}  {experts}"
+                  f"{r['shape'][0]}x{r['shape'][1]}"
                   f"  k={r['k']}{'' if r['bias'] else '  (no bias)'}{'' if r['targeted'] else '  (not targeted)'}")
         return
     print(f"{kind} {info.get('path')}")

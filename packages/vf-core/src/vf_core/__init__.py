@@ -32,6 +32,7 @@ from .errors import (
     UnsupportedLayerError,
     VectorFitError,
 )
+from .experts import ExpertParam
 from .families import Family, FusedModule
 from .layers import DecomposedLayer
 from .model import VectorFitModel, get_vectorfit_model
@@ -49,6 +50,7 @@ __all__ = [
     "VectorRegistry",
     "Family",
     "FusedModule",
+    "ExpertParam",
     "ROLES",
     "VectorFitError",
     "ConfigError",

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .errors import PluginError
+from .experts import ExpertParam
 from .roles import ROLES
 
 __all__ = ["Family", "FusedModule"]
@@ -56,6 +57,9 @@ class Family:
         roles: role -> module paths relative to the block (exact, ``.``-separated). Several paths may share
             a role (a gated MLP's ``gate_proj`` and ``up_proj`` both play ``f1``).
         fused: relative path -> :class:`FusedModule` for modules holding several roles.
+        expert_params: 3-D expert parameters (one matrix per expert, :mod:`vf_core.experts`) by path relative to
+            the block, e.g. ``{"mlp.experts.gate_up_proj": "f1", "mlp.experts.down_proj": "f2"}``: each maps to a
+            role, or to an :class:`~vf_core.experts.ExpertParam` that also says how the parameter is stored.
         heads: names (or ``.``-suffixes) of new task heads trained in full when ``modules_to_save`` is None.
         model_types: Hugging Face ``config.model_type`` values that identify the family.
         class_names: model class names (or prefixes) that identify the family.
@@ -70,6 +74,7 @@ class Family:
     block_pattern: str
     roles: Mapping[str, tuple[str, ...]]
     fused: Mapping[str, FusedModule] = field(default_factory=dict)
+    expert_params: Mapping[str, Union[str, ExpertParam]] = field(default_factory=dict)
     heads: tuple[str, ...] = ()
     model_types: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
@@ -82,6 +87,7 @@ class Family:
         unknown = [r for r in self.roles if r not in ROLES]
         for fused in self.fused.values():
             unknown += [r for r in fused.roles if r not in ROLES]
+        unknown += [r for r in self.expert_roles.values() if r is not None and r not in ROLES]
         if unknown:
             raise PluginError(
                 f"family {self.name!r} (backend {self.backend!r}) declares unknown roles {sorted(set(unknown))};"
@@ -98,7 +104,13 @@ class Family:
         present = set(self.roles)
         for fused in self.fused.values():
             present.update(fused.roles)
+        present.update(self.expert_roles.values())
         return tuple(r for r in ROLES if r in present)
+
+    @property
+    def expert_roles(self) -> dict[str, Optional[str]]:
+        """The role of each of :attr:`expert_params`, by relative path."""
+        return {path: spec if isinstance(spec, str) else spec.role for path, spec in self.expert_params.items()}
 
     def role_of(self, relative_path: str) -> Optional[str]:
         """The role of a module given its path relative to its block, or None."""

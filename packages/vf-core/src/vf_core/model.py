@@ -28,7 +28,7 @@ from torch import nn
 from .config import VectorFitConfig
 from .families import Family
 from .injection import Plan, build_layers, plan_injection, swap_in
-from .layers import DecomposedLayer
+from .layers import DecomposedExperts, DecomposedLayer
 from .saving import read_adapter, save_adapter
 from .vectors import VectorRegistry, build_registry
 
@@ -80,9 +80,11 @@ class VectorFitModel(nn.Module):
         """The wrapped model (PEFT's name), with its decomposed layers in place."""
         return self.model
 
-    def decomposed_layers(self) -> dict[str, DecomposedLayer]:
-        """The decomposed layers by module name, in model order."""
-        return {n: m for n, m in self.model.named_modules() if isinstance(m, DecomposedLayer)}
+    def decomposed_layers(self) -> dict[str, Union[DecomposedLayer, DecomposedExperts]]:
+        """The decomposed layers by module name, in model order; a decomposed 3-D expert parameter
+        (:class:`~vf_core.layers.DecomposedExperts`) by the parameter's full name."""
+        return {(m.module_name if isinstance(m, DecomposedExperts) else n): m for n, m in self.model.named_modules()
+                if isinstance(m, (DecomposedLayer, DecomposedExperts))}
 
     def head_parameters(self) -> dict[str, nn.Parameter]:
         out = {}

@@ -86,8 +86,8 @@ def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike]) -> No
         "base_model_class": type(vf.get_base_model()).__name__,
         "fingerprints": vf._fingerprints,
         "modules_to_save": vf.modules_to_save,
-        "vectors": [{"name": v.name, "layer": v.layer, "role": v.role, "kind": v.kind, "numel": v.numel}
-                    for v in vf.vectors],
+        "vectors": [{"name": v.name, "layer": v.layer, "role": v.role, "kind": v.kind, "numel": v.numel,
+                     **({} if v.expert is None else {"expert": v.expert})} for v in vf.vectors],
     }
     tensors = adapter_tensors(vf)
     _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT_NAME}))

@@ -17,12 +17,13 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence, Union
 
 from torch import nn
 
-from .errors import TargetError, UnknownFamilyError
+from .errors import TargetError, UnknownFamilyError, UnsupportedLayerError
+from .experts import ExpertLayout, ExpertParam, expert_count, is_expert_shaped
 from .families import Family
 from .layers import SliceSpec
 from .layouts import layout_for
@@ -35,10 +36,21 @@ _GENERIC_BLOCK = re.compile(r"^(.*?\.\d+)(?:\.|$)")
 
 @dataclass
 class Target:
+    """One thing to decompose: a module (``name``, ``module``), or a 3-D expert parameter (``name`` is the
+    parameter's full name, ``module`` the experts module that holds it, ``expert`` how it is stored)."""
+
     name: str
     module: nn.Module
     slices: list[SliceSpec]
     layer: Optional[int]
+    expert: Optional[ExpertLayout] = None
+
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(d_out, d_in)`` of the matrix (of each expert's matrix, for an expert parameter)."""
+        if self.expert is not None:
+            return self.expert.d_out, self.expert.d_in
+        d_out, d_in = layout_for(self.module, self.name).matrix(self.module).shape
+        return int(d_out), int(d_in)
 
 
 def matches_target(name: str, spec: Union[str, Sequence[str]]) -> bool:
@@ -136,50 +148,129 @@ def resolve_targets(model: nn.Module, config, family: Optional[Family]) -> list[
 
 
 def select_targets(model: nn.Module, config, family: Optional[Family], heads: Sequence[str]) -> list[Target]:
-    """The generic selection: ``target_modules`` (names, suffixes, a regex, or a role dict) or the family's roles."""
+    """The generic selection: ``target_modules`` (names, suffixes, a regex, or a role dict) or the family's roles,
+    plus the 3-D expert parameters (:mod:`vf_core.experts`) named the same way or in ``family.expert_params``."""
     wanted = list(config.roles)
     explicit = config.target_modules is not None
     blocks = _Blocks()
     targets: list[Target] = []
+    experts = _ExpertSearch(model, config, family, wanted)
     for name, module in model.named_modules():
-        if not name or any(name == h or name.startswith(h + ".") for h in heads):
+        if any(name == h or name.startswith(h + ".") for h in heads):
             continue
-        prefix, rel = _family_place(family, name)
-        fused = None
-        for pattern, roles in config.fused_modules.items():
-            if matches_target(name, [pattern]):
-                fused = (tuple(roles), None)
-        if fused is None and family is not None and rel in family.fused:
-            fused = (family.fused[rel].roles, family.fused[rel].split)
-        if explicit:
-            role = None
-            hit = False
-            for spec_role, spec in _explicit_specs(config):
-                if matches_target(name, spec):
-                    hit, role = True, spec_role
-                    break
-            if not hit:
-                continue
-            if role is None and family is not None and rel is not None:
-                role = family.role_of(rel)
-        else:
-            if rel is None or (family.role_of(rel) is None and fused is None):
-                continue
-            role = family.role_of(rel)
-        layout = layout_for(module, name)  # raises UnsupportedLayerError for an unsupported type
-        d_out = layout.matrix(module).shape[0]
-        if fused is not None:
-            slices = _fused_slices(module, fused[0], fused[1], wanted, name, d_out)
-            if not any(s.targeted for s in slices):
-                continue
-        else:
-            if role is not None and role not in wanted:
-                continue
-            if role is None and not explicit:
-                continue
-            slices = [SliceSpec(role=role, rows=d_out)]
-        targets.append(Target(name, module, slices, blocks(prefix)))
+        found, named_experts = [], False
+        if name:
+            target, prefix, named_experts = _module_target(name, module, config, family, wanted, explicit, experts)
+            found = [(target, prefix)] if target is not None else []
+        for target, prefix in found + experts.params_of(name, module, named_experts):
+            target.layer = blocks(prefix)
+            targets.append(target)
     return targets
+
+
+def _explicit_role(name: str, config) -> tuple[bool, Optional[str]]:
+    """Whether ``name`` matches ``target_modules``, and the role the matching spec gives (None in a list)."""
+    for spec_role, spec in _explicit_specs(config):
+        if matches_target(name, spec):
+            return True, spec_role
+    return False, None
+
+
+def _module_target(name: str, module: nn.Module, config, family: Optional[Family], wanted: Sequence[str],
+                   explicit: bool, experts: "_ExpertSearch") -> tuple[Optional[Target], Optional[str], bool]:
+    """The target of one module (or None) and its block prefix; and whether the user named an experts module that
+    has no weight of its own (its 3-D parameters are then the targets)."""
+    prefix, rel = _family_place(family, name)
+    fused = None
+    for pattern, roles in config.fused_modules.items():
+        if matches_target(name, [pattern]):
+            fused = (tuple(roles), None)
+    if fused is None and family is not None and rel in family.fused:
+        fused = (family.fused[rel].roles, family.fused[rel].split)
+    if explicit:
+        hit, role = _explicit_role(name, config)
+        if not hit:
+            return None, None, False
+        if experts.holds_experts(module):
+            return None, None, True  # ``target_modules=["experts"]``: its 3-D parameters are the targets
+        if role is None and family is not None and rel is not None:
+            role = family.role_of(rel)
+    else:
+        if rel is None or (family.role_of(rel) is None and fused is None):
+            return None, None, False
+        role = family.role_of(rel)
+    layout = layout_for(module, name)  # raises UnsupportedLayerError for an unsupported type
+    d_out = layout.matrix(module).shape[0]
+    if fused is not None:
+        slices = _fused_slices(module, fused[0], fused[1], wanted, name, d_out)
+        if not any(s.targeted for s in slices):
+            return None, None, False
+    else:
+        if role is not None and role not in wanted:
+            return None, None, False
+        if role is None and not explicit:
+            return None, None, False
+        slices = [SliceSpec(role=role, rows=d_out)]
+    return Target(name, module, slices, None), prefix, False
+
+
+class _ExpertSearch:
+    """Finds the 3-D expert parameters to target: those ``target_modules`` names (or whose experts module it
+    names), or the family's ``expert_params``."""
+
+    def __init__(self, model: nn.Module, config, family: Optional[Family], wanted: Sequence[str]) -> None:
+        self.config, self.family, self.wanted = config, family, wanted
+        self.explicit = config.target_modules is not None
+        self.count = expert_count(model)
+        model_config = getattr(model, "config", None)
+        hidden = getattr(model_config, "hidden_size", None)
+        if not isinstance(hidden, int):
+            hidden = getattr(getattr(model_config, "text_config", None), "hidden_size", None)
+        self.hidden = hidden if isinstance(hidden, int) else None
+        self.declared = dict(family.expert_params) if family is not None else {}
+
+    def holds_experts(self, module: nn.Module) -> bool:
+        """An experts module with 3-D expert parameters and no weight layout of its own."""
+        if not any(is_expert_shaped(p, self.count) for p in module._parameters.values()):
+            return False
+        try:
+            layout_for(module, "")
+        except UnsupportedLayerError:
+            return True
+        return False
+
+    def params_of(self, name: str, module: nn.Module, named: bool) -> list[tuple[Target, Optional[str]]]:
+        """Targets among ``module``'s own 3-D parameters, each with its block prefix (``named``: the user named
+        the module itself)."""
+        if not self.explicit and not self.declared:
+            return []
+        out = []
+        for attr, param in module._parameters.items():
+            if param is None or param.ndim != 3:
+                continue
+            full = f"{name}.{attr}" if name else attr
+            prefix, rel = _family_place(self.family, full)
+            declared = self.declared.get(rel) if rel is not None else None
+            if isinstance(declared, str):
+                declared = ExpertParam(declared)
+            if self.explicit:
+                hit, role = _explicit_role(full, self.config)
+                if not (hit or named) or not is_expert_shaped(param, self.count):
+                    continue
+                spec = declared or ExpertParam()
+                if role is not None:
+                    spec = replace(spec, role=role)
+            else:
+                if declared is None:
+                    continue
+                spec = declared
+            if spec.role is not None and spec.role not in self.wanted:
+                continue
+            layout = spec.resolve(module, attr, full, self.hidden)
+            halves = layout.halves or (None,)
+            slices = [SliceSpec(role=layout.role, rows=layout.rows_per_half) for _ in halves]
+            out.append((Target(full, module, slices, None, expert=layout), prefix))
+        return out
 
 
 def resolve_heads(model: nn.Module, config, family: Optional[Family]) -> list[str]:

@@ -31,13 +31,17 @@ class TrainableVector:
     """One trainable vector.
 
     Attributes:
-        name: unique name, ``<module>.<kind>`` or ``<module>.<role>.<kind>`` for a slice of a fused module.
+        name: unique name, ``<module>.<kind>`` or ``<module>.<role>.<kind>`` for a slice of a fused module;
+            for a 3-D expert parameter ``<param>[<expert>].<kind>`` or ``<param>[<expert>].<half>.<kind>``
+            (``...experts.gate_up_proj[3].gate.sigma``).
         layer: block index (0-based, in order of appearance) or None outside blocks.
         role: ``q, k, v, o, f1, f2`` or None.
         kind: ``"sigma"`` (singular values), ``"bias"`` or ``"m"`` (SVFT's sparse entries).
         parameter: the tensor that trains.
-        module: name of the module that holds it.
+        module: name of the module that holds it (of the 3-D parameter, for an expert parameter).
         initial: a copy of the value before training.
+        expert: the expert index, for a vector of one expert (of a 3-D expert parameter, or of separate linear
+            experts named ``...experts.<i>...``), else None.
     """
 
     name: str
@@ -47,6 +51,7 @@ class TrainableVector:
     parameter: nn.Parameter
     module: str
     initial: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    expert: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.initial is None:
@@ -65,7 +70,8 @@ class TrainableVector:
         return self.parameter.detach() - self.initial.to(self.parameter.device)
 
     def __repr__(self) -> str:
-        return (f"TrainableVector({self.name!r}, layer={self.layer}, role={self.role!r}, kind={self.kind!r},"
+        expert = "" if self.expert is None else f" expert={self.expert},"
+        return (f"TrainableVector({self.name!r}, layer={self.layer}, role={self.role!r},{expert} kind={self.kind!r},"
                 f" numel={self.numel})")
 
 
@@ -98,9 +104,9 @@ class VectorRegistry:
         return list(self._by_name)
 
     def select(self, *, kind: Optional[str] = None, role: Optional[str] = None,
-               layer: Optional[int] = None) -> list[TrainableVector]:
+               layer: Optional[int] = None, expert: Optional[int] = None) -> list[TrainableVector]:
         return [v for v in self if (kind is None or v.kind == kind) and (role is None or v.role == role)
-                and (layer is None or v.layer == layer)]
+                and (layer is None or v.layer == layer) and (expert is None or v.expert == expert)]
 
     def parameters(self) -> list[nn.Parameter]:
         return [v.parameter for v in self]
@@ -123,11 +129,12 @@ class VectorRegistry:
 def build_registry(layers: Mapping[str, Any], layer_index: Mapping[str, Optional[int]]) -> VectorRegistry:
     """The registry of every vector that trains in ``layers`` (module name -> decomposed layer, in model
     order), each with the block index ``layer_index[name]``; named ``<module>.<kind>``, or
-    ``<module>.<part>.<kind>`` for a layer of several parts (a fused projection)."""
+    ``<module>.<part>.<kind>`` for a layer of several parts (a fused projection), or
+    ``<param>[<expert>](.<half>).<kind>`` for a 3-D expert parameter (the layer's ``part_suffix``)."""
     vectors = []
     for name, layer in layers.items():
-        single = len(layer.parts) == 1
         for key, role, kind, param in layer.trainable_vectors():
-            vec_name = f"{name}.{kind}" if single else f"{name}.{key}.{kind}"
-            vectors.append(TrainableVector(vec_name, layer_index[name], role, kind, param, name))
+            vec_name = f"{name}{layer.part_suffix(key)}.{kind}"
+            vectors.append(TrainableVector(vec_name, layer_index[name], role, kind, param, name,
+                                           expert=layer.expert_of(key)))
     return VectorRegistry(vectors)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..config import VectorFitConfig
+from ..experts import expert_index
 from ..layouts import WeightLayout, layout_for
 from ..parts import PART_TYPES, FrozenPart, Part
 from ..svd import DecompositionCache, decompose, fingerprint
@@ -120,6 +121,14 @@ class DecomposedLayer(nn.Module):
             role = getattr(part, "role", None)
             for kind, param in part.trainable():
                 yield key, role, kind, param
+
+    def part_suffix(self, key: str) -> str:
+        """What a part's vectors add to the module's name: nothing for a whole matrix, ``.<key>`` for a slice."""
+        return "" if len(self.parts) == 1 else f".{key}"
+
+    def expert_of(self, key: str) -> Optional[int]:
+        """The expert index when this layer is one of separate linear experts (``...experts.3.w1``), else None."""
+        return expert_index(self.module_name)
 
     # ----------------------------------------------------------------------------------------- compute
     @property

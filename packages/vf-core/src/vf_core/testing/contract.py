@@ -30,6 +30,7 @@ run only those (the ``nox -s "family(llama)"`` session does this), or use pytest
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 from collections import defaultdict
@@ -40,7 +41,7 @@ import torch
 
 from ..config import VectorFitConfig
 from ..families import Family
-from ..layers import DecomposedLayer
+from ..layers import DecomposedExperts, DecomposedLayer
 from ..model import VectorFitModel, get_vectorfit_model
 from ..plugins import list_families
 from ..targets import identify_family
@@ -117,10 +118,11 @@ def block_of(family: Family, module_name: str) -> Optional[str]:
 
 
 def expected_blocks(model: torch.nn.Module, family: Family) -> list[str]:
-    """Block prefixes (in model order) that hold at least one module the family declares (a role or fused path)."""
-    declared = {p for paths in family.roles.values() for p in paths} | set(family.fused)
+    """Block prefixes (in model order) that hold at least one module the family declares (a role or fused path) or
+    one of its 3-D expert parameters."""
+    declared = {p for paths in family.roles.values() for p in paths} | set(family.fused) | set(family.expert_params)
     blocks: dict[str, None] = {}
-    for name, _ in model.named_modules():
+    for name, _ in itertools.chain(model.named_modules(), model.named_parameters()):
         prefix, rel = _place(family, name)
         if prefix is not None and rel in declared:
             blocks.setdefault(prefix, None)
@@ -316,8 +318,8 @@ class FamilyContract:
         with torch.no_grad():
             unmerged = self.run(family, vf)
         merged = vf.merge_and_unload()
-        left = [n for n, m in merged.named_modules() if isinstance(m, DecomposedLayer)]
-        assert not left, f"DecomposedLayer left after merge_and_unload: {left[:5]}"
+        left = [n for n, m in merged.named_modules() if isinstance(m, (DecomposedLayer, DecomposedExperts))]
+        assert not left, f"decomposed layers left after merge_and_unload: {left[:5]}"
         assert [n for n, _ in merged.named_parameters()] == names, "merging changed the parameter names"
         with torch.no_grad():
             actual = self.run(family, merged)
