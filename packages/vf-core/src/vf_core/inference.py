@@ -461,17 +461,17 @@ def _no_blocks(model: nn.Module) -> UnknownFamilyError:
     in_blocks = list(dict.fromkeys(name[len(_ancestors(name)[0][1]) + 1:] for name, m in model.named_modules()
                                    if _ancestors(name) and next(m.children(), None) is None
                                    and getattr(getattr(m, "weight", None), "dim", lambda: 0)() >= 2))[:8]
-    seen = (f"; the decomposable layers inside its numbered blocks are {', '.join(in_blocks)}" if in_blocks
-            else "; it has no decomposable layers inside numbered blocks")
+    seen = (f"; the layers with weight matrices inside its numbered blocks are {', '.join(in_blocks)}" if in_blocks
+            else "; it has no layers with weight matrices inside numbered blocks")
     return UnknownFamilyError(
         f"no installed backend declares {type(model).__name__}"
         + (f" ({_what(model)})" if _what(model) != type(model).__name__ else "")
-        + f" (known families: {listed}), and its structure shows no attention (q, k, v projections such as q_proj,"
-        " query, Wq, to_q, c_attn, qkv) or MLP (fc1/fc2, up_proj/down_proj, dense_h_to_4h...) in repeated blocks"
-        f"{seen}. This looks like a model without transformer blocks (a plain CNN, or a state-space model such as"
-        " Mamba), where roles q, k, v, o, f1, f2 do not apply. Name the modules to decompose yourself, e.g."
+        + ", and its structure shows no attention (q, k, v projections such as q_proj, query, Wq, to_q, c_attn, qkv)"
+        f" or MLP (fc1/fc2, up_proj/down_proj, dense_h_to_4h...) in repeated blocks{seen}. This looks like a model"
+        " without transformer blocks (a plain CNN, or a state-space model such as Mamba), where the roles q, k, v, o,"
+        " f1, f2 do not apply. Name the modules to decompose yourself, e.g."
         " VectorFitConfig(target_modules=r'.*\\.(in_proj|out_proj)') (a regex over full module names) or"
-        " target_modules=['conv1', 'conv2'] (names or '.'-suffixes)")
+        f" target_modules=['conv1', 'conv2'] (names or '.'-suffixes). Known families: {listed}")
 
 
 # ---------------------------------------------------------------------------------------------- summary
