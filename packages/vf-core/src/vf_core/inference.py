@@ -458,7 +458,7 @@ def _suggestion(found: list[_Found]) -> str:
 def _no_blocks(model: nn.Module) -> UnknownFamilyError:
     known = sorted(list_families())
     listed = ", ".join(known) if known else "none installed"
-    in_blocks = list(dict.fromkeys(name[len(_ancestors(name)[0][1]) + 1:] for name, m in model.named_modules()
+    in_blocks = list(dict.fromkeys(name[len(_ancestors(name)[-1][1]) + 1:] for name, m in model.named_modules()
                                    if _ancestors(name) and next(m.children(), None) is None
                                    and getattr(getattr(m, "weight", None), "dim", lambda: 0)() >= 2))[:8]
     seen = (f"; the layers with weight matrices inside its numbered blocks are {', '.join(in_blocks)}" if in_blocks
