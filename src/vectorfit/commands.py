@@ -59,7 +59,6 @@ def _show_core_info() -> None:
     if not any(isinstance(h, _CoreInfo) for h in logger.handlers):
         logger.addHandler(_CoreInfo(logging.INFO))
     logger.setLevel(logging.INFO)
-    logger.propagate = False  # shown once, by this handler
 
 
 _plain_format = warnings.formatwarning

@@ -210,8 +210,9 @@ def _print(info: dict) -> None:
         print("  by layer:  " + ", ".join(f"{layer}: {_fmt(n)}" for layer, n in info["trainable_by_layer"].items()))
         return
     if kind == "model":
-        origin = (f"inferred from its structure, no backend declares {info['class']}" if info.get("origin") == "inferred"
-                  else f"{info['backend']} backend")
+        inferred = info.get("origin") == "inferred"
+        origin = f"inferred from its structure, no backend declares {info['class']}" if inferred \
+            else f"{info['backend']} backend"
         print(f"model {info['model']}: {info['class']}, family {info['family']} ({origin})")
         if info.get("family_notes"):
             print(f"  {info['family_notes']}")

@@ -45,7 +45,7 @@ import re
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import nn
