@@ -1,6 +1,7 @@
 """Roles inferred from structure (vf_core.inference) for tiny models of architectures no backend declares, built from
 configs: transformers (GPT-NeoX, Falcon, Bloom, MPT, Phi-3, OLMo 2, StarCoder2, Granite, RoFormer, CodeGen), timm
-(EVA-02, a ViT with SwiGLU) and diffusers (UNet2DModel). Each test skips when its library is missing. Models some
+(EVA-02, a ViT with SwiGLU) and diffusers (UNet2DModel; UNet2DConditionModel with fused projections and with added
+keys and values). Each test skips when its library is missing. Models some
 backend declares (timm's VisionTransformer, diffusers' UNet2DModel) run with the family tables removed, so that only
 inference can recognise them. The plain-torch cases and the errors are in test_inference.py.
 """
@@ -59,6 +60,26 @@ def _unet2d():
                                  attention_head_dim=4)
 
 
+def _unet2d_condition(fuse: bool = False, **kwargs):
+    def build():
+        diffusers = pytest.importorskip("diffusers")
+        model = diffusers.UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4, **kwargs)
+        if fuse:  # to_qkv (self-attention) and to_kv (cross-attention) are called instead of to_q/to_k/to_v
+            model.fuse_qkv_projections()
+        return model
+
+    return build
+
+
+def _unet_condition_input(model):
+    gen = torch.Generator().manual_seed(0)
+    return (), {"sample": torch.randn(2, 4, 8, 8, generator=gen), "timestep": torch.tensor([10, 500]),
+                "encoder_hidden_states": torch.randn(2, 5, 16, generator=gen)}
+
+
 def _unet_input(model):
     gen = torch.Generator().manual_seed(0)
     return (), {"sample": torch.randn(2, 1, 8, 8, generator=gen), "timestep": torch.tensor([10, 500])}
@@ -86,6 +107,10 @@ CASES = {
     "vit-swiglu": (_timm("vit_small_patch16_224", img_size=32, depth=2, embed_dim=32, num_heads=4, swiglu=True),
                    _image(32), ALL, {"attn.qkv": "blocked"}),
     "unet2d": (_unet2d, _unet_input, {"q", "k", "v", "o"}, {}),
+    "unet2d-condition-fused-projections": (_unet2d_condition(fuse=True), _unet_condition_input, ALL,
+                                           {"attn1.to_qkv": "q/k/v blocked", "attn2.to_kv": "k/v blocked"}),
+    "unet2d-condition-added-kv": (_unet2d_condition(mid_block_type="UNetMidBlock2DSimpleCrossAttn"),
+                                  _unet_condition_input, ALL, {}),
 }
 
 
@@ -109,8 +134,9 @@ def test_inferred_roles_exact_and_trainable(case, no_tables, caplog):
     assert [r.getMessage() for r in caplog.records if r.name == "vf_core"] == [vf.family.notes]
     assert vf.family.notes.startswith("family inferred for ")
     assert {v.role for v in vf.vectors} == roles
-    for rel, words in fused.items():
-        assert words in vf.family.fused[rel].note and "checked numerically" in vf.family.fused[rel].note
+    for suffix, words in fused.items():  # fused module paths (relative to a block) -> words of their note
+        (note,) = [fm.note for rel, fm in vf.family.fused.items() if rel == suffix or rel.endswith("." + suffix)]
+        assert words in note and "checked numerically" in note, note
     with torch.no_grad():
         torch.testing.assert_close(output_tensor(vf(*args, **kwargs)), expected, atol=1e-5, rtol=1e-4)
     vf.train()

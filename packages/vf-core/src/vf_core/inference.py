@@ -69,7 +69,7 @@ _O = {"o_proj", "o", "out_proj", "out_lin", "wo", "dense", "c_proj", "proj", "to
 _QKV = {"qkv_proj", "query_key_value", "wqkv", "c_attn", "qkv", "w_pack", "qkv_linear", "to_qkv", "qkv_lin"}
 _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 # diffusers' joint attention: the text stream's projections, next to the image stream's to_q/to_k/to_v/to_out.0
-_ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}
+_ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
        "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in"}
@@ -154,10 +154,20 @@ def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: 
     return hits[0] if hits else None
 
 
-def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], result: _Result) -> None:
+def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
+               result: _Result) -> None:
     for group, members in groups.items():
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
         fused_hits = [leaf for local, leaf in members.items() if local in _QKV | _KV]
+        # diffusers' Attention keeps to_q/to_k/to_v next to the to_qkv (to_kv) that fuse_projections() adds, and
+        # says which it calls
+        flag = getattr(modules.get(group), "fused_projections", None)
+        if isinstance(flag, bool) and fused_hits and (k or v):
+            if flag:
+                k = v = None
+                q = q if fused_hits[0].local in _KV - _QKV else None
+            else:
+                fused_hits = []
         separate = [x for x in (q, k, v) if x is not None]
         if not fused_hits and len(separate) < 2:
             continue  # not an attention module
@@ -191,10 +201,15 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], r
         found += [_Found(x, r, group) for r, x in (("q", q), ("k", k), ("v", v)) if x is not None]
         found.append(_Found(o, "o", group))
         added = {r: _pick(members, names, f"joint-attention {r}", group, result) for r, names in _ADDED.items()}
-        if any(added[r] for r in "qkv"):
-            if not all(added[r] for r in "qkv"):
-                result.problem(group, f"partial: joint attention {where} lacks some of add_q_proj, add_k_proj,"
-                                      " add_v_proj")
+        added_fused = members.get("to_added_qkv")
+        if added_fused is not None and (flag is True or not any(added[r] for r in "qkv")):
+            found.append(_Found(added_fused, None, group, fused=("q", "k", "v")))
+            found += [_Found(added["o"], "o", group)] if added["o"] is not None else []
+        elif any(added[r] for r in "qkv"):
+            # the text stream of joint attention (add_q_proj...), or only added keys and values (AttnAddedKVProcessor)
+            if not (added["k"] and added["v"]):
+                result.problem(group, f"partial: attention {where} has {', '.join(x.local for x in added.values() if x)}"
+                                      " but not both add_k_proj and add_v_proj")
                 continue
             found += [_Found(x, r, group) for r, x in added.items() if x is not None]
         result.found += found
@@ -219,10 +234,10 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
         elif name == "output.dense" or name.endswith(".output.dense"):
             if (prefix + "." if prefix else "") + "intermediate.dense" in by_name:
                 units[prefix].append(_Found(leaf, "f2", prefix))
-        elif name.endswith("net.0.proj"):  # diffusers' FeedForward: net.0 (GELU/GEGLU).proj, then net.2
+        elif name == "net.0.proj" or name.endswith(".net.0.proj"):  # diffusers' FeedForward: net.0 (GELU).proj
             unit = name[: -len(".net.0.proj")]
             units[unit].append(_Found(leaf, "f1", unit))
-        elif name.endswith("net.2") and name[: -len("net.2")] + "net.0.proj" in by_name:
+        elif (name == "net.2" or name.endswith(".net.2")) and name[: -len("net.2")] + "net.0.proj" in by_name:
             unit = name[: -len(".net.2")]
             units[unit].append(_Found(leaf, "f2", unit))
         elif leaf.name.rsplit(".", 1)[0] in containers:
@@ -260,8 +275,9 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         if any(f.role == "?" for f in found):
             rejected.append((unit, found, f"ambiguous: MLP {where} has {', '.join(sorted(f.leaf.local for f in found))}"
                                           " whose shapes do not tell which is the down projection"))
-        elif f1 and all(f.leaf.conv for f in found) and all(f.leaf.d_out < f.leaf.d_in for f in f1):
-            continue  # a squeeze-excitation of 1x1 convolutions, not an MLP
+        elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
+                all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
+            continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
         elif not f1 or not f2:
             have = ", ".join(f.leaf.local for f in found)
             rejected.append((unit, found, f"partial: MLP {where} has {have} but no"
@@ -536,7 +552,7 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
     for leaf in leaves:
         groups[leaf.group].setdefault(leaf.local, leaf)
     result = _Result()
-    _attention(groups, by_name, result)
+    _attention(groups, by_name, dict(model.named_modules()), result)
     rejected = _mlp(_mlp_candidates(leaves, by_name, result.claimed), result)
     _assign_blocks(result.found)
     in_blocks = [f for f in result.found if f.block]
