@@ -31,7 +31,8 @@ from torch import nn
 
 from .layouts import layout_for
 
-__all__ = ["FusedLayout", "candidate_layouts", "head_sizes", "probe_inputs", "capture_calls", "check_layout"]
+__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "probe_inputs", "capture_calls",
+           "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -315,8 +316,9 @@ def _position0(t: torch.Tensor, feature_dim: int, features: Any = slice(None)) -
     return tuple(index)
 
 
-class _Probe:
-    """A float32 copy of an attention module, biases zeroed, called on captured arguments with rescaled rows."""
+class AttentionProbe:
+    """A float32 copy of an attention module, biases zeroed, called on captured arguments with rescaled rows (made
+    once per attention module, then reused for every candidate layout)."""
 
     def __init__(self, attention: nn.Module, call: tuple[tuple, dict]) -> None:
         self.module = copy.deepcopy(attention).float().eval()
@@ -368,12 +370,11 @@ class _Probe:
         return hook
 
 
-def check_layout(attention: nn.Module, call: tuple[tuple, dict],
-                 members: Mapping[str, list[tuple[str, torch.Tensor]]], out_dim: int = -1) -> tuple[bool, str]:
-    """Whether the rows in ``members`` (role -> ``[(module path within attention, rows)]``) are the q, k and v of
-    ``attention``, checked on a copy of it called with ``call``; ``(passed, what was checked or why it failed)``.
-    ``out_dim`` is the feature dimension of the attention's output (1 for convolutional attention)."""
-    probe = _Probe(attention, call)
+def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                 out_dim: int = -1) -> tuple[bool, str]:
+    """Whether the rows in ``members`` (role -> ``[(module path within the attention, rows)]``) are the q, k and v of
+    the attention ``probe`` copies; ``(passed, what was checked or why it failed)``. ``out_dim`` is the feature
+    dimension of the attention's output (1 for convolutional attention)."""
     base, _ = probe.run(members, {})
     if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
         return False, "the attention's output is empty or not finite on the probe input"

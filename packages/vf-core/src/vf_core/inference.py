@@ -52,7 +52,7 @@ from torch import nn
 
 from .errors import InferenceError, UnknownFamilyError, UnsupportedLayerError
 from .families import Family, FusedModule
-from .fused_layouts import FusedLayout, candidate_layouts, capture_calls, check_layout, head_sizes
+from .fused_layouts import AttentionProbe, FusedLayout, candidate_layouts, capture_calls, check_layout, head_sizes
 from .layouts import layout_for
 from .plugins import list_families
 from .roles import ROLES
@@ -387,14 +387,16 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
         q_sep = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "q"), None)
         own = f.leaf.name[len(f.unit) + 1:] if f.unit else f.leaf.name
-        failures = []
+        failures: list[str] = []
+        probe: Optional[AttentionProbe] = None
         for layout in layouts:
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
                 members["q"] = [(q_rel, torch.arange(q_sep.leaf.d_out))]
             try:
-                ok, how = check_layout(module, call, members, out_dim=1 if f.leaf.conv else -1)
+                probe = probe or AttentionProbe(module, call)
+                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
             except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
                 ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
             if ok:
