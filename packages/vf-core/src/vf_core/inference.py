@@ -21,8 +21,9 @@
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
   (``experts.N.w1``) are MLPs like any other, their index in the module name.
 - **Blocks**: the numbered children (``layers.N``, ``layer.N``, ``h.N``, ``blocks.N``, ``block.N``,
-  ``transformer_blocks.N``...) that hold those modules, the outermost repeated level whose members match (so a
-  Swin stage is not a block but its ``blocks.N`` are, and an MoE layer is one block, not one per expert). Encoder and
+  ``transformer_blocks.N``...) that hold those modules, at the outermost level whose members repeat (so a Swin stage
+  is not a block but its ``blocks.N`` are, and an MoE layer is one block, not one per expert); where no level repeats
+  (stages of one block each, a model of one layer), the outermost level whose members agree on shapes. Encoder and
   decoder stacks are separate.
 
 The result is verified, not trusted: within a stack every block must have every role with the same shapes, an
@@ -310,29 +311,33 @@ def _repeats(members: list[set], transition: bool) -> bool:
     return len(members) >= 2 and all(m == members[0] for m in members[1:])
 
 
+def _consistent(members: list[set]) -> bool:
+    """Whether the members of a container give each module path they share one shape (trivially, a single member)."""
+    shapes: dict[str, set] = defaultdict(set)
+    for member in members:
+        for rel, _, d_out, d_in in member:
+            shapes[rel].add((d_out, d_in))
+    return all(len(seen) == 1 for seen in shapes.values())
+
+
 def _assign_blocks(found: list[_Found]) -> None:
     """Each module's block: the outermost numbered ancestor whose container's members repeat (:func:`_repeats`);
-    failing that, one whose members repeat after a transition block; failing that (a stage of one block), the
-    ancestor in a container named like those chosen elsewhere (Swin's and MaxViT's ``blocks``); else the outermost."""
+    failing that, one whose members repeat after a transition block; failing that (stages of one block each, a model
+    of one layer), the outermost whose container's members agree on shapes (:func:`_consistent`); else the outermost.
+    """
     signature: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for f in found:
         for container, block in _ancestors(f.leaf.name):
             signature[container][block].add((f.leaf.name[len(block) + 1:], f.tag, f.leaf.d_out, f.leaf.d_in))
-    undecided = []
     for f in found:
         chain = _ancestors(f.leaf.name)
-        chosen = next((link for transition in (False, True) for link in chain
-                       if _repeats(list(signature[link[0]].values()), transition)), None)
-        if chosen is not None:
-            f.stack, f.block = chosen
-        elif chain:
-            undecided.append((f, chain))
-    kinds = {f.stack.rsplit(".", 1)[-1] for f in found if f.block}
-    for f, chain in undecided:
-        f.stack, f.block = next(((c, b) for c, b in chain if c.rsplit(".", 1)[-1] in kinds), chain[0])
-    for f in found:
-        if f.block:
-            f.rel = f.leaf.name[len(f.block) + 1:]
+        if not chain:
+            continue
+        members = {c: list(signature[c].values()) for c, _ in chain}
+        f.stack, f.block = next(
+            (link for test in (lambda m: _repeats(m, False), lambda m: _repeats(m, True), _consistent)
+             for link in chain if test(members[link[0]])), chain[0])
+        f.rel = f.leaf.name[len(f.block) + 1:]
 
 
 def _verify(found: list[_Found], problems: list[str]) -> None:
@@ -520,7 +525,8 @@ def describe_family(family: Family, blocks: int, stacks: list[str], model_desc: 
     where = (f" in {', '.join(stacks)}" if 1 < len(stacks) <= 4 else f" in {len(stacks)} stacks" if len(stacks) > 4
              else "")
     listed = ", ".join(roles) + "".join(f" and {w} as one matrix" for w in whole)
-    return f"family inferred for {model_desc}: {blocks} blocks{where}, roles {listed} from {', '.join(sources)}"
+    return (f"family inferred for {model_desc}: {blocks} block{'s' if blocks != 1 else ''}{where}, roles {listed} from"
+            f" {', '.join(sources)}")
 
 
 # ---------------------------------------------------------------------------------------------- entry point
