@@ -23,7 +23,8 @@
 - **Blocks**: the numbered children (``layers.N``, ``layer.N``, ``h.N``, ``blocks.N``, ``block.N``,
   ``transformer_blocks.N``...) that hold those modules, at the outermost level whose members repeat (so a Swin stage
   is not a block but its ``blocks.N`` are, and an MoE layer is one block, not one per expert); where no level repeats
-  (stages of one block each, a model of one layer), the outermost level whose members agree on shapes. Encoder and
+  (a stage of one block, a model of one layer), the level named like those chosen elsewhere, else the outermost level
+  whose members agree on shapes. Encoder and
   decoder stacks are separate.
 
 The result is verified, not trusted: within a stack every block must have every role with the same shapes, an
@@ -321,23 +322,31 @@ def _consistent(members: list[set]) -> bool:
 
 
 def _assign_blocks(found: list[_Found]) -> None:
-    """Each module's block: the outermost numbered ancestor whose container's members repeat (:func:`_repeats`);
-    failing that, one whose members repeat after a transition block; failing that (stages of one block each, a model
-    of one layer), the outermost whose container's members agree on shapes (:func:`_consistent`); else the outermost.
-    """
+    """Each module's block: the outermost numbered ancestor whose container's members repeat (:func:`_repeats`), or
+    repeat after a transition block. Where none does (a stage of one block, a model of one layer): the ancestor in a
+    container named like those chosen elsewhere (MaxViT's ``blocks``, a UNet's ``attentions``); else the outermost
+    whose container's members agree on shapes (:func:`_consistent`); else the outermost."""
     signature: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for f in found:
         for container, block in _ancestors(f.leaf.name):
             signature[container][block].add((f.leaf.name[len(block) + 1:], f.tag, f.leaf.d_out, f.leaf.d_in))
+    undecided = []
     for f in found:
         chain = _ancestors(f.leaf.name)
-        if not chain:
-            continue
         members = {c: list(signature[c].values()) for c, _ in chain}
-        f.stack, f.block = next(
-            (link for test in (lambda m: _repeats(m, False), lambda m: _repeats(m, True), _consistent)
-             for link in chain if test(members[link[0]])), chain[0])
-        f.rel = f.leaf.name[len(f.block) + 1:]
+        link = next((link for transition in (False, True) for link in chain
+                     if _repeats(members[link[0]], transition)), None)
+        if link is not None:
+            f.stack, f.block = link
+        elif chain:
+            undecided.append((f, chain, members))
+    kinds = {f.stack.rsplit(".", 1)[-1] for f in found if f.block}
+    for f, chain, members in undecided:
+        f.stack, f.block = next((link for link in chain if link[0].rsplit(".", 1)[-1] in kinds),
+                                next((link for link in chain if _consistent(members[link[0]])), chain[0]))
+    for f in found:
+        if f.block:
+            f.rel = f.leaf.name[len(f.block) + 1:]
 
 
 def _verify(found: list[_Found], problems: list[str]) -> None:
