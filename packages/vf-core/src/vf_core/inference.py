@@ -24,11 +24,10 @@
   ``transformer_blocks.N``...) that hold those modules, at the outermost level whose members repeat (so a Swin stage
   is not a block but its ``blocks.N`` are, and an MoE layer is one block, not one per expert); where no level repeats
   (a stage of one block, a model of one layer), the level named like those chosen elsewhere, else the outermost level
-  whose members agree on shapes. Encoder and
-  decoder stacks are separate.
+  whose members agree on shapes. Encoder and decoder stacks are separate.
 
-The result is verified, not trusted: within a stack every block must have every role with the same shapes, an
-attention or MLP must be complete, and no module may fit two roles. Otherwise :class:`~vf_core.errors.InferenceError`
+The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
+transition block aside), an attention or MLP must be complete, and no module may fit two roles. Otherwise :class:`~vf_core.errors.InferenceError`
 says what was found and which ``target_modules`` to pass; a model with no attention or MLP blocks at all (a plain CNN,
 a state-space model) gets :class:`~vf_core.errors.UnknownFamilyError`, which says so.
 
@@ -598,7 +597,7 @@ def _build(model: nn.Module, found: list[_Found]) -> Family:
         if f.role and f.rel not in roles[f.role]:
             roles[f.role].append(f.rel)
     stacks = list(dict.fromkeys(f.stack for f in found))
-    alternatives = sorted({(re.escape(s) + r"\.\d+") if s else r"\d+" for s in stacks}, key=len, reverse=True)
+    alternatives = sorted({(re.escape(s) + r"\.\d+") if s else r"\d+" for s in stacks}, key=lambda a: (-len(a), a))
     blocks = list(dict.fromkeys(f.block for f in found))
     heads = [n for n, m in model.named_modules()
              if n and n.rsplit(".", 1)[-1] in _HEAD_NAMES and next(m.parameters(), None) is not None
