@@ -27,9 +27,10 @@
   whose members agree on shapes. Encoder and decoder stacks are separate.
 
 The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
-transition block aside), an attention or MLP must be complete, and no module may fit two roles. Otherwise :class:`~vf_core.errors.InferenceError`
-says what was found and which ``target_modules`` to pass; a model with no attention or MLP blocks at all (a plain CNN,
-a state-space model) gets :class:`~vf_core.errors.UnknownFamilyError`, which says so.
+transition block aside), an attention or MLP must be complete, and no module may fit two roles. Otherwise
+:class:`~vf_core.errors.InferenceError` says what was found and which ``target_modules`` to pass; a model with no
+attention or MLP blocks at all (a plain CNN, a state-space model) gets :class:`~vf_core.errors.UnknownFamilyError`,
+which says so.
 
 Example:
     >>> from vf_core.inference import infer_family
@@ -209,8 +210,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         elif any(added[r] for r in "qkv"):
             # the text stream of joint attention (add_q_proj...), or only added keys and values (AttnAddedKVProcessor)
             if not (added["k"] and added["v"]):
-                result.problem(group, f"partial: attention {where} has {', '.join(x.local for x in added.values() if x)}"
-                                      " but not both add_k_proj and add_v_proj")
+                have = ", ".join(x.local for x in added.values() if x)
+                result.problem(group, f"partial: attention {where} has {have} but not both add_k_proj and add_v_proj")
                 continue
             found += [_Found(x, r, group) for r, x in added.items() if x is not None]
         result.found += found
