@@ -66,7 +66,8 @@ def _unet2d_condition(fuse: bool = False, **kwargs):
         model = diffusers.UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4, **kwargs)
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, attention_head_dim=4,
+            norm_num_groups=4, **kwargs)
         if fuse:  # to_qkv (self-attention) and to_kv (cross-attention) are called instead of to_q/to_k/to_v
             model.fuse_qkv_projections()
         return model
