@@ -178,6 +178,22 @@ def test_methods_through_the_command(fake_backend, tmp_path, method, extra):
         assert m["trainable_breakdown"]["bias"] == 0
 
 
+def test_undeclared_model_gets_inferred_roles_and_says_so(fake_backend, tmp_path, capsys):
+    """No backend declares TinyNet: without --target-modules its roles and head are inferred from its structure, one
+    line on stderr says what was chosen, and inspect prints the mapping."""
+    out = tmp_path / "r"
+    assert main(["train", "--model", "tiny", "--data", "synthetic", "--no-avf", "--output", str(out), "--no-plots",
+                 "--max-steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert ("vectorfit: family inferred for TinyNet: 2 blocks, roles q, k, v, o, f1, f2 from q, k, v, o, up, down"
+            in err.splitlines())
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["family"] == "inferred:TinyNet"
+    assert main(["inspect", "--model", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    assert "family inferred:TinyNet (inferred from its structure, no backend declares TinyNet)" in printed
+    assert r"blocks (?:blocks\.\d+); in each: q <- q; k <- k; v <- v; o <- o; f1 <- up; f2 <- down" in printed
+
+
 def test_errors_are_one_line(fake_backend, tmp_path, capsys):
     cases = [
         (["train", "--model", "nope", "--data", "synthetic", "--output", str(tmp_path / "o")], "unknown model 'nope'"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -41,6 +43,22 @@ def _quiet(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("always", category=DataWarning)  # about the user's data: always one line on stderr
     warnings.formatwarning = _format_warning
+    _show_core_info()
+
+
+class _CoreInfo(logging.Handler):
+    """vf-core's INFO lines (the family it inferred for a model no backend declares) as ``vectorfit: ...`` lines on
+    the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"vectorfit: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_core_info() -> None:
+    logger = logging.getLogger("vf_core")
+    if not any(isinstance(h, _CoreInfo) for h in logger.handlers):
+        logger.addHandler(_CoreInfo(logging.INFO))
+    logger.setLevel(logging.INFO)
 
 
 _plain_format = warnings.formatwarning

@@ -19,7 +19,7 @@ from .errors import CLIError
 from .rundir import Run, is_run_dir
 from .selection import choose_task, get_runner, list_tasks
 
-__all__ = ["inspect_command", "describe_adapter", "describe_model", "method_counts"]
+__all__ = ["inspect_command", "describe_adapter", "describe_model", "method_counts", "family_mapping"]
 
 
 def _fmt(n: int) -> str:
@@ -107,8 +107,8 @@ def _head_count(path: Path, heads: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------ models
 def method_counts(model, *, roles=ROLES, svfit_rank: int = 16, off_diagonals: int = 2) -> tuple[list[dict], dict, Any]:
     """Targeted modules of ``model`` (per the family) and each method's trainable count, computed from shapes."""
-    family = identify_family(model)
     try:
+        family = identify_family(model, infer=True)  # declared, else inferred from the model's structure
         targets = resolve_targets(model, VectorFitConfig(roles=list(roles)), family)
     except TargetError as exc:
         raise CLIError(" ".join(str(exc).split())) from None
@@ -151,15 +151,32 @@ def method_counts(model, *, roles=ROLES, svfit_rank: int = 16, off_diagonals: in
     return rows, {"total_params": total, "head_params": head, "heads": heads, "methods": out}, family
 
 
+def family_mapping(family) -> tuple[dict[str, list[str]], dict[str, dict]]:
+    """``(role -> module paths within a block, fused path -> {roles, split, note})`` of a declared or inferred
+    family."""
+    roles: dict[str, list[str]] = {r: list(family.roles.get(r, ())) for r in ROLES if family.roles.get(r)}
+    fused = {}
+    for rel, fm in family.fused.items():
+        for r in fm.roles:
+            if not fm.whole:
+                roles.setdefault(r, []).append(f"{rel}[{r}]")
+        fused[rel] = {"roles": list(fm.roles), "split": "whole" if fm.whole else "interleaved" if fm.order else
+                      "blocked", "note": fm.note}
+    return {r: roles[r] for r in ROLES if r in roles}, fused
+
+
 def describe_model(model, spec: str, verbose: bool = False) -> dict:
     rows, summary, family = method_counts(model)
     by_role: dict[str, int] = defaultdict(int)
     for r in rows:
         if r["targeted"]:
             by_role[str(r["role"])] += 1
+    role_modules, fused = family_mapping(family) if family else ({}, {})
     return {"kind": "model", "model": spec, "class": type(model).__name__,
             "family": family.name if family else None, "backend": family.backend if family else None,
-            "family_notes": family.notes if family else None,
+            "origin": family.origin if family else None, "family_notes": family.notes if family else None,
+            "block_pattern": family.block_pattern if family else None, "role_modules": role_modules,
+            "fused": fused,
             "roles": [r for r in ROLES if r in by_role], "modules_per_role": dict(by_role),
             "blocks": len({r["layer"] for r in rows}), **summary, "targets": rows if verbose else rows[:12],
             "targets_shown": len(rows) if verbose else min(len(rows), 12), "targets_total": len(rows)}
@@ -197,11 +214,19 @@ def _print(info: dict) -> None:
         print("  by layer:  " + ", ".join(f"{layer}: {_fmt(n)}" for layer, n in info["trainable_by_layer"].items()))
         return
     if kind == "model":
-        print(f"model {info['model']}: {info['class']}, family {info['family']} ({info['backend']} backend)")
+        inferred = info.get("origin") == "inferred"
+        origin = f"inferred from its structure, no backend declares {info['class']}" if inferred \
+            else f"{info['backend']} backend"
+        print(f"model {info['model']}: {info['class']}, family {info['family']} ({origin})")
         if info.get("family_notes"):
             print(f"  {info['family_notes']}")
         print(f"  {info['blocks']} blocks; roles {','.join(info['roles'])}; modules per role "
               + ", ".join(f"{r}: {n}" for r, n in info["modules_per_role"].items()))
+        if info.get("role_modules"):
+            print(f"  blocks {info['block_pattern']}; in each: "
+                  + "; ".join(f"{r} <- {', '.join(paths)}" for r, paths in info["role_modules"].items()))
+        for rel, fused in (info.get("fused") or {}).items():
+            print(f"  fused {rel}: {fused['note'] or '/'.join(fused['roles']) + ' ' + fused['split']}")
         print(f"  parameters {_fmt(info['total_params'])}; head {', '.join(info['heads'])}"
               f" ({_fmt(info['head_params'])})")
         print("  trainable parameters per method (head included):")

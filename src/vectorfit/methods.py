@@ -223,8 +223,10 @@ def count_parameters(model) -> tuple[int, int]:
 def family_targets(model, spec: MethodSpec):
     """(targets [(name, role, layer)], heads) from the family declaration (or ``--target-modules``)."""
     cfg = spec.targeting_config()
-    family = identify_family(model)
+    family = None
     try:
+        # no --target-modules: the declared family, or the roles inferred from the model's structure
+        family = identify_family(model, infer=cfg.target_modules is None)
         targets = resolve_targets(model, cfg, family)
     except TargetError as exc:
         hint = " (with the vectorfit command: --target-modules REGEX, e.g. '.*\\.(q_proj|v_proj)')" \

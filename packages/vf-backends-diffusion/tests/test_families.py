@@ -105,16 +105,27 @@ def test_unet2d_resnet_samplers_are_resnet_blocks():
 
 
 def test_unknown_family_raises_a_clear_error():
+    # no family declares the VAE; without its mid-block attention it has no attention or MLP to infer roles from
     model = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
                                     down_block_types=("DownEncoderBlock2D",) * 2,
-                                    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4)
+                                    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4,
+                                    mid_block_add_attention=False)
     assert identify_family(model) is None
     with pytest.raises(UnknownFamilyError) as info:
         get_vectorfit_model(model, VectorFitConfig())
     message = str(info.value)
     assert "AutoencoderKL" in message and "target_modules" in message and "unet2d-condition" in message
-    vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"q": ["to_q"], "k": ["to_k"], "v": ["to_v"]}))
-    assert {v.role for v in vf.vectors} == {"q", "k", "v"}
+    vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"f1": ["conv1"], "f2": ["conv2"]}))
+    assert {v.role for v in vf.vectors} == {"f1", "f2"}
+
+
+def test_undeclared_model_with_attention_gets_inferred_roles():
+    """The VAE's mid-block attention (to_q, to_k, to_v, to_out.0) is recognised without a family."""
+    model = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                                    down_block_types=("DownEncoderBlock2D",) * 2,
+                                    up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=4)
+    vf = get_vectorfit_model(model, VectorFitConfig())
+    assert vf.family.origin == "inferred" and {v.role for v in vf.vectors} == {"q", "k", "v", "o"}
 
 
 @pytest.mark.parametrize("config", [

@@ -136,17 +136,27 @@ def test_vit_family_also_knows_transformers_4_names():
 
 
 def test_unknown_family_raises_a_clear_error():
-    cfg = transformers.GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
-                                     vocab_size=99, max_position_embeddings=64)
-    model = transformers.GPTNeoXForCausalLM(cfg)
+    # no backend declares Mamba, and a state-space model has no attention or MLP blocks to infer roles from
+    cfg = transformers.MambaConfig(hidden_size=32, num_hidden_layers=1, state_size=4, vocab_size=99)
+    model = transformers.MambaForCausalLM(cfg)
     assert identify_family(model) is None
     with pytest.raises(UnknownFamilyError) as info:
         get_vectorfit_model(model, VectorFitConfig())
     message = str(info.value)
-    assert "gpt_neox" in message and "target_modules" in message
+    assert "mamba" in message and "target_modules" in message and "state-space" in message
     for name in ("bert", "llama", "t5"):
         assert name in message
     # and the way out the message shows works
-    vf = get_vectorfit_model(model, VectorFitConfig(target_modules={"q": ["query_key_value"], "o": ["dense"]},
-                                                    fused_modules={"query_key_value": ["q", "k", "v"]}))
+    vf = get_vectorfit_model(model, VectorFitConfig(target_modules=r".*\.(in_proj|out_proj)"))
     assert len(vf.vectors) > 0
+
+
+def test_undeclared_architecture_gets_inferred_roles():
+    """GPT-NeoX is declared by no backend: its roles are inferred (query_key_value interleaved per head)."""
+    cfg = transformers.GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                     vocab_size=99, max_position_embeddings=64)
+    model = transformers.GPTNeoXForCausalLM(cfg)
+    assert identify_family(model) is None and identify_family(model, infer=True).origin == "inferred"
+    vf = get_vectorfit_model(model, VectorFitConfig())
+    assert vf.family.name == "inferred:gpt_neox"
+    assert {v.role for v in vf.vectors} == {"q", "k", "v", "o", "f1", "f2"}

@@ -151,10 +151,17 @@ def test_merge_and_unload(tiny_net, tiny_input):
     assert {n: p.requires_grad for n, p in plain.named_parameters()} == original_flags
 
 
-def test_unknown_family_without_targets(tiny_net):
+def test_unknown_family_without_targets():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))  # no blocks to infer
     with pytest.raises(UnknownFamilyError) as info:
-        get_vectorfit_model(tiny_net, VectorFitConfig())
+        get_vectorfit_model(net, VectorFitConfig())
     assert "target_modules" in str(info.value) and "Known families" in str(info.value)
+
+
+def test_undeclared_model_gets_inferred_roles(tiny_net):
+    vf = get_vectorfit_model(tiny_net, VectorFitConfig())
+    assert vf.family.origin == "inferred" and vf.modules_to_save == ["head"]
+    assert {v.role for v in vf.vectors.select(kind="sigma", layer=1)} == {"q", "k", "v", "o", "f1", "f2"}
 
 
 def test_no_match_and_unsupported_and_all_or_nothing(tiny_net):

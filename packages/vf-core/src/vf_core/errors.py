@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "TargetError",
     "UnknownFamilyError",
+    "InferenceError",
     "UnsupportedLayerError",
     "NonFiniteWeightError",
     "TiedWeightError",
@@ -43,6 +44,12 @@ class TargetError(VectorFitError, ValueError):
 
 class UnknownFamilyError(TargetError):
     """No installed backend recognises the model's architecture family."""
+
+
+class InferenceError(TargetError):
+    """No backend declares the model and its roles could not be inferred from its structure without doubt: a module
+    that could play two roles, an attention or MLP with some of its projections missing, or blocks of one stack that
+    differ. The message says what was found and how to name the modules with ``target_modules``."""
 
 
 class UnsupportedLayerError(TargetError, TypeError):

@@ -38,10 +38,19 @@ class FusedModule:
         roles: the roles of the stacked slices, in order.
         split: optional function ``module -> sizes`` of the slices (default: equal slices), for grouped-query
             attention where ``k`` and ``v`` are smaller than ``q``.
+        order: optional function ``module -> row indices``, a permutation of the weight's output rows after which
+            the roles' rows are contiguous (then cut by ``split``): for layouts that interleave the roles per head
+            (GPT-NeoX's ``query_key_value``, Bloom) or per key-value group (Falcon).
+        whole: decompose the module as one matrix (role None) instead of one slice per role, e.g. when the layout
+            of its rows is not known; it is targeted when any of ``roles`` is wanted.
+        note: how the rows were split and why, shown by ``vectorfit inspect`` and in the inferred family's log line.
     """
 
     roles: tuple[str, ...]
     split: Optional[Callable[[Any], Sequence[int]]] = None
+    order: Optional[Callable[[Any], Sequence[int]]] = None
+    whole: bool = False
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class Family:
         tiny_model: a factory of a tiny randomly initialised model, used by the shared contract tests.
         example_input: a factory ``model -> (args, kwargs)`` of an input for ``tiny_model()``.
         notes: free text (e.g. how a gated MLP maps onto f1/f2), shown by ``vectorfit inspect``.
+        origin: ``"declared"`` (by a backend) or ``"inferred"`` (recognised from the model's structure by
+            :func:`vf_core.inference.infer_family` when no backend declares the model).
     """
 
     name: str
@@ -82,6 +93,7 @@ class Family:
     tiny_model: Optional[Callable[[], Any]] = None
     example_input: Optional[Callable[[Any], tuple[tuple, dict]]] = None
     notes: str = ""
+    origin: str = "declared"
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.roles if r not in ROLES]

@@ -6,6 +6,7 @@ only then are the new layers swapped in, so a failed ``get_vectorfit_model`` lea
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -22,6 +23,8 @@ from .svd import default_cache, fingerprint
 from .targets import Target, identify_family, resolve_heads, resolve_targets
 
 __all__ = ["Plan", "plan_injection", "build_layers", "swap_in"]
+
+logger = logging.getLogger("vf_core")
 
 
 @dataclass
@@ -41,7 +44,10 @@ def _check_not_wrapped(model: nn.Module) -> None:
 def plan_injection(model: nn.Module, config) -> Plan:
     """Find and check the targets; touches nothing."""
     _check_not_wrapped(model)
-    family = identify_family(model)
+    # no target_modules and no declared family: the roles are inferred from the model's structure
+    family = identify_family(model, infer=config.target_modules is None)
+    if family is not None and family.origin == "inferred":
+        logger.info(family.notes)
     targets = resolve_targets(model, config, family)
     heads = resolve_heads(model, config, family)
     owners: dict[int, list[str]] = {}

@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import TargetError, UnknownFamilyError, UnsupportedLayerError
 from .experts import ExpertLayout, ExpertParam, expert_count, is_expert_shaped
-from .families import Family
+from .families import Family, FusedModule
 from .layers import SliceSpec
 from .layouts import layout_for
 from .plugins import get_plugin_manager, list_families
@@ -60,17 +60,26 @@ def matches_target(name: str, spec: Union[str, Sequence[str]]) -> bool:
     return any(name == t or name.endswith("." + t) for t in spec)
 
 
-def identify_family(model: nn.Module) -> Optional[Family]:
-    """The declared family of ``model``, or None.
+def identify_family(model: nn.Module, *, infer: bool = False) -> Optional[Family]:
+    """The declared family of ``model``; else, with ``infer=True``, its family inferred from its structure; else None.
 
     Asks the ``vectorfit_identify_family`` hook first; when no plugin answers, the first family whose
-    :meth:`~vf_core.families.Family.identifies` accepts the model.
+    :meth:`~vf_core.families.Family.identifies` accepts the model. Declared families always win. With ``infer=True``
+    (what injection does when ``target_modules`` is None) a model no backend declares gets
+    :func:`vf_core.inference.infer_family`, which raises :class:`~vf_core.errors.UnknownFamilyError` (no attention
+    or MLP blocks) or :class:`~vf_core.errors.InferenceError` (ambiguous, partial or inconsistent roles).
     """
     families = list_families()
     name = get_plugin_manager().hook.vectorfit_identify_family(model=model, families=list(families.values()))
     if name is None:
         name = next((f.name for f in families.values() if f.identifies(model)), None)
-    return families.get(name) if name else None
+    if name:
+        return families.get(name)
+    if infer:
+        from .inference import infer_family  # it imports this module
+
+        return infer_family(model)
+    return None
 
 
 def _unknown_family(model: nn.Module) -> UnknownFamilyError:
@@ -107,13 +116,23 @@ def _family_place(family: Optional[Family], name: str) -> tuple[Optional[str], O
     return (m.group(1), name[len(m.group(1)) + 1:]) if m else (None, None)
 
 
-def _fused_slices(module: nn.Module, roles: Sequence[str], split, wanted: Sequence[str], name: str,
+def _fused_slices(module: nn.Module, fused: FusedModule, wanted: Sequence[str], name: str,
                   d_out: int) -> list[SliceSpec]:
-    sizes = list(split(module)) if split else [d_out // len(roles)] * len(roles)
+    roles = fused.roles
+    if fused.whole:
+        return [SliceSpec(role=None, rows=d_out, targeted=any(r in wanted for r in roles))]
+    sizes = list(fused.split(module)) if fused.split else [d_out // len(roles)] * len(roles)
     if sum(sizes) != d_out:
         raise TargetError(f"fused module {name!r} has {d_out} output rows, which do not split into roles"
                           f" {list(roles)} of sizes {sizes}; give a split function in the family declaration")
-    return [SliceSpec(role=r, rows=n, targeted=r in wanted) for r, n in zip(roles, sizes)]
+    if fused.order is None:
+        return [SliceSpec(role=r, rows=n, targeted=r in wanted) for r, n in zip(roles, sizes)]
+    order = [int(i) for i in fused.order(module)]
+    if sorted(order) != list(range(d_out)):
+        raise TargetError(f"the row order of fused module {name!r} is not a permutation of its {d_out} rows")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [SliceSpec(role=r, rows=n, targeted=r in wanted, index=tuple(order[s:s + n]))
+            for r, n, s in zip(roles, sizes, starts)]
 
 
 def _explicit_specs(config) -> list[tuple[Optional[str], Any]]:
@@ -181,12 +200,12 @@ def _module_target(name: str, module: nn.Module, config, family: Optional[Family
     """The target of one module (or None) and its block prefix; and whether the user named an experts module that
     has no weight of its own (its 3-D parameters are then the targets)."""
     prefix, rel = _family_place(family, name)
-    fused = None
+    fused: Optional[FusedModule] = None
     for pattern, roles in config.fused_modules.items():
         if matches_target(name, [pattern]):
-            fused = (tuple(roles), None)
+            fused = FusedModule(tuple(roles))
     if fused is None and family is not None and rel in family.fused:
-        fused = (family.fused[rel].roles, family.fused[rel].split)
+        fused = family.fused[rel]
     if explicit:
         hit, role = _explicit_role(name, config)
         if not hit:
@@ -202,7 +221,7 @@ def _module_target(name: str, module: nn.Module, config, family: Optional[Family
     layout = layout_for(module, name)  # raises UnsupportedLayerError for an unsupported type
     d_out = layout.matrix(module).shape[0]
     if fused is not None:
-        slices = _fused_slices(module, fused[0], fused[1], wanted, name, d_out)
+        slices = _fused_slices(module, fused, wanted, name, d_out)
         if not any(s.targeted for s in slices):
             return None, None, False
     else:

@@ -39,11 +39,17 @@ __all__ = ["DecomposedLayer", "SliceSpec"]
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """A slice of output rows: its role (or None), its number of rows, and whether it is decomposed."""
+    """A slice of output rows: its role (or None), its number of rows, and whether it is decomposed.
+
+    ``index`` gives the weight rows the slice takes, in order, when a role's rows are not contiguous (GPT-NeoX's
+    ``query_key_value`` interleaves q, k and v per head); by default each slice takes the next ``rows`` rows. Either
+    every slice of a layer has an ``index`` or none has, and together they cover every row exactly once.
+    """
 
     role: Optional[str]
     rows: int
     targeted: bool = True
+    index: Optional[tuple[int, ...]] = None
 
 
 def _shell_of(module: nn.Module) -> nn.Module:
@@ -55,11 +61,28 @@ def _shell_of(module: nn.Module) -> nn.Module:
     return shell
 
 
+def _row_inverse(slices: list[SliceSpec], d_out: int, name: str, device) -> Optional[torch.Tensor]:
+    """For slices that take rows by index: the position of each weight row in the stacked slices (checked to be a
+    permutation); None for contiguous slices."""
+    given = [s.index is not None for s in slices]
+    if not any(given):
+        return None
+    if not all(given) or any(len(s.index) != s.rows for s in slices):
+        raise ValueError(f"slices of {name!r}: give an index of 'rows' entries for every slice or for none")
+    order = torch.tensor([i for s in slices for i in s.index], dtype=torch.long)
+    if order.numel() != d_out or not torch.equal(order.sort().values, torch.arange(d_out)):
+        raise ValueError(f"the slice indices of {name!r} do not take each of its {d_out} rows exactly once")
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(d_out)
+    return inverse.to(device)
+
+
 class DecomposedLayer(nn.Module):
     """A linear map held as decomposed parts. Built by :meth:`build`; not usually created by hand."""
 
     def __init__(self, module_name: str, layout: WeightLayout, parts: "OrderedDict[str, Part]",
-                 shell: nn.Module, fingerprint_: str, had_bias: bool) -> None:
+                 shell: nn.Module, fingerprint_: str, had_bias: bool,
+                 row_inverse: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         self.module_name = module_name
         self.layout = layout
@@ -68,6 +91,9 @@ class DecomposedLayer(nn.Module):
         self.had_bias = had_bias
         object.__setattr__(self, "_shell", shell)  # not a submodule: holds no tensors
         self._dense_cache: Optional[tuple[tuple, torch.Tensor]] = None
+        # where each weight row lies in the parts' stacked rows, when slices take rows by index (not saved: the
+        # slicing is rebuilt from the model each time)
+        self.register_buffer("row_inverse", row_inverse, persistent=False)
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -90,9 +116,12 @@ class DecomposedLayer(nn.Module):
         if bias is None and opts.add_missing_bias and opts.bias_trained:
             bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
         parts: OrderedDict[str, Part] = OrderedDict()
+        row_inverse = _row_inverse(slices, weight.shape[0], name, weight.device)
         start = 0
         for i, spec in enumerate(slices):
-            rows = slice(start, start + spec.rows)
+            rows: object = slice(start, start + spec.rows)
+            if spec.index is not None:
+                rows = torch.tensor(spec.index, dtype=torch.long, device=weight.device)
             start += spec.rows
             key = "main" if len(slices) == 1 else (spec.role or f"slice{i}")
             if key in parts:
@@ -104,7 +133,7 @@ class DecomposedLayer(nn.Module):
             parts[key].role = spec.role
         if start != weight.shape[0]:
             raise ValueError(f"slices of {name!r} cover {start} rows, the weight has {weight.shape[0]}")
-        return cls(name, layout, parts, _shell_of(module), weight_fingerprint, had_bias)
+        return cls(name, layout, parts, _shell_of(module), weight_fingerprint, had_bias, row_inverse)
 
     @staticmethod
     def _make_part(w: torch.Tensor, b: Optional[torch.Tensor], spec: SliceSpec, opts: VectorFitConfig,
@@ -150,7 +179,11 @@ class DecomposedLayer(nn.Module):
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts), computed in ``dtype``."""
         weights = [part.dense_weight(dtype) for part in self.parts.values()]
-        return weights[0] if len(weights) == 1 else torch.cat(weights, 0)
+        return weights[0] if len(weights) == 1 else self._in_row_order(torch.cat(weights, 0), 0)
+
+    def _in_row_order(self, stacked: torch.Tensor, dim: int) -> torch.Tensor:
+        """The parts' stacked rows (or output features along ``dim``) back in the weight's row order."""
+        return stacked if self.row_inverse is None else stacked.index_select(dim, self.row_inverse)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -166,8 +199,8 @@ class DecomposedLayer(nn.Module):
         if len(biases) == 1 or all(b is None for b in biases):
             return biases[0]
         ref = next(b for b in biases if b is not None)
-        return torch.cat([b if b is not None else ref.new_zeros(p.dense_weight().shape[0])
-                          for b, p in zip(biases, self.parts.values())])
+        return self._in_row_order(torch.cat([b if b is not None else ref.new_zeros(p.dense_weight().shape[0])
+                                             for b, p in zip(biases, self.parts.values())]), 0)
 
     def _cache_key(self) -> tuple:
         """Identity, version and dtype of every tensor the dense weight depends on (biases aside): any in-place
@@ -208,7 +241,10 @@ class DecomposedLayer(nn.Module):
             # inference, or only biases train here: one product with the cached dense weight, as in the base layer
             return self.layout.apply_dense(x, self._dense_cached(), self.dense_bias())
         outs = [part(x, self.layout) for part in self.parts.values()]
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=self.layout.out_dim)
+        if len(outs) == 1:
+            return outs[0]
+        dim = self.layout.out_dim % outs[0].dim()
+        return self._in_row_order(torch.cat(outs, dim=dim), dim)
 
     # ----------------------------------------------------------------------------------------- merging
     @torch.no_grad()

@@ -1,0 +1,399 @@
+"""How the rows of a fused attention projection are laid out, found by trying candidates on the attention itself.
+
+A fused projection (``qkv``, ``query_key_value``, ``Wqkv``, ``c_attn``...) stacks the q, k and v rows in one weight,
+but in different orders: all q rows, then k, then v ("blocked": GPT-2, timm's ViT, Phi-3, MPT); q, k, v of each head
+in turn ("interleaved per head": GPT-NeoX, Bloom, MaxViT); or the q heads of each key-value group followed by that
+group's k and v (Falcon's new decoder architecture). Names do not tell which (GPT-BigCode's ``c_attn`` is blocked
+with multi-query attention and interleaved without), so :func:`infer_family <vf_core.inference.infer_family>`
+proposes layouts from the sizes it reads (heads, key-value heads, head dimension) and checks each one numerically:
+
+1. the model runs once on a small probe input (:func:`probe_inputs`) until its first such attention module is
+   called; its arguments are kept (:func:`capture_calls`);
+2. a float32 copy of that attention module, with its biases zeroed, is called on them with the rows of each role
+   rescaled (:func:`check_layout`): scaling the v rows by 0 and by 2 must change the output affinely (attention is
+   linear in v, not in q or k); scaling q by 2 and k by 1/2 must leave it unchanged (the scores ``q.k`` do not move;
+   powers of two keep this exact); and where the projection is called as a module, noise added to the q rows of
+   the first position must change no other position's output (a query only affects its own position, a key
+   affects every position that attends to it).
+
+The first candidate that passes every check is the layout. The model itself is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .layouts import layout_for
+
+__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "probe_inputs", "capture_calls",
+           "check_layout"]
+
+
+@dataclass(frozen=True)
+class FusedLayout:
+    """One way the rows of a fused projection may hold its roles: ``sizes`` per role after the permutation
+    ``order`` (None: the rows are already in role order) and a description for the log line."""
+
+    roles: tuple[str, ...]
+    sizes: tuple[int, ...]
+    order: Optional[tuple[int, ...]]
+    kind: str  # "blocked", "interleaved per head", "grouped per key-value head"
+    description: str
+
+    def rows(self) -> dict[str, torch.Tensor]:
+        """The weight rows of each role."""
+        order = list(self.order) if self.order is not None else list(range(sum(self.sizes)))
+        out, start = {}, 0
+        for role, size in zip(self.roles, self.sizes):
+            out[role] = torch.tensor(order[start:start + size], dtype=torch.long)
+            start += size
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+_HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "encoder_attention_heads",
+          "decoder_attention_heads")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_head_kv", "kv_heads", "kv_n_heads",
+             "num_kv")
+_HEAD_DIMS = ("head_dim", "head_size", "dim_head", "d_head", "attention_head_size", "d_kv")
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    try:
+        return getattr(obj, key, None)
+    except Exception:  # a config or module property that fails
+        return None
+
+
+def _ints(sources: Sequence[Any], keys: Sequence[str]) -> list[int]:
+    out: list[int] = []
+    for src in sources:
+        for key in keys:
+            value = _get(src, key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0 and value not in out:
+                out.append(value)
+    return out
+
+
+def _config_sources(obj: Any) -> list[Any]:
+    """``obj``'s config and the sub-configs that may hold attention sizes (``text_config``, MPT's ``attn_config``)."""
+    config = _get(obj, "config")
+    out = [config] if config is not None else []
+    for sub in ("text_config", "attn_config", "attention_config", "decoder", "encoder"):
+        value = _get(config, sub) if config is not None else None
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            out.append(value)
+    return out
+
+
+def head_sizes(attention: nn.Module, model: nn.Module) -> tuple[list[int], list[int], list[int]]:
+    """Candidate numbers of heads, of key-value heads and head dimensions, from the attention module's attributes
+    (timm's ``num_heads``, Falcon's ``num_kv_heads``) first, then from the configs."""
+    sources = [attention, *_config_sources(attention), *_config_sources(model)]
+    heads = _ints(sources, _HEADS)
+    kv_heads = _ints(sources, _KV_HEADS)
+    for src in sources:
+        groups = _get(src, "num_key_value_groups")
+        if isinstance(groups, int) and groups > 0:
+            kv_heads += [h // groups for h in heads if h % groups == 0 and h // groups not in kv_heads]
+        if _get(src, "multi_query") is True and 1 not in kv_heads:
+            kv_heads.append(1)
+    return heads, kv_heads, _ints(sources, _HEAD_DIMS)
+
+
+def _grouped(roles: tuple[str, ...], sizes: tuple[int, ...], groups: int) -> tuple[int, ...]:
+    """The row order of ``groups`` groups each holding its share of every role, roles in turn within a group."""
+    shares = [s // groups for s in sizes]
+    width = sum(shares)
+    order: list[int] = []
+    for r, share in enumerate(shares):
+        offset = sum(shares[:r])
+        order += [g * width + offset + i for g in range(groups) for i in range(share)]
+    return tuple(order)
+
+
+def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequence[int],
+                      kv_heads: Sequence[int], head_dims: Sequence[int]) -> list[FusedLayout]:
+    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``)."""
+    out: list[FusedLayout] = []
+    seen: set = set()
+
+    names = "/".join(roles)
+
+    def add(sizes: tuple[int, ...], groups: int, kind: str) -> None:
+        if any(s <= 0 or s % groups for s in sizes) or sum(sizes) != d_out:
+            return
+        order = None if groups == 1 else _grouped(roles, sizes, groups)
+        key = (sizes, order)
+        if key not in seen:
+            seen.add(key)
+            shares = "/".join(str(s // groups) for s in sizes)
+            rows = f"{shares} rows" if groups == 1 else f"{groups} groups of {shares} rows"
+            out.append(FusedLayout(roles, sizes, order, kind, f"{names} {kind} ({rows})"))
+
+    if roles == ("k", "v"):
+        kv_options = [d_out // 2] if d_out % 2 == 0 else []
+        q_options: list[int] = []
+    else:
+        q_options = [h * d for h in heads for d in head_dims] + [d_in] + ([d_out // 3] if d_out % 3 == 0 else [])
+        q_options += [d_out - 2 * h * d for h in kv_heads for d in head_dims]
+        kv_options = []
+    sized: list[tuple[int, ...]] = []
+    for q in dict.fromkeys(q_options):
+        if 0 < q < d_out and (d_out - q) % 2 == 0:
+            sized.append((q, (d_out - q) // 2, (d_out - q) // 2))
+    sized += [(kv, kv) for kv in kv_options]
+    for sizes in sized:
+        add(sizes, 1, "blocked")
+    for sizes in sized:
+        kv = sizes[-1]
+        groups = list(kv_heads) + [kv // d for d in head_dims if kv % d == 0]
+        per_head = len(sizes) == 2 or sizes[0] == kv
+        if per_head:
+            groups += list(heads) + [sizes[0] // d for d in head_dims if sizes[0] % d == 0]
+        for g in dict.fromkeys(groups):
+            if g > 1:
+                add(sizes, g, "interleaved per head" if per_head and (sizes[0] // g in head_dims or g in heads)
+                    else "grouped per key-value head")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- probing
+def _first_param(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    device, dtype = torch.device("cpu"), torch.float32
+    for i, p in enumerate(model.parameters()):
+        if i == 0:
+            device = p.device
+        if p.is_floating_point():
+            return device, p.dtype
+    return device, dtype
+
+
+def _image_size(model: nn.Module, config: Any) -> Optional[tuple[int, int]]:
+    for value in (_get(model, "img_size"), _get(_get(model, "patch_embed"), "img_size"), _get(config, "image_size"),
+                  _get(_get(config, "vision_config"), "image_size")):
+        if isinstance(value, int) and value > 0:
+            return value, value
+        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return int(value[0]), int(value[1])
+    cfg = _get(model, "pretrained_cfg") or _get(model, "default_cfg")
+    size = _get(cfg, "input_size")
+    if isinstance(size, (tuple, list)) and len(size) == 3:
+        return int(size[1]), int(size[2])
+    return None
+
+
+def probe_inputs(model: nn.Module) -> Optional[tuple[tuple, dict]]:
+    """A small input for ``model`` built from its signature and config (token ids for a language model, an image
+    for a vision model, a noisy sample and a timestep for a diffusers denoiser), or None when none can be built."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    names = set(params)
+    config = _get(model, "config")
+    sources = [config, _get(config, "text_config")] if config is not None else []
+    device, dtype = _first_param(model)
+    gen = torch.Generator().manual_seed(0)
+    if "input_ids" in names:
+        vocab = next(iter(_ints(sources, ("vocab_size",))), None)
+        if vocab is None:
+            return None
+        ids = torch.randint(min(3, vocab - 1), vocab, (1, 8), generator=gen).to(device)
+        kwargs: dict = {"input_ids": ids}
+        if "attention_mask" in names:
+            kwargs["attention_mask"] = torch.ones_like(ids)
+        if "decoder_input_ids" in names and _get(config, "is_encoder_decoder"):
+            kwargs["decoder_input_ids"] = ids
+        if "use_cache" in names:
+            kwargs["use_cache"] = False
+        return (), kwargs
+    if "sample" in names and "timestep" in names and config is not None:  # diffusers UNets
+        size = _get(config, "sample_size") or 16
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        channels = _get(config, "in_channels") or 4
+        kwargs = {"sample": torch.randn(1, channels, height, width, generator=gen).to(device, dtype),
+                  "timestep": torch.tensor([10], device=device)}
+        cross = _get(config, "cross_attention_dim")
+        cross = cross[0] if isinstance(cross, (tuple, list)) else cross
+        if "encoder_hidden_states" in names and isinstance(cross, int):
+            kwargs["encoder_hidden_states"] = torch.randn(1, 4, cross, generator=gen).to(device, dtype)
+        if "class_labels" in names and (_get(config, "num_class_embeds") or _get(config, "class_embed_type")):
+            kwargs["class_labels"] = torch.tensor([0], device=device)
+        return (), kwargs
+    if "pixel_values" in names:
+        size = _image_size(model, config)
+        channels = next(iter(_ints([config, _get(config, "vision_config")], ("num_channels",))), 3)
+        if size is None:
+            return None
+        return (), {"pixel_values": torch.randn(1, channels, *size, generator=gen).to(device, dtype)}
+    positional = [p for p in params.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    size = _image_size(model, config)
+    if len(positional) == 1 and size is not None:  # timm and other image models: forward(x)
+        cfg = _get(model, "pretrained_cfg") or _get(model, "default_cfg")
+        channels = (_get(cfg, "input_size") or (3,))[0]
+        return (torch.randn(1, channels, *size, generator=gen).to(device, dtype),), {}
+    return None
+
+
+class _Captured(Exception):
+    """Raised from a pre-hook to stop the probe forward pass once every wanted call is captured."""
+
+
+def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[int, tuple[tuple, dict]], str]:
+    """Run ``model`` on :func:`probe_inputs` (eval mode, no gradients, stopped as soon as it can) and keep the
+    arguments of the first call of each of ``modules``: ``({id(module): (args, kwargs)}, why some are missing)``.
+    The model's train/eval flags are restored; its weights are not touched."""
+    wanted = {id(m) for m in modules}
+    calls: dict[int, tuple[tuple, dict]] = {}
+    inputs = probe_inputs(model)
+    if inputs is None:
+        return calls, f"no probe input could be built for {type(model).__name__}"
+
+    def pre_hook(module, args, kwargs):
+        calls.setdefault(id(module), (args, dict(kwargs)))
+        if wanted <= set(calls):
+            raise _Captured
+
+    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in modules]
+    modes = [(m, m.training) for m in model.modules()]
+    reason = ""
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*inputs[0], **inputs[1])
+    except _Captured:
+        pass
+    except Exception as exc:  # the probe input did not suit the model: those layouts stay unchecked
+        reason = f"the probe forward pass failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes:
+            module.training = mode
+    if not wanted <= set(calls) and not reason:
+        reason = "the attention module was not called by the probe forward pass"
+    return calls, reason
+
+
+# ---------------------------------------------------------------------------------------------- checking
+def _float(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().float().clone() if obj.is_floating_point() else obj
+    if isinstance(obj, tuple):
+        return tuple(_float(o) for o in obj)
+    if isinstance(obj, list):
+        return [_float(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _float(v) for k, v in obj.items()}
+    return obj
+
+
+def _first_tensor(obj: Any) -> Optional[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    values = obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (tuple, list)) else ()
+    for value in values:
+        found = _first_tensor(value)
+        if found is not None:
+            return found
+    return None
+
+
+def _position0(t: torch.Tensor, feature_dim: int, features: Any = slice(None)) -> tuple:
+    """An index of the first position (every dim but batch and features at 0)."""
+    index: list[Any] = [0 if d not in (0, feature_dim) else slice(None) for d in range(t.dim())]
+    index[feature_dim] = features
+    return tuple(index)
+
+
+class AttentionProbe:
+    """A float32 copy of an attention module, biases zeroed, called on captured arguments with rescaled rows (made
+    once per attention module, then reused for every candidate layout)."""
+
+    def __init__(self, attention: nn.Module, call: tuple[tuple, dict]) -> None:
+        self.module = copy.deepcopy(attention).float().eval()
+        with torch.no_grad():
+            for name, p in self.module.named_parameters():
+                if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
+                    p.zero_()
+        self.args, self.kwargs = call
+
+    def run(self, members: Mapping[str, list[tuple[str, torch.Tensor]]], scales: Mapping[str, float],
+            noise: Optional[str] = None) -> tuple[Optional[torch.Tensor], bool]:
+        """The output with the rows of each role in ``scales`` rescaled (and noise on the first position of the rows
+        of role ``noise``), and whether that noise was applied."""
+        saved, handles, fired = [], [], []
+        with torch.no_grad():
+            try:
+                for role, factor in scales.items():
+                    for rel, rows in members[role]:
+                        mod = self.module.get_submodule(rel)
+                        matrix = layout_for(mod, rel).matrix(mod)
+                        rows = rows.to(matrix.device)
+                        saved.append((matrix, rows, matrix[rows].clone()))
+                        matrix[rows] = matrix[rows] * factor
+                for rel, rows in members.get(noise, []) if noise else []:
+                    mod = self.module.get_submodule(rel)
+                    handles.append(mod.register_forward_hook(self._noise_hook(layout_for(mod, rel).out_dim, rows,
+                                                                              fired)))
+                out = _first_tensor(self.module(*_float(self.args), **_float(self.kwargs)))
+            finally:
+                for handle in handles:
+                    handle.remove()
+                for matrix, rows, value in saved:
+                    matrix[rows] = value
+        return (out.float() if out is not None else None), bool(fired)
+
+    @staticmethod
+    def _noise_hook(out_dim: int, rows: torch.Tensor, fired: list):
+        def hook(module, args, output):
+            if not isinstance(output, torch.Tensor) or output.dim() < 3:
+                return None
+            fired.append(True)
+            dim = out_dim % output.dim()
+            output = output.clone()
+            index = _position0(output, dim, rows.to(output.device))
+            gen = torch.Generator().manual_seed(1)
+            scale = output.abs().max().clamp_min(1e-6)
+            output[index] += torch.randn(output[index].shape, generator=gen).to(output) * scale
+            return output
+        return hook
+
+
+def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                 out_dim: int = -1) -> tuple[bool, str]:
+    """Whether the rows in ``members`` (role -> ``[(module path within the attention, rows)]``) are the q, k and v of
+    the attention ``probe`` copies; ``(passed, what was checked or why it failed)``. ``out_dim`` is the feature
+    dimension of the attention's output (1 for convolutional attention)."""
+    base, _ = probe.run(members, {})
+    if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
+        return False, "the attention's output is empty or not finite on the probe input"
+    scale = float(base.abs().max())
+    zero, _ = probe.run(members, {"v": 0.0})
+    double, _ = probe.run(members, {"v": 2.0})
+    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
+        return False, "the output does not depend on the v rows"
+    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
+        return False, "the output is not linear in the v rows"
+    if "q" in members:
+        qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
+        if qk is None or (qk - base).abs().max() > 1e-4 * scale:
+            return False, "scaling q by 2 and k by 1/2 changes the output"
+        moved, fired = probe.run(members, {}, noise="q")
+        if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
+            return True, "checked numerically; q before k assumed (the projection is not called as a module)"
+        others = (moved - base).abs()
+        others[_position0(others, out_dim % others.dim())] = 0
+        if others.max() > 1e-4 * scale:
+            return False, "the q rows of one position change other positions' outputs"
+    return True, "checked numerically"

@@ -1,0 +1,617 @@
+"""Roles recognised from a model's structure when no backend declares its family.
+
+:func:`infer_family` reads only module names, weight shapes and the config's sizes (no model library):
+
+- **Attention**: a module whose children include projections under the usual spellings of q, k and v
+  (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``,
+  diffusers' ``to_q``...) or one fused projection (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``,
+  ``W_pack``; ``q`` plus a fused ``kv``/``c_attn`` for cross-attention), and an output projection (``o_proj``,
+  ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``, ``to_out.0``, ``Wo``..., or BERT's sibling
+  ``output.dense``). Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention
+  alike; diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``).
+- **Fused projections** are split per role with sizes read from the attention module and the config (heads,
+  key-value heads, head dimension); the layout of their rows (blocked, interleaved per head, grouped per key-value
+  head) is checked numerically on the attention module (:mod:`vf_core.fused_layouts`). Interleaved rows are taken
+  by index (:class:`~vf_core.layers.SliceSpec`); a projection whose layout cannot be checked is decomposed whole,
+  as one matrix without a role, and the log line says so.
+- **MLPs**: ``f1`` = up (and gate), ``f2`` = down, as the declared families do: ``fc1/fc2``, ``c_fc/c_proj``,
+  ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
+  ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
+  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``. A fused
+  ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
+  (``experts.N.w1``) are MLPs like any other, their index in the module name.
+- **Blocks**: the numbered children (``layers.N``, ``layer.N``, ``h.N``, ``blocks.N``, ``block.N``,
+  ``transformer_blocks.N``...) that hold those modules, at the outermost level whose members repeat (so a Swin stage
+  is not a block but its ``blocks.N`` are, and an MoE layer is one block, not one per expert); where no level repeats
+  (a stage of one block, a model of one layer), the level named like those chosen elsewhere, else the outermost level
+  whose members agree on shapes. Encoder and decoder stacks are separate.
+
+The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
+transition block aside), an attention or MLP must be complete, and no module may fit two roles. Otherwise
+:class:`~vf_core.errors.InferenceError` says what was found and which ``target_modules`` to pass; a model with no
+attention or MLP blocks at all (a plain CNN, a state-space model) gets :class:`~vf_core.errors.UnknownFamilyError`,
+which says so.
+
+Example:
+    >>> from vf_core.inference import infer_family
+    >>> from vf_core.testing.tiny import TinyNet
+    >>> family = infer_family(TinyNet())
+    >>> family.origin, family.role_of("q"), family.role_of("up"), family.heads
+    ('inferred', 'q', 'f1', ('head',))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import InferenceError, UnknownFamilyError, UnsupportedLayerError
+from .families import Family, FusedModule
+from .fused_layouts import AttentionProbe, FusedLayout, candidate_layouts, capture_calls, check_layout, head_sizes
+from .layouts import layout_for
+from .plugins import list_families
+from .roles import ROLES
+
+__all__ = ["infer_family", "describe_family"]
+
+# ---------------------------------------------------------------------------------------------- spellings
+# names are compared in lower case, as the module's name within its parent ("to_out.0" for a Sequential's entry)
+_Q = {"q_proj", "q", "query", "q_lin", "wq", "to_q", "query_proj", "q_linear", "linear_q", "q_attn", "qproj"}
+_K = {"k_proj", "k", "key", "k_lin", "wk", "to_k", "key_proj", "k_linear", "linear_k", "kproj"}
+_V = {"v_proj", "v", "value", "v_lin", "wv", "to_v", "value_proj", "v_linear", "linear_v", "vproj"}
+_O = {"o_proj", "o", "out_proj", "out_lin", "wo", "dense", "c_proj", "proj", "to_out.0", "out", "linear_out",
+      "output_proj", "o_linear", "proj_out", "attn_out"}
+_QKV = {"qkv_proj", "query_key_value", "wqkv", "c_attn", "qkv", "w_pack", "qkv_linear", "to_qkv", "qkv_lin"}
+_KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
+# diffusers' joint attention: the text stream's projections, next to the image stream's to_q/to_k/to_v/to_out.0
+_ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
+
+_UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in"}
+_DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
+         "ffn_output", "w_out"}
+_SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
+_HEAD_NAMES = ("classifier", "score", "qa_outputs", "classification_head", "head", "head_dist", "pre_classifier")
+
+
+# ---------------------------------------------------------------------------------------------- records
+@dataclass
+class _Leaf:
+    name: str
+    module: nn.Module
+    d_out: int
+    d_in: int
+    conv: bool
+    group: str  # the module it belongs to ("" at the top)
+    local: str  # its name there, lower case ("q_proj", "to_out.0")
+
+
+@dataclass
+class _Found:
+    """A module with a role (``role``) or several stacked (``fused``), and the attention or MLP it belongs to."""
+
+    leaf: _Leaf
+    role: Optional[str]
+    unit: str
+    fused: tuple[str, ...] = ()
+    block: str = ""
+    stack: str = ""
+    rel: str = ""
+
+    @property
+    def tag(self) -> str:
+        return self.role if self.role else "+".join(self.fused)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.role,) if self.role else self.fused
+
+
+@dataclass
+class _Result:
+    found: list[_Found] = field(default_factory=list)
+    claimed: set = field(default_factory=set)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (module path, what is wrong)
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+
+def _leaves(model: nn.Module) -> list[_Leaf]:
+    """Every module without children that vf-core can decompose (1x1 convolutions only among Conv2d)."""
+    out = []
+    for name, module in model.named_modules():
+        if not name or next(module.children(), None) is not None:
+            continue
+        if isinstance(module, nn.Conv2d) and tuple(module.weight.shape[2:]) != (1, 1):
+            continue
+        try:
+            layout = layout_for(module, name)
+            d_out, d_in = layout.matrix(module).shape
+        except (UnsupportedLayerError, AttributeError, RuntimeError, ValueError):
+            continue
+        parts = name.split(".")
+        if len(parts) >= 2 and parts[-1].isdigit():  # a Sequential's entry: to_out.0, mlp.0
+            group, local = ".".join(parts[:-2]), ".".join(parts[-2:])
+        else:
+            group, local = ".".join(parts[:-1]), parts[-1]
+        out.append(_Leaf(name, module, int(d_out), int(d_in), isinstance(module, nn.Conv2d), group, local.lower()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- attention
+def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: _Result) -> Optional[_Leaf]:
+    hits = [leaf for local, leaf in members.items() if local in names]
+    if len(hits) > 1:
+        result.problem(group, f"ambiguous: {group or 'the model'} has {len(hits)} modules that could be the {what}"
+                              f" ({', '.join(h.local for h in hits)})")
+        return None
+    return hits[0] if hits else None
+
+
+def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
+               result: _Result) -> None:
+    for group, members in groups.items():
+        q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
+        fused_hits = [leaf for local, leaf in members.items() if local in _QKV | _KV]
+        # diffusers' Attention keeps to_q/to_k/to_v next to the to_qkv (to_kv) that fuse_projections() adds, and
+        # says which it calls
+        flag = getattr(modules.get(group), "fused_projections", None)
+        if isinstance(flag, bool) and fused_hits and (k or v):
+            if flag:
+                k = v = None
+                q = q if fused_hits[0].local in _KV - _QKV else None
+            else:
+                fused_hits = []
+        separate = [x for x in (q, k, v) if x is not None]
+        if not fused_hits and len(separate) < 2:
+            continue  # not an attention module
+        where = group or "the model"
+        if len(fused_hits) > 1 or (fused_hits and (k or v or (q and fused_hits[0].local not in _KV))):
+            names = sorted({leaf.local for leaf in fused_hits + separate})
+            result.problem(group, f"ambiguous: attention {where} has several projections for the same roles"
+                                  f" ({', '.join(names)})")
+            continue
+        fused: Optional[_Found] = None
+        if fused_hits:
+            leaf = fused_hits[0]
+            roles = ("k", "v") if q is not None else ("q", "k", "v")
+            if roles == ("q", "k", "v") and leaf.local not in _QKV:
+                result.problem(group, f"partial: attention {where} has {leaf.local} (keys and values) but no query")
+                continue
+            fused = _Found(leaf, None, group, fused=roles)
+        elif len(separate) < 3:
+            missing = [r for r, x in zip("qkv", (q, k, v)) if x is None]
+            result.problem(group, f"partial: attention {where} has {', '.join(x.local for x in separate)} but no"
+                                  f" {', '.join(missing)} projection")
+            continue
+        o = _pick(members, _O, "output projection", group, result)
+        if o is None:
+            o = by_name.get((group.rsplit(".", 1)[0] + "." if "." in group else "") + "output.dense")
+        if o is None:
+            result.problem(group, f"partial: attention {where} has q, k, v projections but no output projection"
+                                  f" (looked for {', '.join(sorted(_O))} and a sibling output.dense)")
+            continue
+        found = [fused] if fused else []
+        found += [_Found(x, r, group) for r, x in (("q", q), ("k", k), ("v", v)) if x is not None]
+        found.append(_Found(o, "o", group))
+        added = {r: _pick(members, names, f"joint-attention {r}", group, result) for r, names in _ADDED.items()}
+        added_fused = members.get("to_added_qkv")
+        if added_fused is not None and (flag is True or not any(added[r] for r in "qkv")):
+            found.append(_Found(added_fused, None, group, fused=("q", "k", "v")))
+            found += [_Found(added["o"], "o", group)] if added["o"] is not None else []
+        elif any(added[r] for r in "qkv"):
+            # the text stream of joint attention (add_q_proj...), or only added keys and values (AttnAddedKVProcessor)
+            if not (added["k"] and added["v"]):
+                have = ", ".join(x.local for x in added.values() if x)
+                result.problem(group, f"partial: attention {where} has {have} but not both add_k_proj and add_v_proj")
+                continue
+            found += [_Found(x, r, group) for r, x in added.items() if x is not None]
+        result.found += found
+        result.claimed |= {f.leaf.name for f in found}
+
+
+# ---------------------------------------------------------------------------------------------- MLPs
+def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set) -> dict[str, list[_Found]]:
+    """MLP units (a module path) -> their f1/f2 modules, before verification."""
+    units: dict[str, list[_Found]] = defaultdict(list)
+    free = [leaf for leaf in leaves if leaf.name not in claimed]
+    containers: dict[str, list[_Leaf]] = defaultdict(list)
+    for leaf in free:
+        if "." in leaf.local and leaf.local.split(".")[0] in _SEQUENTIAL_MLP:
+            containers[leaf.name.rsplit(".", 1)[0]].append(leaf)
+    w_groups: dict[str, dict[str, _Leaf]] = defaultdict(dict)
+    for leaf in free:
+        name = leaf.name
+        prefix = name.rsplit(".", 2)[0] if name.count(".") >= 2 else ""
+        if name == "intermediate.dense" or name.endswith(".intermediate.dense"):
+            units[prefix].append(_Found(leaf, "f1", prefix))
+        elif name == "output.dense" or name.endswith(".output.dense"):
+            if (prefix + "." if prefix else "") + "intermediate.dense" in by_name:
+                units[prefix].append(_Found(leaf, "f2", prefix))
+        elif name == "net.0.proj" or name.endswith(".net.0.proj"):  # diffusers' FeedForward: net.0 (GELU).proj
+            unit = name[: -len(".net.0.proj")]
+            units[unit].append(_Found(leaf, "f1", unit))
+        elif (name == "net.2" or name.endswith(".net.2")) and name[: -len("net.2")] + "net.0.proj" in by_name:
+            unit = name[: -len(".net.2")]
+            units[unit].append(_Found(leaf, "f2", unit))
+        elif leaf.name.rsplit(".", 1)[0] in containers:
+            entries = containers[leaf.name.rsplit(".", 1)[0]]
+            if len(entries) == 2:
+                first = min(entries, key=lambda x: int(x.name.rsplit(".", 1)[1]))
+                unit = leaf.name.rsplit(".", 1)[0]
+                units[unit].append(_Found(leaf, "f1" if leaf is first else "f2", unit))
+        elif leaf.local in ("w1", "w2", "w3"):
+            w_groups[leaf.group][leaf.local] = leaf
+        elif leaf.local in _UP:
+            units[leaf.group].append(_Found(leaf, "f1", leaf.group))
+        elif leaf.local in _DOWN:
+            units[leaf.group].append(_Found(leaf, "f2", leaf.group))
+    for group, ws in w_groups.items():
+        # Mixtral-style w1 (gate), w3 (up), w2 (down); xformers-style w1, w2 (in) and w3 (out): the down projection
+        # is the one whose output width is the others' input width
+        downs = [w for w in ws.values() if all(o is w or (o.d_in == w.d_out and o.d_out == w.d_in)
+                                               for o in ws.values())]
+        if set(ws) == {"w1", "w2"}:
+            downs = [ws["w2"]]
+        for leaf in ws.values():
+            role = "?" if len(ws) < 2 or len(downs) != 1 else "f2" if leaf is downs[0] else "f1"
+            units[group].append(_Found(leaf, role, group))
+    return units
+
+
+def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, list[_Found], str]]:
+    """Accepted MLP units; returns the rejected ones ``(unit, found, problem)`` (reported only inside blocks)."""
+    rejected = []
+    for unit, found in units.items():
+        f1 = [f for f in found if f.role == "f1"]
+        f2 = [f for f in found if f.role == "f2"]
+        where = unit or "the model"
+        if any(f.role == "?" for f in found):
+            rejected.append((unit, found, f"ambiguous: MLP {where} has {', '.join(sorted(f.leaf.local for f in found))}"
+                                          " whose shapes do not tell which is the down projection"))
+        elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
+                all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
+            continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
+        elif not f1 or not f2:
+            have = ", ".join(f.leaf.local for f in found)
+            rejected.append((unit, found, f"partial: MLP {where} has {have} but no"
+                                          f" {'up (f1)' if not f1 else 'down (f2)'} projection"))
+        elif len(f2) > 1:
+            rejected.append((unit, found, f"ambiguous: MLP {where} has {len(f2)} modules that could be the down"
+                                          f" projection ({', '.join(f.leaf.local for f in f2)})"))
+        elif any(f.leaf.d_out not in (f2[0].leaf.d_in, 2 * f2[0].leaf.d_in) for f in f1):
+            rejected.append((unit, found, f"inconsistent: in MLP {where} the up projections' outputs"
+                                          f" ({', '.join(str(f.leaf.d_out) for f in f1)}) do not feed the down"
+                                          f" projection's {f2[0].leaf.d_in} inputs"))
+        else:
+            result.found += found
+    return rejected
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+def _ancestors(name: str) -> list[tuple[str, str]]:
+    """``(container, block)`` for every numbered proper ancestor of ``name``, outermost first."""
+    parts = name.split(".")
+    return [(".".join(parts[:i]), ".".join(parts[:i + 1])) for i in range(len(parts) - 1) if parts[i].isdigit()]
+
+
+def _repeats(members: list[set], transition: bool) -> bool:
+    """Whether a container's members hold the same modules (paths, roles, shapes); with ``transition``, the first
+    may differ in shapes only (a stage's first block that changes the width, as in CoAtNet)."""
+    if transition:
+        structure = [{(rel, tag) for rel, tag, *_ in m} for m in members]
+        return len(members) >= 3 and all(m == members[1] for m in members[2:]) and structure[0] == structure[1]
+    return len(members) >= 2 and all(m == members[0] for m in members[1:])
+
+
+def _consistent(members: list[set]) -> bool:
+    """Whether the members of a container give each module path they share one shape (trivially, a single member)."""
+    shapes: dict[str, set] = defaultdict(set)
+    for member in members:
+        for rel, _, d_out, d_in in member:
+            shapes[rel].add((d_out, d_in))
+    return all(len(seen) == 1 for seen in shapes.values())
+
+
+def _assign_blocks(found: list[_Found]) -> None:
+    """Each module's block: the outermost numbered ancestor whose container's members repeat (:func:`_repeats`), or
+    repeat after a transition block. Where none does (a stage of one block, a model of one layer): the ancestor in a
+    container named like those chosen elsewhere (MaxViT's ``blocks``, a UNet's ``attentions``); else the outermost
+    whose container's members agree on shapes (:func:`_consistent`); else the outermost."""
+    signature: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for f in found:
+        for container, block in _ancestors(f.leaf.name):
+            signature[container][block].add((f.leaf.name[len(block) + 1:], f.tag, f.leaf.d_out, f.leaf.d_in))
+    undecided = []
+    for f in found:
+        chain = _ancestors(f.leaf.name)
+        members = {c: list(signature[c].values()) for c, _ in chain}
+        link = next((link for transition in (False, True) for link in chain
+                     if _repeats(members[link[0]], transition)), None)
+        if link is not None:
+            f.stack, f.block = link
+        elif chain:
+            undecided.append((f, chain, members))
+    kinds = {f.stack.rsplit(".", 1)[-1] for f in found if f.block}
+    for f, chain, members in undecided:
+        f.stack, f.block = next((link for link in chain if link[0].rsplit(".", 1)[-1] in kinds),
+                                next((link for link in chain if _consistent(members[link[0]])), chain[0]))
+    for f in found:
+        if f.block:
+            f.rel = f.leaf.name[len(f.block) + 1:]
+
+
+def _verify(found: list[_Found], problems: list[str]) -> None:
+    """Within each stack: every block has every role, each module path has one shape; a path has one role."""
+    stacks: dict[str, dict[str, list[_Found]]] = defaultdict(lambda: defaultdict(list))
+    for f in found:
+        stacks[f.stack][f.block].append(f)
+    for stack, blocks in stacks.items():
+        roles = {r for fs in blocks.values() for f in fs for r in f.roles}
+        for block, fs in blocks.items():
+            missing = roles - {r for f in fs for r in f.roles}
+            if missing:
+                have = ", ".join(sorted({f.rel for f in fs}))
+                problems.append(f"partial: block {block} lacks role(s) {', '.join(r for r in ROLES if r in missing)}"
+                                f" that other blocks of {stack or 'the model'} have (it holds {have})")
+        shapes: dict[str, set] = defaultdict(set)
+        for fs in list(blocks.values())[1:] if len(blocks) > 1 else blocks.values():  # the first may be a transition
+            for f in fs:
+                shapes[f.rel].add((f.leaf.d_out, f.leaf.d_in))
+        for rel, seen in shapes.items():
+            if len(seen) > 1:
+                problems.append(f"inconsistent: {rel} has different shapes in the blocks of {stack or 'the model'}"
+                                f" ({', '.join(f'{a}x{b}' for a, b in sorted(seen))})")
+    tags: dict[str, set] = defaultdict(set)
+    for f in found:
+        tags[f.rel].add(f.tag)
+    for rel, seen in tags.items():
+        if len(seen) > 1:
+            problems.append(f"ambiguous: {rel} plays different roles in different stacks ({', '.join(sorted(seen))})")
+
+
+# ---------------------------------------------------------------------------------------------- fused layouts
+def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedModule]:
+    """The FusedModule of every fused path, its layout checked on the first block that has each shape."""
+    firsts: dict[tuple[str, int], _Found] = {}
+    for f in found:
+        if f.fused:
+            firsts.setdefault((f.rel, f.leaf.d_out), f)
+    if not firsts:
+        return {}
+    attention = {key: model.get_submodule(f.unit) if f.unit else model for key, f in firsts.items()}
+    calls, reason = capture_calls(model, list({id(m): m for m in attention.values()}.values()))
+    decisions: dict[str, dict[int, tuple[Optional[FusedLayout], str]]] = defaultdict(dict)
+    for key, f in firsts.items():
+        module = attention[key]
+        call = calls.get(id(module))
+        if call is None:
+            decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
+            continue
+        heads, kv_heads, head_dims = head_sizes(module, model)
+        layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims)
+        verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
+        q_sep = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "q"), None)
+        own = f.leaf.name[len(f.unit) + 1:] if f.unit else f.leaf.name
+        failures: list[str] = []
+        probe: Optional[AttentionProbe] = None
+        for layout in layouts:
+            members = {r: [(own, rows)] for r, rows in layout.rows().items()}
+            if q_sep is not None:
+                q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
+                members["q"] = [(q_rel, torch.arange(q_sep.leaf.d_out))]
+            try:
+                probe = probe or AttentionProbe(module, call)
+                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+            except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
+                ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
+            if ok:
+                verdict = (layout, f"{layout.description}, {how}")
+                break
+            failures.append(how)
+        if verdict[0] is None and failures:
+            others = len(failures) - 1
+            verdict = (None, f"layout not recognised: {failures[0]}"
+                       + (f", and {others} other candidate layout{'s' if others > 1 else ''} failed" if others else ""))
+        decisions[f.rel][f.leaf.d_out] = verdict
+    out = {}
+    for rel, by_rows in decisions.items():
+        roles = next(f.fused for f in firsts.values() if f.rel == rel)
+        if any(layout is None for layout, _ in by_rows.values()):
+            why = next(how for layout, how in by_rows.values() if layout is None)
+            out[rel] = FusedModule(roles, whole=True, note=f"{'/'.join(roles)} decomposed whole ({why})")
+            continue
+        table = {rows: layout for rows, (layout, _) in by_rows.items()}
+        notes = "; ".join(dict.fromkeys(how for _, how in by_rows.values()))
+        kinds = {layout.kind for layout in table.values()}
+        if len(table) > 1 and len(kinds) == 1:
+            how = next(iter(by_rows.values()))[1].split(", ", 1)[-1]
+            notes = f"{'/'.join(roles)} {kinds.pop()} at {len(table)} widths, {how}"
+        interleaved = any(layout.order is not None for layout in table.values())
+        out[rel] = FusedModule(roles, split=_Sizes(table),
+                               order=_Order(table) if interleaved else None, note=notes)
+    return out
+
+
+class _Sizes:
+    """``FusedModule.split`` of an inferred fused path: the sizes of its checked layout, by its number of rows."""
+
+    def __init__(self, table: dict[int, FusedLayout]) -> None:
+        self.table = table
+
+    def __call__(self, module: nn.Module) -> list[int]:
+        return list(self.table[_rows(module)].sizes)
+
+
+class _Order(_Sizes):
+    def __call__(self, module: nn.Module) -> list[int]:
+        layout = self.table[_rows(module)]
+        return list(layout.order) if layout.order is not None else list(range(sum(layout.sizes)))
+
+
+def _rows(module: nn.Module) -> int:
+    return int(layout_for(module, type(module).__name__).matrix(module).shape[0])
+
+
+# ---------------------------------------------------------------------------------------------- messages
+def _what(model: nn.Module) -> str:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return f"model_type {model_type!r}" if model_type else f"{type(model).__name__}"
+
+
+def _suggestion(found: list[_Found]) -> str:
+    """A ``target_modules`` (and ``fused_modules``) built from what was found, or a generic one."""
+    roles: dict[str, list[str]] = defaultdict(list)
+    fused: dict[str, list[str]] = {}
+    for f in found:
+        if f.role and f.leaf.local not in roles[f.role]:
+            roles[f.role].append(f.leaf.local)
+        elif f.fused:
+            fused[f.leaf.local] = list(f.fused)
+            for r in f.fused:
+                roles[r] += [f.leaf.local] if f.leaf.local not in roles[r] else []
+    if not roles:
+        return ("VectorFitConfig(target_modules={'q': ['q_proj'], 'k': ['k_proj'], 'v': ['v_proj'], 'o': ['o_proj'],"
+                " 'f1': ['up_proj'], 'f2': ['down_proj']}) with your model's names (a list matches names or"
+                " '.'-suffixes), or target_modules=r'.*\\.(q_proj|v_proj)' (a regex over full names)")
+    spec = ", ".join(f"{r!r}: {sorted(set(roles[r]))!r}" for r in ROLES if r in roles)
+    extra = f", fused_modules={fused!r}" if fused else ""
+    return f"VectorFitConfig(target_modules={{{spec}}}{extra}), corrected to the modules you mean"
+
+
+def _no_blocks(model: nn.Module) -> UnknownFamilyError:
+    known = sorted(list_families())
+    listed = ", ".join(known) if known else "none installed"
+    in_blocks = list(dict.fromkeys(name[len(_ancestors(name)[-1][1]) + 1:] for name, m in model.named_modules()
+                                   if _ancestors(name) and next(m.children(), None) is None
+                                   and getattr(getattr(m, "weight", None), "dim", lambda: 0)() >= 2))[:8]
+    seen = (f"; the layers with weight matrices inside its numbered blocks are {', '.join(in_blocks)}" if in_blocks
+            else "; it has no layers with weight matrices inside numbered blocks")
+    return UnknownFamilyError(
+        f"no installed backend declares {type(model).__name__}"
+        + (f" ({_what(model)})" if _what(model) != type(model).__name__ else "")
+        + ", and its structure shows no attention (q, k, v projections such as q_proj, query, Wq, to_q, c_attn, qkv)"
+        f" or MLP (fc1/fc2, up_proj/down_proj, dense_h_to_4h...) in repeated blocks{seen}. This looks like a model"
+        " without transformer blocks (a plain CNN, or a state-space model such as Mamba), where the roles q, k, v, o,"
+        " f1, f2 do not apply. Name the modules to decompose yourself, e.g."
+        " VectorFitConfig(target_modules=r'.*\\.(in_proj|out_proj)') (a regex over full module names) or"
+        f" target_modules=['conv1', 'conv2'] (names or '.'-suffixes). Known families: {listed}")
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def describe_family(family: Family, blocks: int, stacks: list[str], model_desc: str) -> str:
+    """The one line logged at injection: what was inferred, from which modules."""
+    def short(rel: str) -> str:
+        parts = rel.split(".")
+        return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+    shorts: dict[str, set] = defaultdict(set)
+    for role, paths in family.roles.items():
+        for rel in paths:
+            shorts[short(rel)].add(role)
+    roles, sources, whole = [], [], []
+    for role in ROLES:
+        fused = [rel for rel, fm in family.fused.items() if role in fm.roles]
+        names = [short(rel) if len(shorts[short(rel)]) == 1 else rel for rel in family.roles.get(role, ())]
+        if any(not family.fused[rel].whole for rel in fused) or names:
+            roles.append(role)
+        for rel in fused:
+            text = f"{short(rel)} ({family.fused[rel].note})"
+            if family.fused[rel].whole and "+".join(family.fused[rel].roles) not in whole:
+                whole.append("+".join(family.fused[rel].roles))
+            if text not in sources:
+                sources.append(text)
+        if names:
+            sources.append("+".join(dict.fromkeys(names)))
+    where = (f" in {', '.join(stacks)}" if 1 < len(stacks) <= 4 else f" in {len(stacks)} stacks" if len(stacks) > 4
+             else "")
+    listed = ", ".join(roles) + "".join(f" and {w} as one matrix" for w in whole)
+    return (f"family inferred for {model_desc}: {blocks} block{'s' if blocks != 1 else ''}{where}, roles {listed} from"
+            f" {', '.join(sources)}")
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, Family]]" = weakref.WeakKeyDictionary()
+
+
+def _signature(leaves: list[_Leaf]) -> tuple:
+    return tuple((leaf.name, type(leaf.module).__name__, leaf.d_out, leaf.d_in) for leaf in leaves)
+
+
+def infer_family(model: nn.Module) -> Family:
+    """The :class:`~vf_core.families.Family` of ``model`` recognised from its structure (``origin="inferred"``).
+
+    Raises :class:`~vf_core.errors.UnknownFamilyError` when the model has no attention or MLP blocks, and
+    :class:`~vf_core.errors.InferenceError` when what it has is ambiguous, partial or inconsistent. The result is
+    kept for the model object until its modules change.
+    """
+    leaves = _leaves(model)
+    signature = _signature(leaves)
+    cached = _CACHE.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    family = _infer(model, leaves)
+    _CACHE[model] = (signature, family)
+    return family
+
+
+def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
+    by_name = {leaf.name: leaf for leaf in leaves}
+    groups: dict[str, dict[str, _Leaf]] = defaultdict(dict)
+    for leaf in leaves:
+        groups[leaf.group].setdefault(leaf.local, leaf)
+    result = _Result()
+    _attention(groups, by_name, dict(model.named_modules()), result)
+    rejected = _mlp(_mlp_candidates(leaves, by_name, result.claimed), result)
+    _assign_blocks(result.found)
+    in_blocks = [f for f in result.found if f.block]
+    # what is wrong counts only inside numbered blocks (a lone fc1 in a head, an attention pool, are not targeted)
+    problems = [message for path, message in result.problems + [(u, m) for u, _, m in rejected]
+                if _ancestors(path + ".x")]
+    if not in_blocks:
+        if problems:
+            raise InferenceError(f"cannot infer the roles of {_what(model)}: {'; '.join(problems[:4])}. Name the"
+                                 f" modules yourself, e.g. {_suggestion(result.found)}")
+        raise _no_blocks(model)
+    _verify(in_blocks, problems)
+    if problems:
+        found = "; ".join(sorted({f"{f.rel} ({f.tag})" for f in in_blocks}))[:600]
+        raise InferenceError(
+            f"cannot infer the roles of {_what(model)} without doubt: {'; '.join(problems[:4])}"
+            + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
+            + f". Found in its blocks: {found}. Name the modules yourself, e.g. {_suggestion(in_blocks)}")
+    return _build(model, in_blocks)
+
+
+def _build(model: nn.Module, found: list[_Found]) -> Family:
+    fused = _decide_layouts(model, found)
+    roles: dict[str, list[str]] = defaultdict(list)
+    for f in found:
+        if f.role and f.rel not in roles[f.role]:
+            roles[f.role].append(f.rel)
+    stacks = list(dict.fromkeys(f.stack for f in found))
+    alternatives = sorted({(re.escape(s) + r"\.\d+") if s else r"\d+" for s in stacks}, key=lambda a: (-len(a), a))
+    blocks = list(dict.fromkeys(f.block for f in found))
+    heads = [n for n, m in model.named_modules()
+             if n and n.rsplit(".", 1)[-1] in _HEAD_NAMES and next(m.parameters(), None) is not None
+             and not _ancestors(n + ".x")]
+    heads = [h for h in heads if not any(h.startswith(o + ".") for o in heads)]
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    family = Family(
+        name=f"inferred:{model_type or type(model).__name__}",
+        backend="vf-core",
+        block_pattern="(?:" + "|".join(alternatives) + ")",
+        roles={r: tuple(roles[r]) for r in ROLES if roles.get(r)},
+        fused=fused,
+        heads=tuple(heads),
+        origin="inferred",
+    )
+    return dataclasses.replace(family, notes=describe_family(family, len(blocks), stacks, _what(model)))
