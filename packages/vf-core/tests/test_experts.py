@@ -541,3 +541,25 @@ def test_gpt_oss_transposed_interleaved_biases(tmp_path):
     for vec in vf.vectors:
         assert vec.parameter.grad is not None and vec.parameter.grad.abs().sum() > 0, vec.name
     _check_adapter(build, vf, tmp_path)
+
+
+def test_an_inferred_family_decomposes_3d_experts_with_no_names_given():
+    """Mixtral has no declared family: the roles are inferred, and its 3-D experts join them (per expert)."""
+    transformers = pytest.importorskip("transformers")
+    from vf_core import VectorFitConfig, get_vectorfit_model
+
+    cfg = transformers.AutoConfig.for_model(
+        "mixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, vocab_size=100)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    x = torch.randint(0, 100, (2, 7))
+    reference = model(x).logits
+    vf = get_vectorfit_model(model, VectorFitConfig())
+    assert vf.family.origin == "inferred"
+    assert dict(vf.family.expert_params) == {"mlp.experts.gate_up_proj": "f1", "mlp.experts.down_proj": "f2"}
+    torch.testing.assert_close(vf(x).logits, reference, atol=1e-5, rtol=0)
+    vf(x).logits.sum().backward()
+    experts = [v for v in vf.vectors if v.expert is not None]
+    assert {v.expert for v in experts} == {0, 1, 2, 3}
+    assert all(v.parameter.grad is not None for v in experts if v.kind == "sigma")

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from .errors import InferenceError, UnknownFamilyError, UnsupportedLayerError
+from .experts import find_expert_params
 from .families import Family, FusedModule
 from .fused_layouts import AttentionProbe, FusedLayout, candidate_layouts, capture_calls, check_layout, head_sizes
 from .layouts import layout_for
@@ -614,4 +615,23 @@ def _build(model: nn.Module, found: list[_Found]) -> Family:
         heads=tuple(heads),
         origin="inferred",
     )
-    return dataclasses.replace(family, notes=describe_family(family, len(blocks), stacks, _what(model)))
+    experts = _expert_params(model, family.block_pattern)
+    if experts:
+        family = dataclasses.replace(family, expert_params=experts)
+    notes = describe_family(family, len(blocks), stacks, _what(model))
+    if experts:
+        notes += "; experts (one matrix per expert) " + ", ".join(f"{p} ({r})" for p, r in experts.items())
+    return dataclasses.replace(family, notes=notes)
+
+
+def _expert_params(model: nn.Module, block_pattern: str) -> dict[str, str]:
+    """The 3-D expert parameters inside the blocks (transformers 5 keeps Mixtral's, Qwen-MoE's... experts in one
+    ``(experts, out, in)`` tensor), relative to their block, with the role their name gives (``gate_up_proj``:
+    f1, ``down_proj``: f2); :mod:`vf_core.experts` decomposes each expert's matrix on its own."""
+    pattern = re.compile(block_pattern)
+    found: dict[str, str] = {}
+    for full, role in find_expert_params(model).items():
+        match = pattern.match(full)
+        if role and match and full.startswith(match.group(0) + "."):
+            found.setdefault(full[len(match.group(0)) + 1:], role)
+    return found
