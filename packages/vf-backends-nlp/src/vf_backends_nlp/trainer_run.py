@@ -137,6 +137,11 @@ def training_arguments(args, output_dir: Path, *, args_cls: type = TrainingArgum
         label_names=["labels"],
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        # several processes (torchrun): the Trainer multiplies the loss by their number when the model's forward
+        # takes **kwargs, for models that divide by the whole batch's token count (causal LMs: the causal-lm task
+        # sets it back to True). Classifiers, QA heads, T5 and BART average their own batch: each rank's mean,
+        # averaged by DDP, is then the one-process loss (not twice it)
+        average_tokens_across_devices=False,
         **device_args(args.device),
     )
     fields.update(extra)
@@ -257,7 +262,7 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
     result = ctx.finish(prepared, metrics, train_seconds=train_seconds, save_full_model=save_full_model, w0=w0,
                         recorder=recorder, avf_state=avf_state, load_full=load_full,
                         extra={**(extra or {}), "engine": engine, "resumed_from": resume})
-    if spec.is_peft:  # a PEFT adapter folder loads with its tokenizer beside it
+    if spec.is_peft and result.get("adapter"):  # a PEFT adapter folder loads with its tokenizer beside it
         tokenizer.save_pretrained(str(result["adapter"]))
     return result
 

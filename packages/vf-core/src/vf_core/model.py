@@ -62,12 +62,38 @@ class VectorFitModel(nn.Module):
         self._original_num_params = original_num_params
         layer_index = {t.name: t.layer for t in plan.targets}
         self._layer_index = layer_index
-        self.vectors: VectorRegistry = build_registry(layers, layer_index)
+        self.vectors = build_registry(layers, layer_index)
         self.register_state_dict_post_hook(_keep_trained_entries)
         self.register_load_state_dict_pre_hook(_before_load)
         self.register_load_state_dict_post_hook(_forgive_frozen_entries)
 
     # ------------------------------------------------------------------------------------------ basics
+    @property
+    def vectors(self) -> VectorRegistry:
+        """The :class:`~vf_core.VectorRegistry` of the trainable vectors.
+
+        Each vector follows its module's current parameter: FSDP's ``fully_shard`` and
+        ``load_state_dict(assign=True)`` put new parameters in place, and reading ``vectors`` afterwards rebinds
+        every :class:`~vf_core.TrainableVector` to them (for a sharded ``DTensor`` parameter, its ``initial`` value
+        is sharded alike, without communication).
+        """
+        registry = self.__dict__["_vectors"]
+        homes = self.__dict__["_vector_homes"]
+        for vec in registry:
+            home = homes.get(vec.name)
+            current = home[0]._parameters.get(home[1]) if home is not None else None
+            if current is not None and current is not vec.parameter:
+                _rebind(vec, current)
+        return registry
+
+    @vectors.setter
+    def vectors(self, registry: VectorRegistry) -> None:
+        owners = {id(p): (module, attr) for module in self.model.modules()
+                  for attr, p in module._parameters.items() if p is not None}
+        self.__dict__["_vectors"] = registry
+        self.__dict__["_vector_homes"] = {v.name: owners[id(v.parameter)] for v in registry
+                                          if id(v.parameter) in owners}
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
@@ -195,9 +221,14 @@ class VectorFitModel(nn.Module):
         return keys
 
     # ------------------------------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints)."""
-        save_adapter(self, save_directory)
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *,
+                        is_main_process: Optional[bool] = None) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints).
+
+        Under ``torch.distributed`` only rank 0 writes (``is_main_process`` decides otherwise). Sharded (FSDP)
+        vectors are gathered first, so with FSDP every rank must call it; with DDP rank 0 alone may.
+        """
+        save_adapter(self, save_directory, write=_is_main_process() if is_main_process is None else is_main_process)
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, adapter_directory: Union[str, os.PathLike], *,
@@ -262,6 +293,24 @@ class VectorFitModel(nn.Module):
         """Fold ``U diag(s) V^T`` and the trained biases back into plain layers and return the base model."""
         merged = {name: layer.merged() for name, layer in self.decomposed_layers().items()}
         return self._put_back(merged)
+
+
+def _rebind(vec: Any, parameter: nn.Parameter) -> None:
+    """Point ``vec`` at ``parameter``, which replaced its own; a sharded ``DTensor`` gets an ``initial`` value sharded
+    alike (each rank keeps its own slice of the full copy: no communication)."""
+    mesh, placements = getattr(parameter, "device_mesh", None), getattr(parameter, "placements", None)
+    if mesh is not None and placements is not None and not hasattr(vec.initial, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        local = parameter.to_local()
+        vec.initial = distribute_tensor(vec.initial.to(device=local.device, dtype=local.dtype), mesh, placements,
+                                        src_data_rank=None)
+    vec.parameter = parameter
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _keep_trained_entries(module: VectorFitModel, state_dict: dict, prefix: str, local_metadata: dict) -> None:
