@@ -178,3 +178,23 @@ def test_accelerate_save_state_holds_the_trained_tensors_and_resumes_exactly(tmp
     resumed, freezer2 = run_accelerate(tmp_path / "state", resume=True)
     assert freezer2.frozen == freezer.frozen and freezer2.history == freezer.history and len(freezer.frozen) == 3
     assert_same(trained(resumed), reference)
+
+
+def test_the_command_checks_a_checkpoint_fits_before_resuming(tmp_path):
+    """``--resume`` from another method's (or options') checkpoint is one line; the Trainer alone would only warn."""
+    from safetensors.torch import save_file
+    from vf_backends_nlp.trainer_run import _check_fits
+    from vf_core.errors import TaskError
+
+    vf = get_vectorfit_model(BERT.tiny_model(), VectorFitConfig())
+    save_file({k: v.contiguous() for k, v in vf.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    _check_fits(vf, tmp_path)
+    vf.state_dict_trained_only = False  # a checkpoint written before, the whole model in it
+    save_file({k: v.contiguous() for k, v in vf.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    _check_fits(vf, tmp_path)
+    svfit = get_vectorfit_model(BERT.tiny_model(), VectorFitConfig(method="svfit", rank=4))
+    with pytest.raises(TaskError, match="does not fit this model"):
+        _check_fits(svfit, tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(TaskError, match="no model.safetensors"):
+        _check_fits(vf, tmp_path)
