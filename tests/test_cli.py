@@ -542,3 +542,27 @@ def test_resume_with_another_method_is_one_clear_line(fake_backend, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--method 'full' differs from the run's 'vectorfit'" in err
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+
+
+def test_a_multi_process_launch_writes_from_rank_0_only(fake_backend, tmp_path, capsys, monkeypatch):
+    """Under torchrun / accelerate launch (RANK, WORLD_SIZE) a task without multiprocess support is refused with one
+    line; one that has it runs on every rank, and the ranks but 0 take no lock and write nothing."""
+    import dataclasses
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "vf"
+    capsys.readouterr()
+    assert main([*BASE, "--output", str(out), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trains in one process" in err and not out.exists()
+
+    monkeypatch.setitem(globals(), "FAKE_TASK", dataclasses.replace(FAKE_TASK, multiprocess=True))  # FakePlugin's
+    assert main([*BASE, "--output", str(out), "--no-plots"]) == 0
+    assert capsys.readouterr().out == ""  # rank 1 prints no summary
+    assert sorted(p.name for p in out.iterdir()) == []  # no lock, no run.json, no adapter, no metrics
+    monkeypatch.setenv("RANK", "0")
+    assert main([*BASE, "--output", str(out), "--no-plots"]) == 0
+    assert {"run.json", "metrics.json", "adapter"} <= {p.name for p in out.iterdir()}

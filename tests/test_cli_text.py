@@ -389,3 +389,37 @@ def test_generate_refuses_classifiers_and_bad_prompts(vectorfit_run, tmp_path):
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "a"}\n{"question": "b"}\n')
     _one_line_error(_cli("generate", str(vectorfit_run), "--input", str(bad)), "line 2", "'prompt'")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="needs torch.distributed with gloo")
+def test_the_command_trains_in_two_processes_under_torchrun(tiny_bert, tiny_csv, tmp_path, capsys):
+    """``torchrun --nproc_per_node 2 -m vectorfit train``: DDP on gloo through the Trainer; rank 0 alone writes the
+    run folder, the metrics are the one-process ones (the ranks' losses averaged, not summed), and the checkpoint
+    holds the trained tensors only."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "vectorfit", "train", "--model", str(tiny_bert), "--data", str(tiny_csv), "--output", str(out),
+               *COMMON, "--batch-size", "4", "--epochs", "1", "--no-plots", "--device", "cpu",
+               "--avf-t-i", "0.4", "--avf-t-f", "0.2", "--avf-n-f", "2", "--avf-k", "2"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trainable params:") == 1  # the summary, printed once
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps = metrics["train_steps"]
+    assert steps == -(-metrics["num_train"] // 8)  # 2 processes x 4 examples a step
+    history = json.loads((out / "avf_history.json").read_text())["history"]
+    assert len(history) == 2 and history[-1]["step"] < steps  # the schedule fits the 2-process step count
+    saved = load_file(str(out / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors"))
+    assert sum(t.numel() for t in saved.values()) == metrics["trainable_params"]
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # one process scores the saved adapter as the two did
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["eval_accuracy"] == metrics["eval_accuracy"]
+    # the Trainer pads the ranks' last eval batches to even sizes and weighs the loss of the padded batch: close,
+    # not exact (twice the loss was the Trainer's scaling for models that sum over the ranks' tokens)
+    assert evaluated["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-2)

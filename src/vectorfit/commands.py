@@ -4,6 +4,7 @@ in :mod:`vectorfit.inspect`). Each takes the parsed namespace and the parser and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +26,19 @@ from .context import RunContext
 from .errors import CLIError
 from .inspect import inspect_command
 from .methods import DEFAULT_LR, DEFAULT_LR_SCALE, METHODS, VECTOR_METHODS, MethodSpec, merged_module, restore_trained
-from .rundir import AVF_FILE, LOCK_FILE, METRICS_FILE, RUN_FILE, STRENGTHS_FILE, Run, RunLock, read_json, write_json
+from .rundir import (
+    AVF_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    STRENGTHS_FILE,
+    Run,
+    RunLock,
+    launch_rank,
+    launch_world_size,
+    read_json,
+    write_json,
+)
 from .selection import backends, check_data, choose_task, get_runner, is_alias, list_tasks, task_of_run
 from .training import draw_plots, find_full_run, initial_weights, summary_lines
 
@@ -226,22 +239,28 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CLIError(f"--max-grad-norm-per-vector applies to vectorfit, svfit and svft, not {args.method!r}")
     if getattr(args, "max_grad_norm_per_vector", 0.0) < 0:
         raise CLIError(f"--max-grad-norm-per-vector must be 0 (off) or positive, got {args.max_grad_norm_per_vector}")
+    if launch_world_size() > 1 and not task.multiprocess:
+        raise CLIError(f"the {task.name} task trains in one process ({task.engine or 'its own loop'}); start it"
+                       " without torchrun / accelerate launch (the text tasks, on the Trainer, take several)")
     args.backend = task.backend
     args.task = task.name if explicit else "auto"  # run.json: --resume recognises the task again when it was
     runner = get_runner(task)
     _threads(args)
+    main_process = launch_rank() == 0  # of a multi-process launch, rank 0 alone writes the run folder
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with RunLock(out):  # a second run into the same --output is refused while this one writes it
-            if args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
+        # a second run into the same --output is refused while this one writes it
+        with RunLock(out) if main_process else contextlib.nullcontext():
+            if main_process and args.overwrite and not args.resume and (out / METRICS_FILE).is_file():
                 (out / METRICS_FILE).unlink()
             metrics = runner.train(RunContext(task, args, explicit=explicit, tasks=tasks))
     except BaseException:
-        if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:  # failed before writing anything: no litter
+        if main_process and created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:  # nothing written: no litter
             shutil.rmtree(out, ignore_errors=True)
         raise
-    print("\n".join(summary_lines(metrics, out)))
+    if main_process:
+        print("\n".join(summary_lines(metrics, out)))
     return 0
 
 

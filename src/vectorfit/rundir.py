@@ -26,7 +26,8 @@ from typing import Any, Optional, Union
 
 from .errors import CLIError
 
-__all__ = ["Run", "RUN_FILE", "METRICS_FILE", "write_json", "read_json", "is_run_dir"]
+__all__ = ["Run", "RUN_FILE", "METRICS_FILE", "write_json", "read_json", "is_run_dir", "launch_rank",
+           "launch_world_size"]
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -145,6 +146,17 @@ class Run:
     def metrics(self) -> dict:
         p = self.path / METRICS_FILE
         return read_json(p) if p.is_file() else {}
+
+
+def launch_rank() -> int:
+    """This process's rank when a launcher (``torchrun``, ``accelerate launch``, ``deepspeed``) started several,
+    read from ``RANK``; 0 otherwise. Only rank 0 writes the run folder."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def launch_world_size() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``), 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 LOCK_FILE = ".vectorfit.lock"

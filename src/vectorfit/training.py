@@ -33,6 +33,8 @@ from .rundir import (
     STRENGTHS_FILE,
     Run,
     is_run_dir,
+    launch_rank,
+    launch_world_size,
     read_json,
     write_json,
 )
@@ -44,8 +46,9 @@ __all__ = ["optimizer_groups", "LR_KINDS", "clip_vector_gradients", "StrengthRec
 
 def optimizer_steps(num_train: int, args: argparse.Namespace) -> tuple[int, int]:
     """``(steps per epoch, total optimizer steps)`` of a run: ``--max-steps`` if given, else ``--epochs`` epochs
-    of ``--batch-size`` batches (at least one step)."""
-    per_epoch = -(-num_train // args.batch_size)
+    of ``--batch-size`` batches (at least one step); ``--batch-size`` is per process, so the processes of a
+    multi-process launch take one step together."""
+    per_epoch = -(-num_train // (args.batch_size * launch_world_size()))
     return per_epoch, args.max_steps or max(1, int(round(per_epoch * args.epochs)))
 
 
@@ -184,7 +187,8 @@ def write_run_info(args: argparse.Namespace, *, backend: str, model_path: str, l
                      "processor": platform.processor() or None, "argv": sys.argv[1:]},
     }
     info.update(extra or {})
-    write_json(Path(args.output) / RUN_FILE, info)
+    if launch_rank() == 0:  # the other processes of a multi-process launch write nothing
+        write_json(Path(args.output) / RUN_FILE, info)
     return info
 
 
@@ -256,7 +260,10 @@ def finish_run(args: argparse.Namespace, prepared: Prepared, metrics: dict, *, t
                recorder: Optional[StrengthRecorder] = None, avf_state: Optional[dict] = None,
                load_full: Optional[Callable[[Run], Any]] = None, extra: Optional[dict] = None) -> dict:
     """Save the trained state, ``metrics.json``, strengths and plots into ``args.output``; returns the metrics.
-    The headline metric (``primary_metric``) and the stall check are ``task``'s."""
+    The headline metric (``primary_metric``) and the stall check are ``task``'s. In a multi-process launch only
+    rank 0 writes; the others return their metrics as they are."""
+    if launch_rank() != 0:
+        return {**{k: v for k, v in metrics.items() if not k.startswith("_")}, "adapter": None, "model_dir": None}
     out = Path(args.output)
     spec = prepared.spec
     if spec.name == "full":

@@ -86,10 +86,7 @@ def test_the_plain_model_trains_under_the_same_call(tmp_path):
 
 def test_checkpoints_written_before_the_rename_still_resume(tmp_path):
     """Trainer checkpoints of a VectorFitModel used to name tensors ``base_model.<...>``; now ``model.<...>``."""
-    import types
-
-    from safetensors.torch import save_file
-    from vf_backends_nlp.trainer_run import _TrainedOnlyCheckpoints
+    from safetensors.torch import load_file, save_file
 
     vf = get_vectorfit_model(tiny_causal_lm("llama"), VectorFitConfig())
     sigma = next(v for v in vf.vectors if v.kind == "sigma")
@@ -97,5 +94,6 @@ def test_checkpoints_written_before_the_rename_still_resume(tmp_path):
     assert name.startswith("model.model.layers.")
     old = {"base_model." + name[len("model."):]: torch.full_like(sigma.parameter, 7.0)}
     save_file(old, str(tmp_path / "model.safetensors"))
-    _TrainedOnlyCheckpoints._load_from_checkpoint(types.SimpleNamespace(model=vf), str(tmp_path))
+    result = vf.load_state_dict(load_file(str(tmp_path / "model.safetensors")), False)  # as the Trainer loads
+    assert not result.unexpected_keys and name not in result.missing_keys
     assert torch.equal(sigma.parameter, torch.full_like(sigma.parameter, 7.0))

@@ -199,3 +199,38 @@ def test_forward_carries_the_base_signature(tiny_net):
 
     vf = _vf(tiny_net)
     assert list(inspect.signature(vf.forward).parameters) == ["x"]
+
+
+def test_state_dict_holds_what_trains_and_loads_back(tiny_net):
+    """``state_dict()`` is the vectors and heads only, also under a wrapper's prefix; loading it (strict) reports no
+    frozen entry missing; every tensor with ``state_dict_trained_only = False``."""
+    config = VectorFitConfig(target_modules={"q": ["q"], "k": ["k"]}, modules_to_save=["head"])  # v, o, up, down frozen
+    vf = get_vectorfit_model(tiny_net, config)
+    trained = {n for n, p in vf.named_parameters() if p.requires_grad}
+    assert set(vf.state_dict()) == vf.trained_state_keys() == trained
+    wrapper = torch.nn.ModuleDict({"inner": vf})  # as DDP holds it (``module.``)
+    assert set(wrapper.state_dict()) == {f"inner.{k}" for k in trained}
+    torch.manual_seed(0)
+    twin = get_vectorfit_model(TinyNet(), config)
+    with torch.no_grad():
+        for v in vf.vectors:
+            v.parameter.add_(0.25)
+    assert str(torch.nn.ModuleDict({"inner": twin}).load_state_dict(wrapper.state_dict())) == \
+        "<All keys matched successfully>"
+    assert all(torch.equal(a, b) for a, b in zip(vf.state_dict().values(), twin.state_dict().values()))
+    vf.state_dict_trained_only = False
+    everything = vf.state_dict()
+    assert set(everything) > trained and "model.blocks.0.v.weight" in everything
+
+
+def test_vectors_follow_replaced_parameters(tiny_net):
+    """``load_state_dict(assign=True)`` (and FSDP's ``fully_shard``) put new parameters in place; the registry
+    follows them, so the optimizer groups, the freezer and the adapter use the live ones."""
+    vf = get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
+    state = {k: v.clone() + 1.0 for k, v in vf.state_dict().items()}
+    vf.load_state_dict(state, assign=True)
+    live = dict(vf.named_parameters())
+    for vec in vf.vectors:
+        assert any(vec.parameter is p for p in live.values()), vec.name
+        assert vec.strength() == pytest.approx(1.0)
+    assert {id(p) for g in vf.parameter_groups(1e-2) for p in g["params"]} == {id(v.parameter) for v in vf.vectors}

@@ -134,6 +134,7 @@ class VectorFreezer:
     def __init__(self, model: Any, config: Union[AVFConfig, Mapping[str, Any], None] = None,
                  total_steps: Optional[int] = None, *, sync_ranks: bool = True) -> None:
         self.vectors = registry_of(model)
+        self._source = model
         self.config = resolve_config(dict(config) if isinstance(config, Mapping) else config)
         self.total_steps = total_steps
         self.sync_ranks = sync_ranks
@@ -176,6 +177,7 @@ class VectorFreezer:
         if last is not None and global_step < last:
             raise ValueError(f"global_step went back from {last} to {global_step}; to restart from a checkpoint, "
                              f"load the freezer state saved with it (VectorFreezer.load_state_dict)")
+        registry_of(self._source)  # a VectorFitModel rebinds its vectors to parameters FSDP put in place
         if global_step != last:
             if last is not None and global_step > last + 1:
                 skipped = [s for s in self.avf_steps if last < s < global_step]

@@ -154,7 +154,8 @@ class CausalLMRunner:
         return run_trainer(ctx, model=model, tokenizer=tokenizer, train_ds=train_ds, eval_ds=eval_ds,
                            collator=lm_collator(tokenizer.pad_token_id), total_steps=total_steps,
                            compute_metrics=_metrics, preprocess_logits_for_metrics=nll_and_count,
-                           trainer_cls=PerplexityTrainer, extra={"max_length": max_length}, load_full=load_full)
+                           trainer_cls=PerplexityTrainer, extra={"max_length": max_length}, load_full=load_full,
+                           extra_args={"average_tokens_across_devices": True})  # the loss divides by all ranks' tokens
 
     # ---------------------------------------------------------------------------------------- evaluate
     def evaluate(self, model, ctx: TaskContext) -> dict:

@@ -140,6 +140,7 @@ CAUSAL_LM = Task(
     new_head=False,
     add_arguments=generation_arguments,
     engine="Hugging Face Trainer",
+    multiprocess=True,
     requires=("transformers", "accelerate"),
     install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]')",
 )

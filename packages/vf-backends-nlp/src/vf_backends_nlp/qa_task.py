@@ -117,6 +117,7 @@ QUESTION_ANSWERING = Task(
     defaults={"max_length": 384},
     add_arguments=qa_arguments,
     engine="Hugging Face Trainer",
+    multiprocess=True,
     requires=("transformers", "accelerate", "torchmetrics"),
     install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]') and torchmetrics",
 )

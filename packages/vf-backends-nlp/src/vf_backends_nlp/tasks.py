@@ -110,6 +110,7 @@ _COMMON = dict(
     collator=padding_collator,
     add_arguments=add_arguments,
     engine="Hugging Face Trainer",
+    multiprocess=True,
     requires=("transformers", "accelerate"),
     install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]')",
 )
@@ -164,6 +165,7 @@ SEQ2SEQ = Task(
     new_head=False,
     add_arguments=generation_arguments,
     engine="Hugging Face Seq2SeqTrainer",
+    multiprocess=True,
     requires=("transformers", "accelerate", "torchmetrics"),
     install_hint="pip install 'vectorfit[nlp]' (or 'vf-backends-nlp[transformers]')",
 )

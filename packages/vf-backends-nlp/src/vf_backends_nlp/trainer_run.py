@@ -5,8 +5,9 @@ method (``ctx.prepare``), builds the ``TrainingArguments`` from the command's op
 per-kind learning rates, the callbacks (non-finite loss stop, per-vector clipping, AVF, training strengths,
 AdaLoRA), resumes from a checkpoint (``--resume``), trains, evaluates and finishes the run folder
 (``ctx.finish``). :func:`evaluate_with_trainer` scores a model the same way without training (``vectorfit
-evaluate``). The engine may be another ``Trainer`` class (``Seq2SeqTrainer`` with ``Seq2SeqTrainingArguments``);
-checkpoints of a VectorFit model hold only what trains (:func:`checkpointing`).
+evaluate``). The engine may be another ``Trainer`` class (``Seq2SeqTrainer`` with ``Seq2SeqTrainingArguments``),
+used as it is: checkpoints of a VectorFit model hold only what trains because its ``state_dict()`` does
+(:meth:`vf_core.VectorFitModel.trained_state_keys`).
 
 Example (a task runner's ``train``)::
 
@@ -24,9 +25,7 @@ Example (a task runner's ``train``)::
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -37,55 +36,10 @@ from vf_core.errors import TaskError
 from vf_core.model import VectorFitModel
 from vf_core.tasks import RunRecord, TaskContext
 
-__all__ = ["run_trainer", "evaluate_with_trainer", "training_arguments", "checkpointing", "last_checkpoint",
-           "device_args"]
+__all__ = ["run_trainer", "evaluate_with_trainer", "training_arguments", "last_checkpoint", "device_args"]
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-class _TrainedOnlyCheckpoints:
-    """Mixin for a ``Trainer`` class: checkpoints of a :class:`~vf_core.VectorFitModel` hold only what trains
-    (vectors and head), not the frozen base weights; everything else is the stock engine."""
-
-    def _trained_names(self) -> set[str]:
-        vf = self.model
-        ids = {id(v.parameter) for v in vf.vectors} | {id(p) for p in vf.head_parameters().values()}
-        return {n for n, p in vf.named_parameters() if id(p) in ids}
-
-    def _save(self, output_dir: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
-        if not isinstance(self.model, VectorFitModel):
-            return super()._save(output_dir, state_dict)
-        from safetensors.torch import save_file
-
-        output_dir = output_dir or self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        keep = self._trained_names()
-        tensors = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if n in keep}
-        save_file(tensors, os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        if not isinstance(self.model, VectorFitModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        from safetensors.torch import load_file
-
-        path = os.path.join(resume_from_checkpoint, "model.safetensors")
-        if not os.path.isfile(path):
-            raise TaskError(f"checkpoint {resume_from_checkpoint} has no model.safetensors")
-        state = load_file(path)
-        # checkpoints written before the wrapped model moved from ``base_model`` to ``model`` (vf_core 0.x)
-        state = {("model." + k[len("base_model."):] if k.startswith("base_model.") else k): v for k, v in state.items()}
-        result = self.model.load_state_dict(state, strict=False)
-        if result.unexpected_keys:
-            raise TaskError(f"checkpoint {resume_from_checkpoint} does not fit this model (unexpected tensors such as"
-                           f" {result.unexpected_keys[0]!r}); resume with the run's own options")
-
-
-@functools.lru_cache(maxsize=None)
-def checkpointing(trainer_cls: type) -> type:
-    """``trainer_cls`` whose VectorFit checkpoints hold only the trained tensors (see :class:`_TrainedOnlyCheckpoints`)."""
-    return type(f"VectorFit{trainer_cls.__name__}", (_TrainedOnlyCheckpoints, trainer_cls), {})
-
-
 def last_checkpoint(folder: Path) -> Optional[str]:
     """The newest ``checkpoint-N`` folder in ``folder``, or None."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -183,13 +137,18 @@ def training_arguments(args, output_dir: Path, *, args_cls: type = TrainingArgum
         label_names=["labels"],
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        # several processes (torchrun): the Trainer multiplies the loss by their number when the model's forward
+        # takes **kwargs, for models that divide by the whole batch's token count (causal LMs: the causal-lm task
+        # sets it back to True). Classifiers, QA heads, T5 and BART average their own batch: each rank's mean,
+        # averaged by DDP, is then the one-process loss (not twice it)
+        average_tokens_across_devices=False,
         **device_args(args.device),
     )
     fields.update(extra)
     return args_cls(**fields)
 
 
-def _resume_point(args, checkpoints: Path) -> Optional[str]:
+def _resume_point(args, checkpoints: Path, model) -> Optional[str]:
     if not args.resume:
         return None
     resume = last_checkpoint(checkpoints) if args.resume == "last" else args.resume
@@ -197,7 +156,38 @@ def _resume_point(args, checkpoints: Path) -> Optional[str]:
         raise TaskError(f"--resume: no checkpoint in {checkpoints} (was the run started with --no-checkpoints?)")
     if not Path(resume).is_dir():
         raise TaskError(f"--resume {resume}: no such checkpoint folder")
+    if isinstance(model, VectorFitModel):
+        _check_fits(model, Path(resume))
     return resume
+
+
+def _every_key(vf: VectorFitModel) -> set[str]:
+    trained_only = vf.state_dict_trained_only
+    vf.state_dict_trained_only = False
+    try:
+        return set(vf.state_dict(keep_vars=True))
+    finally:
+        vf.state_dict_trained_only = trained_only
+
+
+def _check_fits(vf: VectorFitModel, folder: Path) -> None:
+    """One line when a checkpoint's tensors are not this model's trained ones (another method or options); the
+    ``Trainer`` loads with ``strict=False`` and would only warn."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise TaskError(f"checkpoint {folder} has no model.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        saved = set(f.keys())
+    legacy = "base_model."  # checkpoints written when the wrapped model was ``base_model``
+    saved = {"model." + k[len(legacy):] if k.startswith(legacy) else k for k in saved}
+    wanted, every = vf.trained_state_keys(), _every_key(vf)  # older checkpoints hold the frozen base too
+    unexpected = sorted(saved - every)
+    missing = sorted(wanted - saved)
+    if unexpected or missing:
+        found = f"unexpected tensors such as {unexpected[0]!r}" if unexpected else f"no {missing[0]!r}"
+        raise TaskError(f"checkpoint {folder} does not fit this model ({found}); resume with the run's own options")
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -226,9 +216,8 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
     prepared = ctx.prepare(model, total_steps=total_steps)
     checkpoints = ctx.checkpoints
     training_args = training_arguments(args, checkpoints, args_cls=args_cls, **(extra_args or {}))
-    cls = checkpointing(trainer_cls) if isinstance(prepared.model, VectorFitModel) else trainer_cls
     optimizer = torch.optim.AdamW(ctx.optimizer_groups(prepared), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-    trainer = cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+    trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
                   data_collator=collator, compute_metrics=compute_metrics, processing_class=tokenizer,
                   optimizers=(optimizer, None), preprocess_logits_for_metrics=preprocess_logits_for_metrics)
     trainer.add_callback(_FiniteLossCallback(checkpoints))
@@ -246,7 +235,7 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
     if spec.name == "adalora":
         trainer.add_callback(_AdaLoraCallback(ctx, prepared))
 
-    resume = _resume_point(args, checkpoints)
+    resume = _resume_point(args, checkpoints, prepared.model)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start
@@ -273,7 +262,7 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
     result = ctx.finish(prepared, metrics, train_seconds=train_seconds, save_full_model=save_full_model, w0=w0,
                         recorder=recorder, avf_state=avf_state, load_full=load_full,
                         extra={**(extra or {}), "engine": engine, "resumed_from": resume})
-    if spec.is_peft:  # a PEFT adapter folder loads with its tokenizer beside it
+    if spec.is_peft and result.get("adapter"):  # a PEFT adapter folder loads with its tokenizer beside it
         tokenizer.save_pretrained(str(result["adapter"]))
     return result
 

@@ -62,9 +62,38 @@ class VectorFitModel(nn.Module):
         self._original_num_params = original_num_params
         layer_index = {t.name: t.layer for t in plan.targets}
         self._layer_index = layer_index
-        self.vectors: VectorRegistry = build_registry(layers, layer_index)
+        self.vectors = build_registry(layers, layer_index)
+        self.register_state_dict_post_hook(_keep_trained_entries)
+        self.register_load_state_dict_pre_hook(_before_load)
+        self.register_load_state_dict_post_hook(_forgive_frozen_entries)
 
     # ------------------------------------------------------------------------------------------ basics
+    @property
+    def vectors(self) -> VectorRegistry:
+        """The :class:`~vf_core.VectorRegistry` of the trainable vectors.
+
+        Each vector follows its module's current parameter: FSDP's ``fully_shard`` and
+        ``load_state_dict(assign=True)`` put new parameters in place, and reading ``vectors`` afterwards rebinds
+        every :class:`~vf_core.TrainableVector` to them (for a sharded ``DTensor`` parameter, its ``initial`` value
+        is sharded alike, without communication).
+        """
+        registry = self.__dict__["_vectors"]
+        homes = self.__dict__["_vector_homes"]
+        for vec in registry:
+            home = homes.get(vec.name)
+            current = home[0]._parameters.get(home[1]) if home is not None else None
+            if current is not None and current is not vec.parameter:
+                _rebind(vec, current)
+        return registry
+
+    @vectors.setter
+    def vectors(self, registry: VectorRegistry) -> None:
+        owners = {id(p): (module, attr) for module in self.model.modules()
+                  for attr, p in module._parameters.items() if p is not None}
+        self.__dict__["_vectors"] = registry
+        self.__dict__["_vector_homes"] = {v.name: owners[id(v.parameter)] for v in registry
+                                          if id(v.parameter) in owners}
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
@@ -162,10 +191,46 @@ class VectorFitModel(nn.Module):
         print(line)
         return line
 
+    # ------------------------------------------------------------------------------------------ state dicts
+    #: ``state_dict()`` holds only :meth:`trained_state_keys` (True, the default) or every tensor (False)
+    state_dict_trained_only: bool = True
+
+    def trained_state_keys(self) -> set[str]:
+        """The ``state_dict`` keys of what trains: the vectors, the ``modules_to_save`` (their buffers too) and any
+        other parameter with ``requires_grad``.
+
+        Everything else is the frozen base, rebuilt exactly by ``get_vectorfit_model`` on the same pre-trained
+        weights, so ``state_dict()`` leaves it out: an engine's checkpoint (``Trainer``, TRL, ``accelerate``'s
+        ``save_state``, DeepSpeed, a plain ``torch.save(vf.state_dict())``) is about the adapter's size, and
+        ``load_state_dict`` (strict or not) takes it back, reporting no frozen key as missing. The frozen base's own
+        buffers (BatchNorm running statistics) are frozen too: keep its norm layers in eval mode, as the adapter
+        does not hold them either. Set :attr:`state_dict_trained_only` to False for every tensor.
+
+            >>> import torch
+            >>> from vf_core import get_vectorfit_model
+            >>> vf = get_vectorfit_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)),
+            ...                          target_modules=["0"])
+            >>> sorted(vf.state_dict())
+            ['model.0.parts.main.bias', 'model.0.parts.main.sigma']
+            >>> vf.load_state_dict(vf.state_dict())
+            <All keys matched successfully>
+        """
+        ids = {id(v.parameter) for v in self.vectors} | {id(p) for p in self.head_parameters().values()}
+        keys = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad or id(p) in ids}
+        for head in self.modules_to_save:
+            keys.update(f"model.{head}.{b}" for b, _ in
+                        self.model.get_submodule(head).named_buffers(remove_duplicate=False))
+        return keys
+
     # ------------------------------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints)."""
-        save_adapter(self, save_directory)
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], *,
+                        is_main_process: Optional[bool] = None) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints).
+
+        Under ``torch.distributed`` only rank 0 writes (``is_main_process`` decides otherwise). Sharded (FSDP)
+        vectors are gathered first, so with FSDP every rank must call it; with DDP rank 0 alone may.
+        """
+        save_adapter(self, save_directory, write=_is_main_process() if is_main_process is None else is_main_process)
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, adapter_directory: Union[str, os.PathLike], *,
@@ -230,6 +295,56 @@ class VectorFitModel(nn.Module):
         """Fold ``U diag(s) V^T`` and the trained biases back into plain layers and return the base model."""
         merged = {name: layer.merged() for name, layer in self.decomposed_layers().items()}
         return self._put_back(merged)
+
+
+def _rebind(vec: Any, parameter: nn.Parameter) -> None:
+    """Point ``vec`` at ``parameter``, which replaced its own; a sharded ``DTensor`` gets an ``initial`` value sharded
+    alike (each rank keeps its own slice of the full copy: no communication)."""
+    mesh, placements = getattr(parameter, "device_mesh", None), getattr(parameter, "placements", None)
+    if mesh is not None and placements is not None and not hasattr(vec.initial, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        local = parameter.to_local()
+        vec.initial = distribute_tensor(vec.initial.to(device=local.device, dtype=local.dtype), mesh, placements,
+                                        src_data_rank=None)
+    vec.parameter = parameter
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _keep_trained_entries(module: VectorFitModel, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """``state_dict`` hook: drop this model's frozen entries (see :meth:`VectorFitModel.trained_state_keys`)."""
+    if not module.state_dict_trained_only:
+        return
+    keep = module.trained_state_keys()
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):] not in keep]:
+        del state_dict[key]
+
+
+_LEGACY_PREFIX = "base_model."  # the wrapped model's attribute before vf_core 0.1 named it ``model``
+
+
+def _before_load(module: VectorFitModel, state_dict: dict, prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: note where this model sits (for the post-hook) and rename entries of
+    checkpoints written when the wrapped model was ``base_model``."""
+    old = prefix + _LEGACY_PREFIX
+    for key in [k for k in state_dict if k.startswith(old)]:
+        new = prefix + "model." + key[len(old):]
+        if new not in state_dict:
+            state_dict[new] = state_dict.pop(key)
+    module.__dict__["_load_prefix"] = prefix
+
+
+def _forgive_frozen_entries(module: VectorFitModel, incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook: frozen entries a state dict leaves out are not missing (they hold the
+    pre-trained values already); trained ones still are."""
+    prefix = module.__dict__.pop("_load_prefix", "")
+    keep = module.trained_state_keys()
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if not k.startswith(prefix) or k[len(prefix):] in keep]
 
 
 @functools.lru_cache(maxsize=None)

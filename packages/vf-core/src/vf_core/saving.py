@@ -6,14 +6,15 @@ trained from. Files are written to a temporary name and renamed, so an interrupt
 half-written adapter where a good one was. Pickle files are refused, never unpickled.
 
 Example:
-    >>> import tempfile, torch
+    >>> import copy, tempfile, torch
     >>> from vf_core import VectorFitConfig, VectorFitModel, get_vectorfit_model
     >>> torch.manual_seed(0) and None
     >>> base = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    >>> pristine = copy.deepcopy(base)   # the adapter applies to the exact weights it was trained from
     >>> vf = get_vectorfit_model(base, VectorFitConfig(target_modules=["0"]))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     vf.save_pretrained(d)
-    ...     again = VectorFitModel.from_pretrained(torch.nn.Sequential(base[0].merged()), d)
+    ...     again = VectorFitModel.from_pretrained(pristine, d)
     >>> len(again.vectors)
     2
 """
@@ -69,12 +70,23 @@ def adapter_tensors(vf: "VectorFitModel") -> dict[str, torch.Tensor]:
         for key, part in layer.parts.items():
             for tensor_name, tensor in part.structure_tensors().items():  # SVFT's pattern: rows, cols
                 tensors[f"pattern::{name}::{key}::{tensor_name}"] = tensor
-    return {k: t.contiguous().cpu() for k, t in tensors.items()}
+    return {k: _whole(t).contiguous().cpu() for k, t in tensors.items()}
 
 
-def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike]) -> None:
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded ``DTensor`` gathered (a collective: every rank calls it); any other tensor as it is."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if callable(full) else tensor
+
+
+def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike], *, write: bool = True) -> None:
+    """Write ``vf``'s adapter to ``directory``; with ``write=False`` only gather its tensors (the other ranks of a
+    sharded model, which must take part in the gathering)."""
     from safetensors.torch import save_file
 
+    tensors = adapter_tensors(vf)
+    if not write:
+        return
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -89,7 +101,6 @@ def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike]) -> No
         "vectors": [{"name": v.name, "layer": v.layer, "role": v.role, "kind": v.kind, "numel": v.numel,
                      **({} if v.expert is None else {"expert": v.expert})} for v in vf.vectors],
     }
-    tensors = adapter_tensors(vf)
     _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT_NAME}))
     _atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
 

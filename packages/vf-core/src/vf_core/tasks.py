@@ -94,6 +94,9 @@ class Task:
         add_arguments: adds the task's own options to ``vectorfit train`` (an argparse argument group); tasks of
             one backend may share the same function, which is then called once.
         engine: the training engine, in words (``"Hugging Face Trainer"``).
+        multiprocess: whether the runner trains in several processes when the command is started by a launcher
+            (``torchrun``, ``accelerate launch``: ``WORLD_SIZE`` > 1) and writes the run folder from rank 0 only; the
+            command refuses to start a task without it that way.
         requires: importable modules the runner needs; a missing one is reported with ``install_hint``.
         install_hint: what to install when ``requires`` is not met.
     """
@@ -120,6 +123,7 @@ class Task:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     add_arguments: Optional[Callable[[Any], None]] = None
     engine: str = ""
+    multiprocess: bool = False
     requires: tuple[str, ...] = ()
     install_hint: str = ""
 

@@ -64,7 +64,9 @@ class TrainableVector:
     def strength(self) -> float:
         """Training strength: mean absolute change from :attr:`initial` (method spec section 1.2)."""
         with torch.no_grad():
-            return float((self.parameter.detach() - self.initial.to(self.parameter.device)).abs().float().mean())
+            value = (self.parameter.detach() - self.initial.to(self.parameter.device)).abs().float().mean()
+            full = getattr(value, "full_tensor", None)  # a sharded (FSDP) vector: a collective
+            return float(full() if callable(full) else value)
 
     def delta(self) -> torch.Tensor:
         return self.parameter.detach() - self.initial.to(self.parameter.device)
