@@ -83,17 +83,17 @@ def pretrain(out: Path = BASE, *, steps: int = TRAIN["steps"], threads: int = 0,
     opt = torch.optim.AdamW([{"params": rest, "weight_decay": cfg["weight_decay"]},
                              {"params": embed, "weight_decay": 0.0}], lr=cfg["lr"])
     out.mkdir(parents=True, exist_ok=True)
-    ckpt, start, log, seconds = out / "checkpoint.pt", 0, [], 0.0
+    ckpt, start, log, seconds, cpu = out / "checkpoint.pt", 0, [], 0.0, 0.0
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
-        start, log, seconds = state["step"], state["log"], state["seconds"]
+        start, log, seconds, cpu = state["step"], state["log"], state["seconds"], state["cpu_seconds"]
         print(f"resumed at step {start}", flush=True)
     alphas = scheduler.alphas_cumprod
     unet.train()
-    t0, window = time.time() - seconds, []
+    t0, c0, window = time.time() - seconds, time.process_time() - cpu, []
     for step in range(start, steps):
         g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
         idx = torch.randint(0, len(x), (cfg["batch"],), generator=g)
@@ -116,13 +116,15 @@ def pretrain(out: Path = BASE, *, steps: int = TRAIN["steps"], threads: int = 0,
         window.append(loss.item())
         if (step + 1) % log_every == 0:
             log.append({"step": step + 1, "loss": round(sum(window) / len(window), 4),
-                        "seconds": round(time.time() - t0, 1)})
+                        "seconds": round(time.time() - t0, 1),
+                        "cpu_seconds": round(time.process_time() - c0, 1)})
             window = []
             print(log[-1], flush=True)
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             torch.save({"model": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                        "step": step + 1, "log": log, "seconds": time.time() - t0}, ckpt)
-    seconds = round(time.time() - t0, 1)
+                        "step": step + 1, "log": log, "seconds": time.time() - t0,
+                        "cpu_seconds": time.process_time() - c0}, ckpt)
+    seconds, cpu = round(time.time() - t0, 1), round(time.process_time() - c0, 1)
     ema.eval()
     ema.save_pretrained(str(out))
     scheduler.save_pretrained(str(out))
@@ -133,6 +135,7 @@ def pretrain(out: Path = BASE, *, steps: int = TRAIN["steps"], threads: int = 0,
             "classes": list(CLASSES), "train_images": len(x), "image_size": UNET["sample_size"],
             "parameters": sum(p.numel() for p in ema.parameters()),
             "epochs": round(steps * cfg["batch"] / len(x), 1), "seconds": seconds,
+            "cpu_seconds": cpu, "threads": torch.get_num_threads(),
             "final_loss": log[-1]["loss"] if log else None, "machine": machine(), "log": log}
     (out / "train.json").write_text(json.dumps(info, indent=2) + "\n")
     ckpt.unlink()
