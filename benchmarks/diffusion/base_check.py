@@ -42,12 +42,23 @@ def fidelity(pred, labels, probs, classes) -> dict:
     return out
 
 
+def summary(r: dict) -> str:
+    """One sentence on the base for the benchmark's README (run.py reads ``summary``)."""
+    return (f"class-conditional UNet2DModel pre-trained here ({r['parameters']:,} parameters; widths "
+            f"{'/'.join(map(str, r['unet']['block_out_channels']))}, self-attention at 8x8 and 4x4) on the "
+            f"{r['train_images']:,} MNIST-5k training digits 0-8 at 16 px: {r['train']['steps']:,} steps of batch "
+            f"{r['train']['batch']} ({r['epochs']} epochs, {r['seconds'] / 60:.0f} min on {r['machine'].get('cpus')} "
+            f"CPU cores); the judge reads its samples of 0-8 as their digit "
+            f"{r['base_samples']['fidelity_0_8_mean_%']}% of the time, and real 16-px eval digits "
+            f"{r['judge']['overall_28_to_16_to_32']}%")
+
+
 def check(threads: int = 0) -> dict:
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
 
     import judge as J
-    from pretrain import BASE, CLASSES, pretrain
+    from pretrain import CLASSES, pretrain
     from sampling import grid, sample
 
     if threads:
@@ -65,13 +76,14 @@ def check(threads: int = 0) -> dict:
     from run import portable  # benchmarks/quality/run.py
 
     record = json.loads((base / "train.json").read_text())
-    record["judge"] = J.judge_record()
+    record["judge"] = J.judge_record(model=model)
     record["base_samples"] = {
         "sampler": f"DDIM {STEPS} steps, eta 0, seed {SEED}, {PER_CLASS} per class",
         "grid": "benchmarks/diffusion/results/base_samples.png",
         "fidelity_0_8_mean_%": round(sum(trained) / len(trained), 1),
         "per_class": fid,
         "note": "class 9 was never trained: its row is the base before fine-tuning (subject fidelity at start)"}
+    record["summary"] = summary(record)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pretrain.json").write_text(json.dumps(portable(record), indent=2) + "\n")
     return record

