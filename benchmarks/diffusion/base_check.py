@@ -54,10 +54,9 @@ def summary(r: dict) -> str:
 
 
 def check(threads: int = 0) -> dict:
+    import judge as J
     import torch
     from diffusers import DDPMScheduler, UNet2DModel
-
-    import judge as J
     from pretrain import CLASSES, pretrain
     from sampling import grid, sample
 

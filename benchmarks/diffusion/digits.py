@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 SIZE = 16
 
@@ -31,7 +31,7 @@ def shrink(pixels01, size: int = SIZE):
     return x.clamp(0.0, 1.0).mul(2.0).sub(1.0)
 
 
-def mnist16(classes: Optional[Iterable[int]] = None, size: int = SIZE):
+def mnist16(classes: Iterable[int] | None = None, size: int = SIZE):
     """``((train_x, train_y), (eval_x, eval_y))`` restricted to ``classes`` (all ten when None)."""
     import torch
     from vf_backends_vision.data import read_pixel_csv

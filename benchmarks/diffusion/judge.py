@@ -112,7 +112,6 @@ def per_class(pred, truth, classes) -> dict:
 def real_accuracy(judge) -> dict:
     """The judge on the command's 1,000 eval digits, 28 -> 16 -> 32 (as samples) and 28 -> 32 (sharper)."""
     import torch.nn.functional as F
-
     from digits import mnist16
 
     (_, _), (x16, y) = mnist16()

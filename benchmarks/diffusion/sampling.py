@@ -16,8 +16,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 
 def sample(unet, scheduler, *, classes: Iterable[int], per_class: int, seed: int = 0, steps: int = 50,
@@ -45,7 +45,7 @@ def sample(unet, scheduler, *, classes: Iterable[int], per_class: int, seed: int
     return torch.cat(out), labels
 
 
-def grid(images, path: Path, *, columns: int, wrong: Optional[Sequence[bool]] = None, scale: int = 2,
+def grid(images, path: Path, *, columns: int, wrong: Sequence[bool] | None = None, scale: int = 2,
          pad: int = 2) -> Path:
     """Save ``images`` (N, C, H, W) in [-1, 1] as a grid of ``columns`` per row, each ``scale`` times larger
     (nearest), ``pad`` pixels apart; cells whose ``wrong`` is true get a red frame."""
