@@ -73,10 +73,20 @@ def _generate(target: Path, cls: int, n: int, out: Path):
     import torch
     from PIL import Image
 
-    if not (out / "grid.png").is_file():
-        subprocess.run([sys.executable, "-m", "vectorfit", "generate", str(target), "--class", str(cls),
-                        "--num-images", str(n), "--steps", str(SAMPLE_STEPS), "--seed", str(SAMPLE_SEED + cls),
-                        "--output", str(out), "--threads", "2"], check=True, env=_env(), stdout=subprocess.DEVNULL)
+    if not (out / "grid.png").is_file():  # in this process: one import of the libraries for every call
+        import contextlib
+        import io
+
+        from vectorfit import main as vectorfit
+
+        if out.exists():  # a call interrupted before its grid: start the folder again
+            for png in out.glob("*.png"):
+                png.unlink()
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = vectorfit(["generate", str(target), "--class", str(cls), "--num-images", str(n), "--steps",
+                              str(SAMPLE_STEPS), "--seed", str(SAMPLE_SEED + cls), "--output", str(out)])
+        if code != 0:
+            raise RuntimeError(f"vectorfit generate {target} --class {cls} failed ({code})")
     files = sorted((p for p in out.glob("*.png") if p.name != "grid.png"), key=lambda p: int(p.stem))
     arrays = [np.asarray(Image.open(p), dtype=np.float32) for p in files]
     return torch.tensor(np.stack(arrays)).unsqueeze(1) / 127.5 - 1.0
@@ -228,6 +238,8 @@ def main() -> int:
     if not args.report:
         import torch
 
+        os.environ.update({k: v for k, v in _env().items() if k in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
+                                                                      "VECTORFIT_CACHE")})
         torch.set_num_threads(2)
         from judge import load_judge, train_judge
         from pretrain import pretrain

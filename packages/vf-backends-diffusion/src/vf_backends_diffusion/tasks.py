@@ -40,8 +40,9 @@ def claim_model(spec: str) -> int:
 
 
 def claim_data(spec: str) -> int:
-    if spec in BUILTIN_DATA or Path(spec).expanduser().is_dir():
-        return MAYBE  # images; the model decides between generating and classifying them
+    path = Path(spec).expanduser()
+    if spec in BUILTIN_DATA or path.is_dir() or (path.is_file() and path.name.lower().endswith((".csv", ".csv.gz"))):
+        return MAYBE  # images (a pixel CSV too); the model decides between generating and classifying them
     return NO
 
 
@@ -92,7 +93,8 @@ IMAGE_GENERATION = Task(
     aliases=("diffusion", "dreambooth"),
     models="a diffusers model folder (UNet2DModel, UNet2DConditionModel, DiT, Transformer2DModel) with its"
            " scheduler config, or a pipeline folder (model_index.json); local or a cached hub id",
-    data="an image folder (flat, captioned with metadata.jsonl, or one sub-folder per class), or a built-in alias",
+    data="an image folder (flat, captioned with metadata.jsonl, or one sub-folder per class), a pixel CSV (one"
+         " image per row, label last), or a built-in alias",
     datasets=dict(BUILTIN_DATA),
     claim_model=claim_model,
     claim_data=claim_data,
