@@ -115,6 +115,19 @@ class RunContext:
         if self.method.name == "adalora":
             adalora_update(prepared.model, global_step)
 
+    def optimizer_step(self, prepared: Prepared, *, optimizer, scheduler, global_step: int,
+                       freezer: Optional[VectorFreezer] = None, clip_grad_norm=None) -> None:
+        if freezer is not None:
+            freezer.step(global_step)
+        max_norm = getattr(self.settings, "max_grad_norm", 0.0)
+        if clip_grad_norm is not None and max_norm and max_norm > 0:
+            clip_grad_norm(max_norm)
+        self.clip_vector_gradients(prepared)
+        optimizer.step()
+        scheduler.step()
+        self.adalora_update(prepared, global_step)
+        optimizer.zero_grad(set_to_none=True)
+
     def finish(self, prepared: Prepared, metrics: dict, *, train_seconds: float,
                save_full_model: Callable[[Path], None], w0: Optional[dict] = None, recorder: Any = None,
                avf_state: Optional[dict] = None, load_full: Optional[Callable[[Run], Any]] = None,

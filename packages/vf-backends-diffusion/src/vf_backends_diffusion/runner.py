@@ -285,15 +285,9 @@ class DiffusionRunner:
                                 " wrote no metrics; checkpoints of earlier evaluations are kept (--resume after"
                                 " fixing the cause). Lower --lr, or check the data")
             accelerator.backward(loss)
-            if freezer is not None:
-                freezer.step(global_step)
-            if args.max_grad_norm and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, args.max_grad_norm)
-            ctx.clip_vector_gradients(prepared)
-            optimizer.step()
-            lr_scheduler.step()
-            ctx.adalora_update(prepared, global_step)
-            optimizer.zero_grad(set_to_none=True)
+            ctx.optimizer_step(prepared, optimizer=optimizer, scheduler=lr_scheduler, global_step=global_step,
+                               freezer=freezer,
+                               clip_grad_norm=lambda norm: accelerator.clip_grad_norm_(params, norm))
             if ema is not None:
                 ema.step(params)
             global_step += 1

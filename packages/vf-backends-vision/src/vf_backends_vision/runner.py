@@ -192,15 +192,9 @@ class VisionRunner:
                                     " and wrote no metrics; the checkpoints of the finished epochs are kept (--resume"
                                     " after fixing the cause). Lower --lr (or --lr-bias / --lr-sigma), or check the data")
                 accelerator.backward(loss)
-                if freezer is not None:
-                    freezer.step(global_step)
-                if args.max_grad_norm and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                ctx.clip_vector_gradients(prepared)
-                optimizer.step()
-                scheduler.step()
-                ctx.adalora_update(prepared, global_step)
-                optimizer.zero_grad(set_to_none=True)
+                ctx.optimizer_step(prepared, optimizer=optimizer, scheduler=scheduler, global_step=global_step,
+                                   freezer=freezer,
+                                   clip_grad_norm=lambda norm: accelerator.clip_grad_norm_(params, norm))
                 global_step += 1
                 running, seen = running + float(loss), seen + 1
                 if global_step % args.logging_steps == 0:

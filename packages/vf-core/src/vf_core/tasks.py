@@ -256,6 +256,13 @@ class TaskContext(Protocol):
     def adalora_update(self, prepared: Any, global_step: int) -> None:
         """AdaLoRA's rank allocation after each optimizer step, before ``zero_grad``; a no-op for other methods."""
 
+    def optimizer_step(self, prepared: Any, *, optimizer: Any, scheduler: Any, global_step: int,
+                       freezer: Any = None, clip_grad_norm: Optional[Callable[[float], Any]] = None) -> None:
+        """Everything a plain loop does after ``backward()``, in the order every engine must keep: AVF's freezer
+        (``step``), gradient clipping (``clip_grad_norm(max_norm)``, e.g. ``accelerator.clip_grad_norm_`` over
+        the trained parameters, when ``--max-grad-norm`` > 0), per-vector clipping, the optimizer and the
+        learning-rate scheduler, AdaLoRA's rank allocation, ``zero_grad``."""
+
     def finish(self, prepared: Any, metrics: dict, *, train_seconds: float,
                save_full_model: Callable[[Path], None], w0: Optional[dict] = None, recorder: Any = None,
                avf_state: Optional[dict] = None, load_full: Optional[Callable[[RunRecord], Any]] = None,
