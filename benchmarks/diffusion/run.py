@@ -50,7 +50,7 @@ NEW_CLASS, OLD_CLASSES = 9, tuple(range(9))
 INSTANCE = ["--data", str(CACHE / "mnist16.csv.gz"), "--classes", str(NEW_CLASS), "--max-train", "5", "--eval-fraction", "0.2",
             "--max-eval", "50"]
 DREAMBOOTH = ["--prior-weight", "1.0", "--num-class-images", "90", "--sample-steps", "25"]
-BUDGET = ["--max-steps", "300", "--batch-size", "5", "--eval-steps", "100", "--num-samples", "10",
+BUDGET = ["--max-steps", "150", "--batch-size", "5", "--eval-steps", "75", "--num-samples", "10",
           "--scheduler", "constant"]
 #: label -> (what, options of `vectorfit train`)
 METHODS: dict[str, tuple[str, list[str]]] = {
@@ -129,7 +129,7 @@ def score(target: Path, samples: Path, judge) -> dict:
             "diversity": round(_diversity(new) / _diversity(_real_nines()), 3)}
 
 
-def run_cell(label: str, seed: int, judge, device: str) -> dict:
+def run_cell(label: str, seed: int, judge, device: str, threads: int = 2) -> dict:
     record = RESULTS / "runs" / f"{label}__s{seed}.json"
     if record.is_file():
         return json.loads(record.read_text())
@@ -139,7 +139,7 @@ def run_cell(label: str, seed: int, judge, device: str) -> dict:
     if not (out / "metrics.json").is_file():
         cmd = [sys.executable, "-m", "vectorfit", "train", "--task", "image-generation", "--model", str(BASE),
                *INSTANCE, *DREAMBOOTH, *BUDGET, *METHODS[label][1], "--seed", str(seed), "--output", str(out),
-               "--no-progress", "--threads", "2", "--device", device]
+               "--no-progress", "--threads", str(threads), "--device", device]
         if out.exists():
             cmd += ["--overwrite"]
         start = time.time()
@@ -233,7 +233,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", action="store_true", help="only write the table and grids")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated labels")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated labels, in this order")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds, in this order"
+                        " (a second instance on other seeds shares the machine: records are per cell)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each training run")
     args = parser.parse_args()
     if not args.report:
         import torch
@@ -247,9 +250,9 @@ def main() -> int:
         pretrain(threads=2)
         judge = load_judge(train_judge(threads=2))
         base_row(judge)
-        for seed in SEEDS:
+        for seed in (int(s) for s in args.seeds.split(",")):
             for label in args.methods.split(","):
-                run_cell(label, seed, judge, args.device)
+                run_cell(label, seed, judge, args.device, args.threads)
                 report()
     print(report())
     return 0
