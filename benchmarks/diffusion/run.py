@@ -20,7 +20,7 @@ A judge trained by the project's own ``vectorfit train`` (EfficientNet-Lite0 ful
 * ``eval_loss``: the task's held-out denoising loss on 50 real nines (fixed timesteps and noise).
 
 Outputs under ``results/``: ``runs/<method>__s<seed>.json`` (one per finished run; skipped when present, so the
-script resumes), ``diffusion.md`` (the table, machine, times) and ``samples-<method>.png`` (seed 0: a row of nines,
+script resumes), ``diffusion.md`` (the table, machine, times) and ``samples-<method>.png`` (lowest seed run: nines,
 then one sample of each digit 0-8). The base, judge and runs live in ``cache/`` (git-ignored).
 
 Usage:
@@ -212,16 +212,17 @@ def report() -> str:
                      f" {_cell([r['prior_%'] for r in recs])} | {_cell([r['diversity'] for r in recs], 2)} |"
                      f" {_cell(losses, 4)} | {_cell(times, 0)} | {len(recs)} |")
         if label != "base":
-            samples = CACHE / "runs" / f"{label}__s0" / "samples"
-            sample_grid(label, samples, RESULTS / f"samples-{label}.png")
+            seed = min(r["seed"] for r in recs)  # the lowest seed that finished
+            sample_grid(label, CACHE / "runs" / f"{label}__s{seed}" / "samples", RESULTS / f"samples-{label}.png")
         else:
             sample_grid(label, CACHE / "base-samples", RESULTS / "samples-base.png")
-    total = next(iter(rows.get("full", [])), {}).get("total_params")
     text = ("# Diffusion benchmark: a new digit from 5 examples, DreamBooth-style\n\n"
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch threads 2, no GPU.\n"
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; training runs at 1 or 2 torch threads"
+            " while other jobs shared the machine, so the times compare nothing.\n"
             f"Base: {pretrain.get('summary', 'class-conditional UNet2DModel pre-trained here on MNIST-5k 0-8 at 16 px')}"
-            f"{f' ({total:,} parameters)' if total else ''}.\n"
-            f"Budget per run: {' '.join(BUDGET)}; instance: {' '.join(INSTANCE)}; prior: {' '.join(DREAMBOOTH)}.\n"
+            ".\n"
+            f"Budget per run: {' '.join(BUDGET)}; instance: {' '.join(INSTANCE).replace(str(HERE) + '/', '')};"
+            f" prior: {' '.join(DREAMBOOTH)}.\n"
             f"Samples: {SAMPLE_STEPS} DDIM steps, seeds {SAMPLE_SEED}+class, {NEW_SAMPLES} nines and"
             f" {OLD_SAMPLES_PER_CLASS} per old digit; judge: EfficientNet-Lite0 trained by `vectorfit train`.\n\n"
             + "\n".join(lines) + "\n")
