@@ -144,12 +144,15 @@ def test_gated_up_projection_in_an_up_container():
     _exact_and_trainable(net, ALL)
 
 
-@pytest.mark.parametrize("gate", ["gate_proj", "o.gate_proj"], ids=["in-attention", "in-output-projection"])
-def test_attention_output_gate_is_not_an_mlp(gate):
-    """An attention's output gate (AFMoE's self_attn.gate_proj, Inkling's o_proj.gate_proj) is neither an MLP nor a
-    reason to doubt: the attention and the real MLP are recognised, the gate is left alone."""
-    names = ("q", "k", "v", "o.linear") if gate.startswith("o.") else ("q", "k", "v", "o")
-    net = _Net([_Block(_Attention(names, gate=gate), _Mlp()) for _ in range(2)])
+@pytest.mark.parametrize("out, gate", [("o", "gate_proj"), ("o.linear", "o.gate_proj"),
+                                       ("output_projection.o_proj", "output_projection.gate_proj")],
+                         ids=["in-attention", "in-output-projection", "next-to-nested-output-projection"])
+def test_attention_output_gate_is_not_an_mlp(out, gate):
+    """An attention's output gate (AFMoE's self_attn.gate_proj, Inkling's o_proj.gate_proj, Neomme's
+    output_projection.gate_proj next to output_projection.o_proj) is neither an MLP nor a reason to doubt: the
+    attention and the real MLP are recognised, the gate is left alone."""
+    net = _Net([_Block(_Attention(("q", "k", "v", out), gate=gate), _Mlp()) for _ in range(2)])
+    assert infer_family(net).roles["o"] == (f"attn.{out}",)
     vf = _exact_and_trainable(net, ALL)
     assert not any("gate_proj" in name for name in vf.decomposed_layers())
 

@@ -3,16 +3,16 @@
 :func:`infer_family` reads only module names, weight shapes and the config's sizes (no model library):
 
 - **Attention**: a module whose children include projections under the usual spellings of q, k and v
-  (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``,
-  diffusers' ``to_q``, CvT's ``projection_query``, CPM-Ant's ``project_q``, Funnel's ``q_head``...) or one fused
-  projection (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``; ``q`` plus a fused
-  ``kv``/``c_attn`` for cross-attention), and an output projection (``o_proj``, ``o``, ``out_proj``, ``dense``,
-  ``c_proj``, ``proj``, ``to_out.0``, ``to_out``, ``Wo``, ``attention_out``, ``post_proj``..., or a sibling
-  ``output.dense`` (BERT) or ``output`` (BigBird-Pegasus, LED)). A projection module that wraps its linear layer
-  (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the projection. Self-, cross- (``encoder_attn``,
-  ``crossattention``, ``EncDecAttention``) and decoder attention alike; diffusers' joint attention adds a second
-  stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention (an output gate's ``gate_proj``) are
-  left alone.
+  (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``, diffusers'
+  ``to_q``, CvT's ``projection_query``, CPM-Ant's ``project_q``, Funnel's ``q_head``...) or one fused projection
+  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``; ``q`` plus a fused ``kv``/``c_attn``
+  for cross-attention), and an output projection (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``,
+  ``to_out.0``, ``to_out``, ``Wo``, ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or
+  ``output`` (BigBird-Pegasus, LED), or the only one a level down (Neomme's ``output_projection.o_proj``)). A
+  projection module that wraps its linear layer (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the
+  projection. Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention alike;
+  diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention
+  (an output gate's ``gate_proj``) are left alone.
 - **Multi-head latent attention** (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite, Mistral 4...): ``q_proj`` or
   ``q_a_proj`` + ``q_b_proj`` (q), ``kv_b_proj`` split per head into its keys' and values' rows (checked
   numerically against the queries' rows without rotary position), ``kv_a_proj_with_mqa`` (the latent keys and
@@ -232,6 +232,10 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         if o is None:  # BERT's attention.self + attention.output.dense; BigBird-Pegasus' self_attn.self + .output
             parent = group.rsplit(".", 1)[0] + "." if "." in group else ""
             o = by_name.get(parent + "output.dense") or by_name.get(parent + "output")
+        if o is None:  # one level down: Neomme's self_attn.output_projection.o_proj (next to its gate_proj)
+            nested = [leaf for leaf in by_name.values() if leaf.local in _O and leaf.group.rsplit(".", 1)[0] == group
+                      and leaf.group != group and leaf.name not in result.claimed]
+            o = nested[0] if len(nested) == 1 else None
         if o is None:
             result.problem(group, f"partial: attention {where} has q, k, v projections but no output projection"
                                   f" (looked for {', '.join(sorted(_O))} and a sibling output.dense or output)")
