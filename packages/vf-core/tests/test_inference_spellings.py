@@ -144,6 +144,25 @@ def test_gated_up_projection_in_an_up_container():
     _exact_and_trainable(net, ALL)
 
 
+def test_gated_pair_then_output_projection():
+    """AuraFlow's feed-forward: silu(linear_1(x)) * linear_2(x), then out_projection: linear_1 and linear_2 are the
+    gate and up halves (f1), out_projection the down projection (f2)."""
+
+    class _Aura(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear_1, self.linear_2 = nn.Linear(D, H, bias=False), nn.Linear(D, H, bias=False)
+            self.out_projection = nn.Linear(H, D, bias=False)
+
+        def forward(self, x):
+            return self.out_projection(torch.nn.functional.silu(self.linear_1(x)) * self.linear_2(x))
+
+    net = _Net([_Block(_Attention(), _Aura()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["f1"] == ("mlp.linear_1", "mlp.linear_2") and family.roles["f2"] == ("mlp.out_projection",)
+    _exact_and_trainable(net, ALL)
+
+
 @pytest.mark.parametrize("out, gate", [("o", "gate_proj"), ("o.linear", "o.gate_proj"),
                                        ("output_projection.o_proj", "output_projection.gate_proj")],
                          ids=["in-attention", "in-output-projection", "next-to-nested-output-projection"])
@@ -174,6 +193,24 @@ def test_sibling_output_projection():
     family = infer_family(net)
     assert family.roles["o"] == ("attn.output",)
     _exact_and_trainable(net, ALL)
+
+
+def test_attention_without_output_projection():
+    """Flux-style single-stream blocks (and timm's bottleneck attention): the attention has q, k, v and no output
+    projection of its own; it is taken with those three, and the log line says so."""
+
+    class _Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_q, self.to_k, self.to_v = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
+
+        def forward(self, x):
+            return torch.softmax(self.to_q(x) @ self.to_k(x).transpose(-1, -2), -1) @ self.to_v(x)
+
+    net = _Net([_Block(_Bare(), _Mlp()) for _ in range(2)])
+    family = infer_family(net)
+    assert "attention without an output projection in layers" in family.notes
+    _exact_and_trainable(net, ("q", "k", "v", "f1", "f2"))
 
 
 def test_hybrid_stack_blocks_without_attention():

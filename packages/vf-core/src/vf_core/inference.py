@@ -12,7 +12,8 @@
   projection module that wraps its linear layer (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the
   projection. Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention alike;
   diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention
-  (an output gate's ``gate_proj``) are left alone.
+  (an output gate's ``gate_proj``) are left alone; an attention without an output projection of its own (Flux-style
+  single-stream blocks) is taken with q, k and v, and the log line says so.
 - **Multi-head latent attention** (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite, Mistral 4...): ``q_proj`` or
   ``q_a_proj`` + ``q_b_proj`` (q), ``kv_b_proj`` split per head into its keys' and values' rows (checked
   numerically against the queries' rows without rotary position), ``kv_a_proj_with_mqa`` (the latent keys and
@@ -27,7 +28,8 @@
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
   ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
   of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, ProphetNet's linear ``intermediate`` and
-  ``output``. A fused
+  ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
+  ``out_projection``). A fused
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
   (``experts.N.w1``) are MLPs like any other, their index in the module name.
 - **Blocks**: the numbered children (``layers.N``, ``layer.N``, ``h.N``, ``blocks.N``, ``block.N``,
@@ -104,6 +106,7 @@ _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "g
        "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
          "ffn_output", "w_out", "dense2"}
+_MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
 _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
 _SPELLINGS = _Q | _K | _V | _O | _QKV | _KV | _UP | _DOWN
@@ -151,6 +154,7 @@ class _Result:
     found: list[_Found] = field(default_factory=list)
     claimed: set = field(default_factory=set)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (module path, what is wrong)
+    without_output: list[str] = field(default_factory=list)  # attentions with no output projection
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append((path, message))
@@ -237,12 +241,12 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
                       and leaf.group != group and leaf.name not in result.claimed]
             o = nested[0] if len(nested) == 1 else None
         if o is None:
-            result.problem(group, f"partial: attention {where} has q, k, v projections but no output projection"
-                                  f" (looked for {', '.join(sorted(_O))} and a sibling output.dense or output)")
-            continue
+            # no output projection of its own (Flux-style single-stream blocks, whose block-level projection also
+            # takes the MLP's output; timm's bottleneck attention, where the next convolution follows): q, k, v only
+            result.without_output.append(group)
         found = [fused] if fused else []
         found += [_Found(x, r, group) for r, x in (("q", q), ("k", k), ("v", v)) if x is not None]
-        found.append(_Found(o, "o", group))
+        found += [_Found(o, "o", group)] if o is not None else []
         added = {r: _pick(members, names, f"joint-attention {r}", group, result) for r, names in _ADDED.items()}
         added_fused = members.get("to_added_qkv")
         if added_fused is not None and (flag is True or not any(added[r] for r in "qkv")):
@@ -331,6 +335,15 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
         for leaf in ws.values():
             role = "?" if len(ws) < 2 or len(downs) != 1 else "f2" if leaf is downs[0] else "f1"
             units[group].append(_Found(leaf, role, group))
+    for unit, fs in units.items():
+        # a gated pair spelled like up and down, then an output projection (AuraFlow's linear_1, linear_2 and
+        # out_projection): the pair has one shape, and the output projection maps its width back
+        if len(fs) == 2 and {f.role for f in fs} == {"f1", "f2"} and fs[0].leaf.d_out != fs[0].leaf.d_in and (
+                (fs[0].leaf.d_out, fs[0].leaf.d_in) == (fs[1].leaf.d_out, fs[1].leaf.d_in)):
+            outs = [leaf for leaf in free if leaf.group == unit and leaf.local in _MLP_OUT
+                    and (leaf.d_out, leaf.d_in) == (fs[0].leaf.d_in, fs[0].leaf.d_out)]
+            if len(outs) == 1:
+                fs[:] = [_Found(fs[0].leaf, "f1", unit), _Found(fs[1].leaf, "f1", unit), _Found(outs[0], "f2", unit)]
     return units
 
 
@@ -714,6 +727,8 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
         if block is not None and role:
             expert_roles[block].add(role)
     hybrid = _verify(in_blocks, problems, expert_roles)
+    bare = {f.stack for f in in_blocks if f.unit in set(result.without_output)}
+    hybrid += [f"attention without an output projection in {stack or 'the model'}" for stack in sorted(bare)]
     if problems:
         found = "; ".join(sorted({f"{f.rel} ({f.tag})" for f in in_blocks}))[:600]
         raise InferenceError(
