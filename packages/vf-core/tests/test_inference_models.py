@@ -103,6 +103,20 @@ CASES = {
     "starcoder2": (_causal_lm("starcoder2", num_key_value_heads=2), _tokens, ALL, {}),
     "granite": (_causal_lm("granite"), _tokens, ALL, {}),
     "roformer": (_causal_lm("roformer", is_decoder=True), _tokens, ALL, {}),
+    # found by the coverage sweep (docs/coverage.md): qk-norm under a fused projection, latent attention, hybrids
+    "persimmon-qk-layernorm": (_causal_lm("persimmon", qk_layernorm=True), _tokens, ALL,
+                               {"self_attn.query_key_value": "interleaved per head"}),
+    "deepseek_v3-latent-attention": (
+        _causal_lm("deepseek_v3", num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
+                   qk_rope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+                   topk_group=1, first_k_dense_replace=1, moe_intermediate_size=32),
+        _tokens, ALL | {None}, {"self_attn.kv_b_proj": "k/v interleaved per head"}),
+    "qwen3_next-hybrid": (
+        _causal_lm("qwen3_next", layer_types=["linear_attention", "full_attention"], num_key_value_heads=2,
+                   head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                   shared_expert_intermediate_size=32, linear_num_key_heads=2, linear_num_value_heads=4,
+                   linear_key_head_dim=8, linear_value_head_dim=8),
+        _tokens, ALL, {}),
     "eva02": (_timm("eva02_tiny_patch14_224", img_size=28, depth=2, embed_dim=32, num_heads=4), _image(28), ALL,
               {"attn.qkv": "blocked"}),
     "vit-swiglu": (_timm("vit_small_patch16_224", img_size=32, depth=2, embed_dim=32, num_heads=4, swiglu=True),

@@ -9,7 +9,8 @@ proposes layouts from the sizes it reads (heads, key-value heads, head dimension
 
 1. the model runs once on a small probe input (:func:`probe_inputs`) until its first such attention module is
    called; its arguments are kept (:func:`capture_calls`);
-2. a float32 copy of that attention module, with its biases zeroed, is called on them with the rows of each role
+2. a float32 copy of that attention module, with its biases and its norms' epsilons zeroed (normalised queries and
+   keys, qk-norm, are then exactly scale-invariant), is called on them with the rows of each role
    rescaled (:func:`check_layout`): scaling the v rows by 0 and by 2 must change the output affinely (attention is
    linear in v, not in q or k); scaling q by 2 and k by 1/2 must leave it unchanged (the scores ``q.k`` do not move;
    powers of two keep this exact); and where the projection is called as a module, noise added to the q rows of
@@ -317,8 +318,8 @@ def _position0(t: torch.Tensor, feature_dim: int, features: Any = slice(None)) -
 
 
 class AttentionProbe:
-    """A float32 copy of an attention module, biases zeroed, called on captured arguments with rescaled rows (made
-    once per attention module, then reused for every candidate layout)."""
+    """A float32 copy of an attention module, biases and norm epsilons zeroed, called on captured arguments with
+    rescaled rows (made once per attention module, then reused for every candidate layout)."""
 
     def __init__(self, attention: nn.Module, call: tuple[tuple, dict]) -> None:
         self.module = copy.deepcopy(attention).float().eval()
@@ -326,6 +327,10 @@ class AttentionProbe:
             for name, p in self.module.named_parameters():
                 if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
                     p.zero_()
+        for sub in self.module.modules():  # normalised q and k (qk-norm) are then exactly scale-invariant
+            for attr in ("eps", "variance_epsilon", "epsilon"):
+                if isinstance(getattr(sub, attr, None), float):
+                    setattr(sub, attr, 0.0)
         self.args, self.kwargs = call
 
     def run(self, members: Mapping[str, list[tuple[str, torch.Tensor]]], scales: Mapping[str, float],

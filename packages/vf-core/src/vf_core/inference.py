@@ -3,12 +3,21 @@
 :func:`infer_family` reads only module names, weight shapes and the config's sizes (no model library):
 
 - **Attention**: a module whose children include projections under the usual spellings of q, k and v
-  (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``,
-  diffusers' ``to_q``...) or one fused projection (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``,
-  ``W_pack``; ``q`` plus a fused ``kv``/``c_attn`` for cross-attention), and an output projection (``o_proj``,
-  ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``, ``to_out.0``, ``Wo``..., or BERT's sibling
-  ``output.dense``). Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention
-  alike; diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``).
+  (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``, diffusers'
+  ``to_q``, CvT's ``projection_query``, CPM-Ant's ``project_q``, Funnel's ``q_head``...) or one fused projection
+  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``; ``q`` plus a fused ``kv``/``c_attn``
+  for cross-attention), and an output projection (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``,
+  ``to_out.0``, ``to_out``, ``Wo``, ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or
+  ``output`` (BigBird-Pegasus, LED), or the only one a level down (Neomme's ``output_projection.o_proj``)). A
+  projection module that wraps its linear layer (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the
+  projection. Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention alike;
+  diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention
+  (an output gate's ``gate_proj``) are left alone; an attention without an output projection of its own (Flux-style
+  single-stream blocks) is taken with q, k and v, and the log line says so.
+- **Multi-head latent attention** (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite, Mistral 4...): ``q_proj`` or
+  ``q_a_proj`` + ``q_b_proj`` (q), ``kv_b_proj`` split per head into its keys' and values' rows (checked
+  numerically against the queries' rows without rotary position), ``kv_a_proj_with_mqa`` (the latent keys and
+  values share, and the rotary key) decomposed whole, ``o_proj`` (o).
 - **Fused projections** are split per role with sizes read from the attention module and the config (heads,
   key-value heads, head dimension); the layout of their rows (blocked, interleaved per head, grouped per key-value
   head) is checked numerically on the attention module (:mod:`vf_core.fused_layouts`). Interleaved rows are taken
@@ -17,7 +26,10 @@
 - **MLPs**: ``f1`` = up (and gate), ``f2`` = down, as the declared families do: ``fc1/fc2``, ``c_fc/c_proj``,
   ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
-  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``. A fused
+  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
+  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, ProphetNet's linear ``intermediate`` and
+  ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
+  ``out_projection``). A fused
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
   (``experts.N.w1``) are MLPs like any other, their index in the module name.
 - **Blocks**: the numbered children (``layers.N``, ``layer.N``, ``h.N``, ``blocks.N``, ``block.N``,
@@ -27,7 +39,10 @@
   whose members agree on shapes. Encoder and decoder stacks are separate.
 
 The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
-transition block aside), an attention or MLP must be complete, and no module may fit two roles. Otherwise
+transition block aside), an attention or MLP must be complete, and no module may fit two roles. A block may lack a
+whole attention or a whole MLP that others have (a hybrid stack: Mamba, convolution or linear-attention layers next
+to attention layers), which the log line says ("attention (q, k, v, o) in 1 of 4 blocks"); roles held by a block's
+3-D expert parameters count as present (MoE blocks next to dense ones). Otherwise
 :class:`~vf_core.errors.InferenceError` says what was found and which ``target_modules`` to pass; a model with no
 attention or MLP blocks at all (a plain CNN, a state-space model) gets :class:`~vf_core.errors.UnknownFamilyError`,
 which says so.
@@ -55,7 +70,17 @@ from torch import nn
 from .errors import InferenceError, UnknownFamilyError, UnsupportedLayerError
 from .experts import find_expert_params
 from .families import Family, FusedModule
-from .fused_layouts import AttentionProbe, FusedLayout, candidate_layouts, capture_calls, check_layout, head_sizes
+from .fused_layouts import (
+    AttentionProbe,
+    FusedLayout,
+    _config_sources,
+    _grouped,
+    _ints,
+    candidate_layouts,
+    capture_calls,
+    check_layout,
+    head_sizes,
+)
 from .layouts import layout_for
 from .plugins import list_families
 from .roles import ROLES
@@ -64,21 +89,29 @@ __all__ = ["infer_family", "describe_family"]
 
 # ---------------------------------------------------------------------------------------------- spellings
 # names are compared in lower case, as the module's name within its parent ("to_out.0" for a Sequential's entry)
-_Q = {"q_proj", "q", "query", "q_lin", "wq", "to_q", "query_proj", "q_linear", "linear_q", "q_attn", "qproj"}
-_K = {"k_proj", "k", "key", "k_lin", "wk", "to_k", "key_proj", "k_linear", "linear_k", "kproj"}
-_V = {"v_proj", "v", "value", "v_lin", "wv", "to_v", "value_proj", "v_linear", "linear_v", "vproj"}
+_Q = {"q_proj", "q", "query", "q_lin", "wq", "to_q", "query_proj", "q_linear", "linear_q", "q_attn", "qproj",
+      "projection_query", "project_q", "q_head"}
+_K = {"k_proj", "k", "key", "k_lin", "wk", "to_k", "key_proj", "k_linear", "linear_k", "kproj", "projection_key",
+      "project_k", "k_head"}
+_V = {"v_proj", "v", "value", "v_lin", "wv", "to_v", "value_proj", "v_linear", "linear_v", "vproj",
+      "projection_value", "project_v", "v_head"}
 _O = {"o_proj", "o", "out_proj", "out_lin", "wo", "dense", "c_proj", "proj", "to_out.0", "out", "linear_out",
-      "output_proj", "o_linear", "proj_out", "attn_out"}
+      "output_proj", "o_linear", "proj_out", "attn_out", "to_out", "attention_out", "post_proj"}
 _QKV = {"qkv_proj", "query_key_value", "wqkv", "c_attn", "qkv", "w_pack", "qkv_linear", "to_qkv", "qkv_lin"}
 _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 # diffusers' joint attention: the text stream's projections, next to the image stream's to_q/to_k/to_v/to_out.0
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
-         "ffn_output", "w_out"}
+         "ffn_output", "w_out", "dense2"}
+_MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
+_UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
+_SPELLINGS = _Q | _K | _V | _O | _QKV | _KV | _UP | _DOWN
+# the linear layer inside a projection module named like one (q_proj.linear, qkv_proj.convolution)
+_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv"}
 _HEAD_NAMES = ("classifier", "score", "qa_outputs", "classification_head", "head", "head_dist", "pre_classifier")
 
 
@@ -105,6 +138,7 @@ class _Found:
     block: str = ""
     stack: str = ""
     rel: str = ""
+    mla: str = ""  # multi-head latent attention: "latent" (kv_a_proj_with_mqa) or "heads" (kv_b_proj)
 
     @property
     def tag(self) -> str:
@@ -120,6 +154,7 @@ class _Result:
     found: list[_Found] = field(default_factory=list)
     claimed: set = field(default_factory=set)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (module path, what is wrong)
+    without_output: list[str] = field(default_factory=list)  # attentions with no output projection
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append((path, message))
@@ -141,6 +176,8 @@ def _leaves(model: nn.Module) -> list[_Leaf]:
         parts = name.split(".")
         if len(parts) >= 2 and parts[-1].isdigit():  # a Sequential's entry: to_out.0, mlp.0
             group, local = ".".join(parts[:-2]), ".".join(parts[-2:])
+        elif len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS:
+            group, local = ".".join(parts[:-2]), parts[-2]  # a projection wrapping its linear: q_proj.linear
         else:
             group, local = ".".join(parts[:-1]), parts[-1]
         out.append(_Leaf(name, module, int(d_out), int(d_in), isinstance(module, nn.Conv2d), group, local.lower()))
@@ -160,6 +197,8 @@ def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: 
 def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
                result: _Result) -> None:
     for group, members in groups.items():
+        if _latent_attention(group, members, result):
+            continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
         fused_hits = [leaf for local, leaf in members.items() if local in _QKV | _KV]
         # diffusers' Attention keeps to_q/to_k/to_v next to the to_qkv (to_kv) that fuse_projections() adds, and
@@ -194,15 +233,20 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
                                   f" {', '.join(missing)} projection")
             continue
         o = _pick(members, _O, "output projection", group, result)
+        if o is None:  # BERT's attention.self + attention.output.dense; BigBird-Pegasus' self_attn.self + .output
+            parent = group.rsplit(".", 1)[0] + "." if "." in group else ""
+            o = by_name.get(parent + "output.dense") or by_name.get(parent + "output")
+        if o is None:  # one level down: Neomme's self_attn.output_projection.o_proj (next to its gate_proj)
+            nested = [leaf for leaf in by_name.values() if leaf.local in _O and leaf.group.rsplit(".", 1)[0] == group
+                      and leaf.group != group and leaf.name not in result.claimed]
+            o = nested[0] if len(nested) == 1 else None
         if o is None:
-            o = by_name.get((group.rsplit(".", 1)[0] + "." if "." in group else "") + "output.dense")
-        if o is None:
-            result.problem(group, f"partial: attention {where} has q, k, v projections but no output projection"
-                                  f" (looked for {', '.join(sorted(_O))} and a sibling output.dense)")
-            continue
+            # no output projection of its own (Flux-style single-stream blocks, whose block-level projection also
+            # takes the MLP's output; timm's bottleneck attention, where the next convolution follows): q, k, v only
+            result.without_output.append(group)
         found = [fused] if fused else []
         found += [_Found(x, r, group) for r, x in (("q", q), ("k", k), ("v", v)) if x is not None]
-        found.append(_Found(o, "o", group))
+        found += [_Found(o, "o", group)] if o is not None else []
         added = {r: _pick(members, names, f"joint-attention {r}", group, result) for r, names in _ADDED.items()}
         added_fused = members.get("to_added_qkv")
         if added_fused is not None and (flag is True or not any(added[r] for r in "qkv")):
@@ -217,6 +261,25 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             found += [_Found(x, r, group) for r, x in added.items() if x is not None]
         result.found += found
         result.claimed |= {f.leaf.name for f in found}
+
+
+def _latent_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
+    """Multi-head latent attention (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite...): the query from ``q_proj`` or
+    ``q_a_proj`` + ``q_b_proj`` (q), the keys' and values' shared latent (and rotary key) from
+    ``kv_a_proj_with_mqa`` (k and v, one matrix), each head's keys and values from ``kv_b_proj`` (k/v, split per
+    head when the numerical check confirms it), ``o_proj`` (o). Whether ``group`` is one (and then recorded)."""
+    latent = members.get("kv_a_proj_with_mqa") or members.get("kv_a_proj")
+    heads = members.get("kv_b_proj")
+    queries = [members[n] for n in ("q_proj", "q_a_proj", "q_b_proj") if n in members]
+    out = members.get("o_proj")
+    if latent is None or heads is None or not queries or out is None:
+        return False
+    found = [_Found(q, "q", group) for q in queries]
+    found += [_Found(latent, None, group, fused=("k", "v"), mla="latent"),
+              _Found(heads, None, group, fused=("k", "v"), mla="heads"), _Found(out, "o", group)]
+    result.found += found
+    result.claimed |= {f.leaf.name for f in found}
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- MLPs
@@ -251,6 +314,13 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
                 units[unit].append(_Found(leaf, "f1" if leaf is first else "f2", unit))
         elif leaf.local in ("w1", "w2", "w3"):
             w_groups[leaf.group][leaf.local] = leaf
+        elif leaf.group.rsplit(".", 1)[-1] in _UP - _SEQUENTIAL_MLP and leaf.local in _UP_HALVES:
+            # the halves of a gated up projection held in an up container: CPM-Ant's w_in.w_0 and w_in.w_1
+            unit = leaf.group.rsplit(".", 1)[0]
+            units[unit].append(_Found(leaf, "f1", unit))
+        elif leaf.local == "intermediate" or (leaf.local == "output" and _sibling(leaf, "intermediate", by_name)):
+            # ProphetNet's feed_forward.intermediate and feed_forward.output (linear layers themselves)
+            units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "intermediate" else "f2", leaf.group))
         elif leaf.local in _UP:
             units[leaf.group].append(_Found(leaf, "f1", leaf.group))
         elif leaf.local in _DOWN:
@@ -265,7 +335,20 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
         for leaf in ws.values():
             role = "?" if len(ws) < 2 or len(downs) != 1 else "f2" if leaf is downs[0] else "f1"
             units[group].append(_Found(leaf, role, group))
+    for unit, fs in units.items():
+        # a gated pair spelled like up and down, then an output projection (AuraFlow's linear_1, linear_2 and
+        # out_projection): the pair has one shape, and the output projection maps its width back
+        if len(fs) == 2 and {f.role for f in fs} == {"f1", "f2"} and fs[0].leaf.d_out != fs[0].leaf.d_in and (
+                (fs[0].leaf.d_out, fs[0].leaf.d_in) == (fs[1].leaf.d_out, fs[1].leaf.d_in)):
+            outs = [leaf for leaf in free if leaf.group == unit and leaf.local in _MLP_OUT
+                    and (leaf.d_out, leaf.d_in) == (fs[0].leaf.d_in, fs[0].leaf.d_out)]
+            if len(outs) == 1:
+                fs[:] = [_Found(fs[0].leaf, "f1", unit), _Found(fs[1].leaf, "f1", unit), _Found(outs[0], "f2", unit)]
     return units
+
+
+def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
+    return (f"{leaf.group}.{local}" if leaf.group else local) in by_name
 
 
 def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, list[_Found], str]]:
@@ -350,19 +433,38 @@ def _assign_blocks(found: list[_Found]) -> None:
             f.rel = f.leaf.name[len(f.block) + 1:]
 
 
-def _verify(found: list[_Found], problems: list[str]) -> None:
-    """Within each stack: every block has every role, each module path has one shape; a path has one role."""
+_UNITS = (("attention", ("q", "k", "v", "o")), ("MLP", ("f1", "f2")))
+
+
+def _verify(found: list[_Found], problems: list[str], expert_roles: Optional[dict[str, set]] = None) -> list[str]:
+    """Within each stack: every block has every role, each module path has one shape; a path has one role.
+
+    A block may lack a whole attention or a whole MLP that other blocks of its stack have (a hybrid stack: Mamba,
+    linear-attention or MLP-only layers next to attention layers); those are returned as notes for the log line.
+    Roles held by a block's 3-D expert parameters (``expert_roles``, by block) count as present."""
+    expert_roles = expert_roles or {}
+    notes: list[str] = []
     stacks: dict[str, dict[str, list[_Found]]] = defaultdict(lambda: defaultdict(list))
     for f in found:
         stacks[f.stack][f.block].append(f)
     for stack, blocks in stacks.items():
-        roles = {r for fs in blocks.values() for f in fs for r in f.roles}
+        held = {block: {r for f in fs for r in f.roles} | expert_roles.get(block, set())
+                for block, fs in blocks.items()}
+        roles = set().union(*held.values())
+        lacking: dict[str, list[str]] = defaultdict(list)
         for block, fs in blocks.items():
-            missing = roles - {r for f in fs for r in f.roles}
-            if missing:
+            missing = roles - held[block]
+            unit = next((name for name, unit_roles in _UNITS if missing == roles & set(unit_roles)), None)
+            if missing and unit is not None and held[block]:
+                lacking[unit].append(block)
+            elif missing:
                 have = ", ".join(sorted({f.rel for f in fs}))
                 problems.append(f"partial: block {block} lacks role(s) {', '.join(r for r in ROLES if r in missing)}"
                                 f" that other blocks of {stack or 'the model'} have (it holds {have})")
+        for unit, without in lacking.items():
+            unit_roles = ", ".join(r for r in dict(_UNITS)[unit] if r in roles)
+            notes.append(f"hybrid {stack or 'stack'}: {unit} ({unit_roles}) in {len(blocks) - len(without)} of"
+                         f" {len(blocks)} blocks")
         shapes: dict[str, set] = defaultdict(set)
         for fs in list(blocks.values())[1:] if len(blocks) > 1 else blocks.values():  # the first may be a transition
             for f in fs:
@@ -377,6 +479,7 @@ def _verify(found: list[_Found], problems: list[str]) -> None:
     for rel, seen in tags.items():
         if len(seen) > 1:
             problems.append(f"ambiguous: {rel} plays different roles in different stacks ({', '.join(sorted(seen))})")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------- fused layouts
@@ -393,22 +496,30 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
     decisions: dict[str, dict[int, tuple[Optional[FusedLayout], str]]] = defaultdict(dict)
     for key, f in firsts.items():
         module = attention[key]
+        if f.mla == "latent":
+            decisions[f.rel][f.leaf.d_out] = (None, "the latent that keys and values share, and the rotary key, of"
+                                                    " multi-head latent attention")
+            continue
         call = calls.get(id(module))
         if call is None:
             decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
             continue
         heads, kv_heads, head_dims = head_sizes(module, model)
-        layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims)
-        verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
-        q_sep = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "q"), None)
         own = f.leaf.name[len(f.unit) + 1:] if f.unit else f.leaf.name
+        q_sep = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "q"), None)
+        q_rows = torch.arange(q_sep.leaf.d_out) if q_sep is not None else None
+        if f.mla == "heads":
+            layouts, q_sep, q_rows = _latent_heads_layout(module, model, f, found)
+        else:
+            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims)
+        verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
         for layout in layouts:
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
-                members["q"] = [(q_rel, torch.arange(q_sep.leaf.d_out))]
+                members["q"] = [(q_rel, q_rows)]
             try:
                 probe = probe or AttentionProbe(module, call)
                 ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
@@ -440,6 +551,30 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _latent_heads_layout(attention: nn.Module, model: nn.Module, f: _Found,
+                         found: list[_Found]) -> tuple[list[FusedLayout], Optional[_Found], Optional[torch.Tensor]]:
+    """The layout of multi-head latent attention's ``kv_b_proj`` (per head: the keys' rows without rotary
+    position, then the values' rows), and the query projection with the rows it multiplies them with (per head, the
+    first ``qk_nope_head_dim`` of ``qk_nope_head_dim + qk_rope_head_dim``), from the sizes of the attention module
+    and the config; no layout when they do not fit."""
+    sources = [attention, *_config_sources(attention), *_config_sources(model)]
+    heads = _ints(sources, ("num_heads", "num_attention_heads"))
+    nope, rope = _ints(sources, ("qk_nope_head_dim",)), _ints(sources, ("qk_rope_head_dim",))
+    v_dim = _ints(sources, ("v_head_dim",))
+    if not (heads and nope and rope and v_dim):
+        return [], None, None
+    h, n, r, v = heads[0], nope[0], rope[0], v_dim[0]
+    query = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "q"
+                  and g.leaf.d_out == h * (n + r)), None)
+    if f.leaf.d_out != h * (n + v) or query is None:
+        return [], None, None
+    sizes = (h * n, h * v)
+    layout = FusedLayout(("k", "v"), sizes, _grouped(("k", "v"), sizes, h), "interleaved per head",
+                         f"k/v interleaved per head ({h} groups of {n}/{v} rows)")
+    q_rows = torch.tensor([head * (n + r) + i for head in range(h) for i in range(n)], dtype=torch.long)
+    return [layout], query, q_rows
 
 
 class _Sizes:
@@ -572,6 +707,9 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
     result = _Result()
     _attention(groups, by_name, dict(model.named_modules()), result)
     rejected = _mlp(_mlp_candidates(leaves, by_name, result.claimed), result)
+    # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
+    attention = {f.unit for f in result.found}
+    rejected = [r for r in rejected if not any(r[0] == a or r[0].startswith(a + ".") for a in attention if a)]
     _assign_blocks(result.found)
     in_blocks = [f for f in result.found if f.block]
     # what is wrong counts only inside numbered blocks (a lone fc1 in a head, an attention pool, are not targeted)
@@ -582,17 +720,25 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
             raise InferenceError(f"cannot infer the roles of {_what(model)}: {'; '.join(problems[:4])}. Name the"
                                  f" modules yourself, e.g. {_suggestion(result.found)}")
         raise _no_blocks(model)
-    _verify(in_blocks, problems)
+    blocks = sorted({f.block for f in in_blocks}, key=len, reverse=True)
+    expert_roles: dict[str, set] = defaultdict(set)
+    for full, role in find_expert_params(model).items():
+        block = next((b for b in blocks if full.startswith(b + ".")), None)
+        if block is not None and role:
+            expert_roles[block].add(role)
+    hybrid = _verify(in_blocks, problems, expert_roles)
+    bare = {f.stack for f in in_blocks if f.unit in set(result.without_output)}
+    hybrid += [f"attention without an output projection in {stack or 'the model'}" for stack in sorted(bare)]
     if problems:
         found = "; ".join(sorted({f"{f.rel} ({f.tag})" for f in in_blocks}))[:600]
         raise InferenceError(
             f"cannot infer the roles of {_what(model)} without doubt: {'; '.join(problems[:4])}"
             + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
             + f". Found in its blocks: {found}. Name the modules yourself, e.g. {_suggestion(in_blocks)}")
-    return _build(model, in_blocks)
+    return _build(model, in_blocks, hybrid)
 
 
-def _build(model: nn.Module, found: list[_Found]) -> Family:
+def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = None) -> Family:
     fused = _decide_layouts(model, found)
     roles: dict[str, list[str]] = defaultdict(list)
     for f in found:
@@ -619,6 +765,8 @@ def _build(model: nn.Module, found: list[_Found]) -> Family:
     if experts:
         family = dataclasses.replace(family, expert_params=experts)
     notes = describe_family(family, len(blocks), stacks, _what(model))
+    if hybrid:
+        notes += "; " + "; ".join(hybrid)
     if experts:
         notes += "; experts (one matrix per expert) " + ", ".join(f"{p} ({r})" for p, r in experts.items())
     return dataclasses.replace(family, notes=notes)

@@ -1,0 +1,309 @@
+"""Structures the coverage sweep (benchmarks/coverage, docs/coverage.md) found vf_core.inference missing, on plain
+torch models: more spellings of q, k, v, o and of MLPs, projections that wrap their linear layer, an attention's
+output gate, hybrid stacks (blocks without attention), MoE blocks with 3-D experts next to dense blocks, and fused
+projections under normalised queries and keys. Tiny models of the real architectures are in
+test_inference_models.py.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from vf_core import InferenceError, VectorFitConfig, get_vectorfit_model
+from vf_core.inference import infer_family
+
+D, H = 8, 16
+
+
+class _Attention(nn.Module):
+    """q, k, v, o under the given names; a name with a dot is a module holding the linear (``q_proj.linear``);
+    ``gate`` adds an output gate (``gate_proj``) inside the attention."""
+
+    def __init__(self, names=("q", "k", "v", "o"), gate: str = "") -> None:
+        super().__init__()
+        self.names = names
+        for name in names:
+            owner = self
+            *path, leaf = name.split(".")
+            for part in path:
+                if not hasattr(owner, part):
+                    owner.add_module(part, nn.Module())
+                owner = getattr(owner, part)
+            owner.add_module(leaf, nn.Linear(D, D))
+        self.gate = gate
+        if gate:
+            owner = self.get_submodule(gate.rsplit(".", 1)[0]) if "." in gate else self
+            owner.add_module(gate.rsplit(".", 1)[-1], nn.Linear(D, D))
+
+    def forward(self, x):
+        q, k, v, o = (self.get_submodule(n) for n in self.names)
+        att = torch.softmax(q(x) @ k(x).transpose(-1, -2) / 3.0, -1) @ v(x)
+        if self.gate:
+            att = att * torch.sigmoid(self.get_submodule(self.gate)(x))
+        return o(att)
+
+
+class _Mlp(nn.Module):
+    def __init__(self, up="fc1", down="fc2") -> None:
+        super().__init__()
+        self.up, self.down = up, down
+        for name, (i, o) in ((up, (D, H)), (down, (H, D))):
+            owner = self
+            *path, leaf = name.split(".")
+            for part in path:
+                if not hasattr(owner, part):
+                    owner.add_module(part, nn.Module())
+                owner = getattr(owner, part)
+            owner.add_module(leaf, nn.Linear(i, o))
+
+    def forward(self, x):
+        return self.get_submodule(self.down)(torch.relu(self.get_submodule(self.up)(x)))
+
+
+class _Block(nn.Module):
+    def __init__(self, attention=None, mlp=None, mixer: bool = False) -> None:
+        super().__init__()
+        self.attn = attention
+        self.mixer = nn.Conv1d(D, D, 3, padding=1, groups=D) if mixer else None  # no attention: a convolution
+        self.mlp = mlp
+
+    def forward(self, x):
+        if self.attn is not None:
+            x = x + self.attn(x)
+        if self.mixer is not None:
+            x = x + self.mixer(x.transpose(1, 2)).transpose(1, 2)
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return x
+
+
+class _Net(nn.Module):
+    def __init__(self, blocks) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        for block in self.layers:
+            x = block(x)
+        return x
+
+
+def _exact_and_trainable(net, roles):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, D)
+    with torch.no_grad():
+        expected = net(x)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    assert vf.family.origin == "inferred"
+    assert {v.role for v in vf.vectors} == set(roles)
+    with torch.no_grad():
+        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
+    vf(x).pow(2).mean().backward()
+    assert all(v.parameter.grad is not None and v.parameter.grad.abs().sum() > 0
+               for v in vf.vectors.select(kind="sigma"))
+    return vf
+
+
+ALL = ("q", "k", "v", "o", "f1", "f2")
+
+
+@pytest.mark.parametrize("names, mlp", [
+    (("projection_query", "projection_key", "projection_value", "o"), ("fc1", "fc2")),  # CvT
+    (("project_q", "project_k", "project_v", "attention_out"), ("w_in.w_0", "w_out")),  # CPM-Ant
+    (("q_head", "k_head", "v_head", "post_proj"), ("dense1", "dense2")),  # Funnel; PVT's MLP
+    (("to_q", "k", "v", "to_out"), ("intermediate", "output")),  # Granite Speech; ProphetNet's feed-forward
+    (("q_proj.linear", "k_proj.linear", "v_proj.linear", "o_proj.linear"), ("fc1", "fc2")),  # Moshi, Inkling
+    (("query.dense", "key.dense", "value.dense", "out.proj"), ("up_proj.linear", "down_proj.linear")),
+], ids=["projection_query", "project_q", "q_head", "to_out", "wrapped-linear", "wrapped-dense"])
+def test_more_spellings_are_recognised(names, mlp):
+    net = _Net([_Block(_Attention(names), _Mlp(*mlp)) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["q"] == (f"attn.{names[0]}",) and family.roles["o"] == (f"attn.{names[3]}",)
+    assert family.roles["f1"] == (f"mlp.{mlp[0]}",) and family.roles["f2"] == (f"mlp.{mlp[1]}",)
+    _exact_and_trainable(net, ALL)
+
+
+def test_gated_up_projection_in_an_up_container():
+    """CPM-Ant's w_in holds the gate and the up halves (w_in.w_0, w_in.w_1): both f1."""
+
+    class _Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w_in = nn.Module()
+            self.w_in.w_0, self.w_in.w_1 = nn.Linear(D, H), nn.Linear(D, H)
+            self.w_out = nn.Linear(H, D)
+
+        def forward(self, x):
+            return self.w_out(torch.nn.functional.gelu(self.w_in.w_0(x)) * self.w_in.w_1(x))
+
+    net = _Net([_Block(_Attention(), _Gated()) for _ in range(2)])
+    assert infer_family(net).roles["f1"] == ("mlp.w_in.w_0", "mlp.w_in.w_1")
+    _exact_and_trainable(net, ALL)
+
+
+def test_gated_pair_then_output_projection():
+    """AuraFlow's feed-forward: silu(linear_1(x)) * linear_2(x), then out_projection: linear_1 and linear_2 are the
+    gate and up halves (f1), out_projection the down projection (f2)."""
+
+    class _Aura(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear_1, self.linear_2 = nn.Linear(D, H, bias=False), nn.Linear(D, H, bias=False)
+            self.out_projection = nn.Linear(H, D, bias=False)
+
+        def forward(self, x):
+            return self.out_projection(torch.nn.functional.silu(self.linear_1(x)) * self.linear_2(x))
+
+    net = _Net([_Block(_Attention(), _Aura()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["f1"] == ("mlp.linear_1", "mlp.linear_2") and family.roles["f2"] == ("mlp.out_projection",)
+    _exact_and_trainable(net, ALL)
+
+
+@pytest.mark.parametrize("out, gate", [("o", "gate_proj"), ("o.linear", "o.gate_proj"),
+                                       ("output_projection.o_proj", "output_projection.gate_proj")],
+                         ids=["in-attention", "in-output-projection", "next-to-nested-output-projection"])
+def test_attention_output_gate_is_not_an_mlp(out, gate):
+    """An attention's output gate (AFMoE's self_attn.gate_proj, Inkling's o_proj.gate_proj, Neomme's
+    output_projection.gate_proj next to output_projection.o_proj) is neither an MLP nor a reason to doubt: the
+    attention and the real MLP are recognised, the gate is left alone."""
+    net = _Net([_Block(_Attention(("q", "k", "v", out), gate=gate), _Mlp()) for _ in range(2)])
+    assert infer_family(net).roles["o"] == (f"attn.{out}",)
+    vf = _exact_and_trainable(net, ALL)
+    assert not any("gate_proj" in name for name in vf.decomposed_layers())
+
+
+def test_sibling_output_projection():
+    """BigBird-Pegasus and LED: the attention's q, k, v in ``self_attn.self`` (or ``longformer_self_attn``), its
+    output projection a sibling ``self_attn.output``."""
+
+    class _Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.self = _Attention(("query", "key", "value", "scale"))
+            self.output = nn.Linear(D, D)
+
+        def forward(self, x):
+            return self.output(self.self(x))
+
+    net = _Net([_Block(_Outer(), _Mlp()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["o"] == ("attn.output",)
+    _exact_and_trainable(net, ALL)
+
+
+def test_attention_without_output_projection():
+    """Flux-style single-stream blocks (and timm's bottleneck attention): the attention has q, k, v and no output
+    projection of its own; it is taken with those three, and the log line says so."""
+
+    class _Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_q, self.to_k, self.to_v = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
+
+        def forward(self, x):
+            return torch.softmax(self.to_q(x) @ self.to_k(x).transpose(-1, -2), -1) @ self.to_v(x)
+
+    net = _Net([_Block(_Bare(), _Mlp()) for _ in range(2)])
+    family = infer_family(net)
+    assert "attention without an output projection in layers" in family.notes
+    _exact_and_trainable(net, ("q", "k", "v", "f1", "f2"))
+
+
+def test_hybrid_stack_blocks_without_attention():
+    """Mamba, convolution or linear-attention layers next to attention layers (Jamba, LFM2, Qwen3-Next,
+    Nemotron-H): a block may lack a whole attention, and the log line says in how many blocks it is."""
+    net = _Net([_Block(None, _Mlp(), mixer=True), _Block(_Attention(), _Mlp()), _Block(None, _Mlp(), mixer=True)])
+    family = infer_family(net)
+    assert "hybrid layers: attention (q, k, v, o) in 1 of 3 blocks" in family.notes
+    vf = _exact_and_trainable(net, ALL)
+    assert {v.layer for v in vf.vectors if v.role == "q"} == {1}
+    assert {v.layer for v in vf.vectors if v.role == "f1"} == {0, 1, 2}
+
+
+def test_hybrid_stack_blocks_without_mlp():
+    net = _Net([_Block(_Attention(), None), _Block(_Attention(), _Mlp())])
+    assert "MLP (f1, f2) in 1 of 2 blocks" in infer_family(net).notes
+
+
+def test_part_of_an_attention_missing_is_still_an_error():
+    """Only a whole attention (or MLP) may be absent from a block: a block whose MLP lacks its down projection while
+    the other has both is in doubt."""
+
+    class _Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(D, H)
+
+    net = _Net([_Block(_Attention(), _Mlp()), _Block(_Attention(), _Up())])
+    with pytest.raises(InferenceError, match="partial"):
+        get_vectorfit_model(net, VectorFitConfig())
+
+
+class _Experts(nn.Module):
+    """A mixture of experts held as 3-D parameters, as transformers 5 keeps them."""
+
+    def __init__(self, n: int = 3) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(n, 2 * H, D) * 0.1)
+        self.down_proj = nn.Parameter(torch.randn(n, D, H) * 0.1)
+        self.router = nn.Linear(D, n, bias=False)
+
+    def forward(self, x):
+        weights = torch.softmax(self.router(x), -1)
+        out = 0
+        for e in range(self.gate_up_proj.shape[0]):
+            gate, up = (x @ self.gate_up_proj[e].T).chunk(2, -1)
+            out = out + weights[..., e:e + 1] * ((torch.nn.functional.silu(gate) * up) @ self.down_proj[e].T)
+        return out
+
+
+def test_moe_blocks_next_to_dense_blocks():
+    """DeepSeek-style: the first block has a dense MLP, the others experts held as 3-D parameters; those count as
+    the block's f1 and f2."""
+    net = _Net([_Block(_Attention(), _Mlp()), _Block(_Attention(), _Experts()), _Block(_Attention(), _Experts())])
+    net.config = SimpleNamespace(num_experts=3)
+    family = infer_family(net)
+    assert "hybrid" not in family.notes and set(family.expert_roles.values()) == {"f1", "f2"}
+    vf = _exact_and_trainable(net, ALL)
+    assert {v.layer for v in vf.vectors if v.role == "f2"} == {0, 1, 2}
+
+
+class _NormedFusedAttention(nn.Module):
+    """A fused qkv (blocked) with layer-normalised queries and keys (Persimmon, Fuyu, OLMo's qk-norm)."""
+
+    def __init__(self, heads: int = 2) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.qkv = nn.Linear(D, 3 * D)
+        self.q_norm, self.k_norm = nn.LayerNorm(D // heads, eps=1e-2), nn.LayerNorm(D // heads, eps=1e-2)
+        self.o_proj = nn.Linear(D, D)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (z.view(b, t, self.num_heads, -1).transpose(1, 2) for z in self.qkv(x).chunk(3, -1))
+        att = torch.softmax(self.q_norm(q) @ self.k_norm(k).transpose(-1, -2), -1) @ v
+        return self.o_proj(att.transpose(1, 2).reshape(b, t, D))
+
+
+class _TokenNet(_Net):
+    def __init__(self, blocks) -> None:
+        super().__init__(blocks)
+        self.config = SimpleNamespace(vocab_size=20, num_attention_heads=2)
+        self.embed = nn.Embedding(20, D)
+
+    def forward(self, input_ids):
+        return super().forward(self.embed(input_ids))
+
+
+def test_fused_projection_under_normalised_queries_and_keys():
+    """Scaling q by 2 and k by 1/2 leaves normalised queries and keys unchanged only up to the norms' epsilon: the
+    probe's copy zeroes it, so the layout is checked and split instead of decomposed whole."""
+    torch.manual_seed(0)
+    net = _TokenNet([_Block(_NormedFusedAttention(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "blocked" in fused.note and "checked numerically" in fused.note, fused.note
+    assert net.layers[0].attn.q_norm.eps == 1e-2  # the model itself is untouched

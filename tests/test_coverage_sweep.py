@@ -1,0 +1,99 @@
+"""The coverage sweep (benchmarks/coverage, docs/coverage.md) at a tiny size: a fixed sample of architectures of
+transformers, timm and diffusers, chosen to cover every spelling and layout the structural recognition handles,
+each built offline from a small configuration, injected with the default ``VectorFitConfig()`` (no module names)
+and checked as the sweep checks every model (benchmarks/coverage/check.py): recognised (its family's roles and the
+roles its structure shows are all decomposed, no fused projection left whole), exact at initialisation, gradients
+to every singular-value vector whose base weight gets one. Each case skips when its library is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+COVERAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "coverage")
+
+# key -> what it covers (declared families first, then inferred spellings and layouts)
+SAMPLE = {
+    # transformers: declared families
+    "transformers:gpt2": "declared gpt2: GPT-2's Conv1D, fused c_attn",
+    "transformers:t5": "declared t5: q/k/v/o, wi/wo, encoder-decoder with cross-attention",
+    # transformers: inferred
+    "transformers:gpt_neox": "query_key_value interleaved per head",
+    "transformers:falcon": "multi-query query_key_value, blocked",
+    "transformers:phi3": "qkv_proj with grouped-query sizes, gate_up_proj",
+    "transformers:persimmon": "fused qkv under layer-normalised queries and keys",
+    "transformers:olmo2": "q_proj/k_proj/v_proj/o_proj, gate_proj+up_proj/down_proj",
+    "transformers:mixtral": "3-D expert parameters",
+    "transformers:deepseek_v3": "multi-head latent attention, MoE blocks next to a dense one",
+    "transformers:qwen3_next": "hybrid: linear-attention layers next to attention layers",
+    "transformers:lfm2": "hybrid: convolution layers; w1/w3/w2",
+    "transformers:distilbert": "q_lin/k_lin/v_lin/out_lin, lin1/lin2",
+    "transformers:roformer": "BERT's attention.self + attention.output.dense, intermediate/output.dense",
+    "transformers:led": "a sibling output projection (self_attn.output)",
+    "transformers:cpmant": "project_q/attention_out, w_in.w_0 + w_in.w_1 / w_out",
+    "transformers:funnel": "q_head/k_head/v_head/post_proj",
+    "transformers:prophetnet": "linear intermediate/output feed-forward",
+    "transformers:moshi": "projections wrapping their linear (q_proj.linear)",
+    "transformers:afmoe": "an attention output gate (gate_proj) next to q/k/v/o",
+    "transformers:pvt_v2": "query/key/value/proj, dense1/dense2 (vision)",
+    # timm
+    "timm:vision_transformer": "declared timm-vit",
+    "timm:eva": "EVA: fused qkv, SwiGLU",
+    "timm:maxxvit": "MaxViT/CoAtNet: qkv interleaved per head, transition blocks",
+    "timm:swin_transformer": "declared timm-swin",
+    "timm:convnext": "declared timm-convnext (MLP only)",
+    # diffusers
+    "diffusers:UNet2DModel[Unet2DModelTesterConfig]": "declared unet2d",
+    "diffusers:UNet2DConditionModel[sd-like]": "declared unet2d-condition",
+    "diffusers:Transformer2DModel": "declared transformer2d",
+    "diffusers:DiTTransformer2DModel": "declared dit",
+    "diffusers:SD3Transformer2DModel[SD3TransformerTesterConfig]": "declared sd3",
+    "diffusers:FluxTransformer2DModel": "declared flux",
+    "diffusers:AuraFlowTransformer2DModel": "joint attention (add_q_proj...), inferred",
+    "diffusers:WanTransformer3DModel": "video denoiser, cross-attention, inferred",
+    "diffusers:StableAudioDiTModel": "1-D denoiser, grouped keys and values",
+}
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    sys.path.insert(0, COVERAGE)
+    try:
+        import check
+        import models
+    finally:
+        sys.path.remove(COVERAGE)
+    return models, check
+
+
+def _case(models, key: str):
+    library, name = key.split(":", 1)
+    pytest.importorskip(library)
+    build = {"transformers": models.transformers_cases, "timm": models.timm_cases,
+             "diffusers": models.diffusers_cases}[library]
+    cases = {c.key: c for c in build()}
+    assert key in cases, f"{key} is not among the sweep's models"
+    return cases[key]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(SAMPLE))
+def test_recognised_exact_with_gradients(sweep, key):
+    models, check = sweep
+    case = _case(models, key)
+    model, args, kwargs = case.build()
+    with models.quiet():
+        record = check.check(model, args, kwargs)
+    assert record["status"] == "recognised", f"{key} ({SAMPLE[key]}): {record.get('reason')}; {record.get('notes')}"
+    assert record["error"] <= check.ATOL and record["no_grad"] == 0 and not record["missing"]
+
+
+@pytest.mark.slow
+def test_model_without_blocks_gets_the_clear_error(sweep):
+    models, check = sweep
+    model, args, kwargs = _case(models, "timm:resnet").build()
+    record = check.check(model, args, kwargs)
+    assert record["status"] == "no-blocks" and "no attention" in record["reason"], record
