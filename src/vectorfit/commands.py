@@ -415,6 +415,7 @@ def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     """``vectorfit generate RUN_DIR|MODEL``: generations of a generating run (its adapter applied) or of a plain
     model (a ``vectorfit merge`` output): text printed, or images written as PNGs and a grid."""
     _quiet(args.verbose)
+    given = _prompts(args) if args.prompt or args.input else None  # a bad prompt file is said first
     target = Path(args.target).expanduser()
     tasks = list_tasks()
     if (target / RUN_FILE).is_file():
@@ -433,13 +434,17 @@ def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                 task = None  # no generating task reads it: the check below says what it is
         if task is None:
             task, _ = choose_task(tasks, args.target, task=args.task, backend=args.backend)
+    images = task.generated == "images"
+    if given is None and not images:
+        raise CLIError("give --prompt TEXT (repeatable) or --input FILE, one of the two")
     if not task.generates:
         generating = ", ".join(t.name for t in tasks.values() if t.generates) or "none installed"
-        raise CLIError(f"{args.target!r} is a {task.name!r} model, which does not generate; `vectorfit generate`"
+        raise CLIError(f"{args.target!r} is a {task.name!r} model, which does not generate text or images; `vectorfit generate`"
                        f" takes runs or models of the generating tasks ({generating}); use `vectorfit evaluate`")
-    images = task.generated == "images"
     out = _image_folder(args) if images else None
-    prompts = _text_options(args) if not images else (_prompts(args) if args.prompt or args.input else [])
+    prompts = given or []
+    if not images:
+        _check_text_options(args)
     runner = get_runner(task)
     _threads(args)
     model, _ = load_trained(runner, run, model_spec=None if run else args.target, adapter=args.adapter)
@@ -461,13 +466,11 @@ def cmd_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
-def _text_options(args: argparse.Namespace) -> list[str]:
-    prompts = _prompts(args)
+def _check_text_options(args: argparse.Namespace) -> None:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise CLIError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.temperature is not None and args.temperature < 0:
         raise CLIError(f"--temperature must be 0 (greedy) or positive, got {args.temperature}")
-    return prompts
 
 
 def _image_folder(args: argparse.Namespace) -> Path:

@@ -25,7 +25,7 @@ BUILTIN_DATA = {"mnist-5k": "5,000 MNIST digits (500 per class), 28x28 grayscale
 
 
 def claim_model(spec: str) -> int:
-    from vf_core.hub import cached_model_dir, parse_hub_id
+    from vf_core.hub import cached_model_dir
 
     from .models import describe_folder, is_denoiser_folder
 
@@ -34,9 +34,7 @@ def claim_model(spec: str) -> int:
         return SURE
     if path.is_dir() and (path / "config.json").is_file() and "diffusers" in describe_folder(path)[1]:
         return MAYBE  # another diffusers model (a VAE...): the runner says why it is not a denoiser
-    if not path.exists() and parse_hub_id(spec) is not None:
-        return MAYBE  # a hub id the cache lacks: downloaded (or refused offline) by the runner
-    return NO
+    return NO  # a hub id the cache lacks stays the text tasks' (they download it, or say it is not cached)
 
 
 def claim_data(spec: str) -> int:
