@@ -104,7 +104,10 @@ def settle() -> float:
 def llama_config(args):
     from transformers import LlamaConfig
 
-    return LlamaConfig(**SHAPES["tiny" if args.tiny else "full"], tie_word_embeddings=False,
+    shape = dict(SHAPES["tiny" if args.tiny else "full"])
+    if args.layers:
+        shape["num_hidden_layers"] = args.layers
+    return LlamaConfig(**shape, tie_word_embeddings=False,
                        pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 
@@ -243,6 +246,7 @@ def run_child(args, mode: str, dtype: str, cache_dir) -> dict:
         env["VECTORFIT_CACHE"] = tempfile.mkdtemp(prefix="vf-memory-cache-", dir=cache_dir)
     cmd = [sys.executable, __file__, "--child", mode, "--dtype", dtype, "--threads", str(args.threads)]
     cmd += ["--tiny"] if args.tiny else []
+    cmd += ["--layers", str(args.layers)] if args.layers else []
     print(f"  {mode} {dtype} ...", flush=True)
     cmd = ["nice", "-n", str(args.nice)] + cmd if args.nice else cmd
     start = time.perf_counter()
@@ -322,6 +326,7 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--tiny", action="store_true", help="a tiny shape that checks the script in seconds")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layers", type=int, default=0, help="another number of layers (a shorter comparison)")
     parser.add_argument("--cache", choices=("off", "tmp"), default="off")
     parser.add_argument("--src", default=str(REPO), help="the checkout whose packages the children import")
     parser.add_argument("--label", default="", help="a name for this run (e.g. 'before'), part of the file name")
@@ -350,7 +355,8 @@ def main() -> None:
 
         params = sum(p.numel() for p in LlamaForCausalLM(llama_config(args)).parameters())
     result = {"shape_name": "tiny" if args.tiny else "1B-class Llama-style decoder",
-              "shape": SHAPES["tiny" if args.tiny else "full"], "parameters": params, "label": args.label or "this",
+              "shape": {k: getattr(llama_config(args), k) for k in SHAPES["full"]}, "parameters": params,
+              "label": args.label or "this",
               "commit": commit + ("+uncommitted" if dirty else ""), "cache": "off (VECTORFIT_SVD_CACHE=0)"
               if args.cache == "off" else "cold, in an empty temporary directory", "threads": args.threads,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
@@ -360,7 +366,8 @@ def main() -> None:
         result["results"][dtype] = {part: run_child(args, part, dtype, cache_root) for part in args.parts.split(",")}
         if all(p in result["results"][dtype] for p in CHILDREN):
             result["results"][dtype]["summary"] = summarise(result["results"][dtype])
-    name = "memory-" + ("tiny" if args.tiny else "1b") + (f"-{args.label}" if args.label else "")
+    name = "memory-" + ("tiny" if args.tiny else "1b") + (f"-{args.layers}layers" if args.layers else "")
+    name += f"-{args.label}" if args.label else ""
     name += "-cache" if args.cache == "tmp" else ""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
