@@ -315,7 +315,7 @@ def table(result: dict) -> str:
               "| dtype | matrix | shape | weight (MB) | factors (MB) | temporaries (MB) | rel. error at init |",
               "|---|---|---|---|---|---|---|"]
     for d in result["dtypes"]:
-        for name, r in result["results"][d]["layer"]["matrices"].items():
+        for name, r in result["results"][d].get("layer", {}).get("matrices", {}).items():
             lines.append(f"| {d} | {name} | {r['shape'][0]} x {r['shape'][1]} | {r['weight_mb']:.0f} |"
                          f" {r['factors_mb']:.0f} | {r['temporaries_mb']:.0f} | {r['rel_error_init']:.1e} |")
     return "\n".join(lines) + "\n"
