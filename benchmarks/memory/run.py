@@ -32,7 +32,14 @@ How to run it (about 8 minutes per ``vectorfit`` child at one thread on a busy 2
     nice -n 5 python benchmarks/memory/run.py --src /path/to/other/checkout --label before
     python benchmarks/memory/run.py --tiny --out /tmp/memory-check     # a tiny shape: checks the script (~1 min)
 
-Writes ``benchmarks/memory/results/memory-1b[-<label>][-cache].json`` and ``.md`` (``memory-tiny...`` with ``--tiny``).
+Writes ``benchmarks/memory/results/memory-1b[-<N>layers][-<label>][-cache].json`` and ``.md`` (``memory-tiny...`` with
+``--tiny``); a ``--cache tmp`` run removes its temporary cache at the end. The committed results: ``memory-1b-cache``
+(the full shape, both dtypes, cache cold) and ``memory-1b-4layers-{before,after}-cache`` (bfloat16, 4 layers, the
+code before streaming against after, through ``--src``)::
+
+    nice -n 5 python benchmarks/memory/run.py --cache tmp
+    nice -n 5 python benchmarks/memory/run.py --cache tmp --layers 4 --dtypes bfloat16 --parts vectorfit \
+        --src /path/to/a/checkout/of/43db64c --label before
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -361,11 +369,16 @@ def main() -> None:
               if args.cache == "off" else "cold, in an empty temporary directory", "threads": args.threads,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs",
               "torch": torch.__version__, "dtypes": args.dtypes.split(","), "results": {}}
-    for dtype in result["dtypes"]:
-        print(f"{dtype}:", flush=True)
-        result["results"][dtype] = {part: run_child(args, part, dtype, cache_root) for part in args.parts.split(",")}
-        if all(p in result["results"][dtype] for p in CHILDREN):
-            result["results"][dtype]["summary"] = summarise(result["results"][dtype])
+    try:
+        for dtype in result["dtypes"]:
+            print(f"{dtype}:", flush=True)
+            result["results"][dtype] = {part: run_child(args, part, dtype, cache_root)
+                                        for part in args.parts.split(",")}
+            if all(p in result["results"][dtype] for p in CHILDREN):
+                result["results"][dtype]["summary"] = summarise(result["results"][dtype])
+    finally:
+        if cache_root is not None:
+            shutil.rmtree(cache_root, ignore_errors=True)  # gigabytes of factors
     name = "memory-" + ("tiny" if args.tiny else "1b") + (f"-{args.layers}layers" if args.layers else "")
     name += f"-{args.label}" if args.label else ""
     name += "-cache" if args.cache == "tmp" else ""
