@@ -27,7 +27,7 @@ from torch import nn
 
 from .config import VectorFitConfig
 from .families import Family
-from .injection import Plan, build_layers, plan_injection, swap_in
+from .injection import Plan, inject, plan_injection, swap_in, undo
 from .layers import DecomposedExperts, DecomposedLayer
 from .saving import read_adapter, save_adapter
 from .vectors import VectorRegistry, build_registry
@@ -394,8 +394,15 @@ def get_vectorfit_model(model: nn.Module, config: Optional[Union[VectorFitConfig
     elif overrides:
         config = VectorFitConfig(**{**config.model_dump(), **overrides})
     plan = plan_injection(model, config)
-    layers = build_layers(plan, config)
-    return attach(model, config, plan, layers)
+    original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    original_num_params = sum(p.numel() for p in model.parameters())
+    # one target at a time: decomposed, swapped in, its temporaries freed (undone entirely if anything fails)
+    layers, replaced = inject(model, plan, config)
+    try:
+        return _wrap(model, config, plan, layers, original_requires_grad, original_num_params)
+    except BaseException:
+        _restore(model, replaced, original_requires_grad)
+        raise
 
 
 def attach(model: nn.Module, config: VectorFitConfig, plan: Plan,
@@ -403,7 +410,23 @@ def attach(model: nn.Module, config: VectorFitConfig, plan: Plan,
     """Swap prepared layers into ``model`` and wrap it (the only step that modifies the model)."""
     original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     original_num_params = sum(p.numel() for p in model.parameters())
-    swap_in(model, layers)
+    replaced = swap_in(model, layers)
+    try:
+        return _wrap(model, config, plan, layers, original_requires_grad, original_num_params)
+    except BaseException:
+        _restore(model, replaced, original_requires_grad)
+        raise
+
+
+def _restore(model: nn.Module, replaced: dict[str, object], requires_grad: dict[str, bool]) -> None:
+    """Undo the swaps and any freezing: ``model`` as it was before ``get_vectorfit_model``."""
+    undo(model, replaced)
+    for name, p in model.named_parameters():
+        p.requires_grad_(requires_grad.get(name, p.requires_grad))
+
+
+def _wrap(model: nn.Module, config: VectorFitConfig, plan: Plan, layers: dict[str, DecomposedLayer],
+          original_requires_grad: dict[str, bool], original_num_params: int) -> VectorFitModel:
     vf = _wrapper_class(type(model))(model, config, plan, layers, original_requires_grad, original_num_params)
     _freeze_except(model, vf)
     return vf

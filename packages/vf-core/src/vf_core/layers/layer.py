@@ -61,6 +61,12 @@ def _shell_of(module: nn.Module) -> nn.Module:
     return shell
 
 
+def _holds(module: nn.Module, tensor: torch.Tensor) -> bool:
+    """Whether ``module`` keeps ``tensor``'s memory itself (a buffer or parameter on the same storage)."""
+    ptr = tensor.untyped_storage().data_ptr()
+    return any(t.untyped_storage().data_ptr() == ptr for t in (*module.buffers(), *module.parameters()))
+
+
 def _row_inverse(slices: list[SliceSpec], d_out: int, name: str, device) -> Optional[torch.Tensor]:
     """For slices that take rows by index: the position of each weight row in the stacked slices (checked to be a
     permutation); None for contiguous slices."""
@@ -141,7 +147,10 @@ class DecomposedLayer(nn.Module):
         if not spec.targeted:
             return FrozenPart(w, b)
         dec = decompose(w, opts.svd_dtype, opts.svd_driver, cache=cache, key=key)
-        return PART_TYPES[opts.method].from_decomposition(dec, w, b, opts, name)
+        part = PART_TYPES[opts.method].from_decomposition(dec, w, b, opts, name)
+        if cache is not None and not _holds(part, dec.u):
+            cache.write_now(dec)  # the part keeps copies (its own dtype, or slices): free these once written
+        return part
 
     # ----------------------------------------------------------------------------------------- vectors
     def trainable_vectors(self) -> Iterator[tuple[str, Optional[str], str, nn.Parameter]]:
