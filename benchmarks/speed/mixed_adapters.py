@@ -39,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-ROLE_REGEX = r".*encoder\.layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
+from methods import ROLE_REGEX  # the six roles as a regular expression of BERT's module names (PEFT's targets)
+
 ADAPTERS = 8
 
 

@@ -227,8 +227,9 @@ def test_mixed_batch_conv2d_and_fused():
             return self.qkv(y)
 
     torch.manual_seed(0)
-    vf = get_vectorfit_model(Net(), VectorFitConfig(target_modules={"f1": ["conv"]}, fused_modules={"qkv": ["q", "k", "v"]},
-                                                    modules_to_save=[]))
+    config = VectorFitConfig(target_modules={"f1": ["conv"]}, fused_modules={"qkv": ["q", "k", "v"]},
+                             modules_to_save=[])
+    vf = get_vectorfit_model(Net(), config)
     _perturb(vf, 1)
     vf.add_adapter("b")
     vf.set_adapter("b")
@@ -431,3 +432,30 @@ def test_push_to_hub_uploads_the_adapter_only(tmp_path, monkeypatch):
     assert uploaded["files"] == ["adapter_config.json", "adapter_model.safetensors", "other/adapter_config.json",
                                  "other/adapter_model.safetensors"]
     assert uploaded["keys"] and all(k.startswith(("vector::", "module::classifier.")) for k in uploaded["keys"])
+
+
+def test_trainer_trains_the_active_adapter_only(tmp_path):
+    """The Hugging Face Trainer on adapter ``b``: ``b`` moves, ``default`` does not; the checkpoint holds the trained
+    tensors under the single-adapter keys."""
+    pytest.importorskip("accelerate")
+    from safetensors.torch import load_file
+    from transformers import Trainer, TrainingArguments
+
+    vf = get_vectorfit_model(_tiny_bert(), VectorFitConfig(modules_to_save=["classifier"]))
+    single_keys = set(vf.state_dict())
+    vf.add_adapter("b")
+    vf.set_adapter("b")
+    default = vf.get_adapter_state_dict("default")
+    before = vf.get_adapter_state_dict("b")
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 60, (8, 6), generator=gen)
+    data = [{"input_ids": ids[i], "labels": int(ids[i, 0] % 2)} for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, save_steps=2,
+                             learning_rate=1e-2, report_to=[], use_cpu=True, disable_tqdm=True,
+                             save_strategy="steps", remove_unused_columns=False)
+    Trainer(model=vf, args=args, train_dataset=data).train()
+    after = vf.get_adapter_state_dict("b")
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    assert all(torch.equal(vf.get_adapter_state_dict("default")[k], v) for k, v in default.items())
+    saved = load_file(str(tmp_path / "checkpoint-2" / "model.safetensors"))
+    assert set(saved) <= single_keys and len(saved) == len(single_keys)

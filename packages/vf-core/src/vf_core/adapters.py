@@ -71,7 +71,7 @@ DEFAULT_ADAPTER = "default"
 #: config fields that do not change the decomposition an adapter needs
 _FREE_FIELDS = ("svd_cache",)
 
-#: names of transformers' PEFT integration (``PeftAdapterMixin``) that have no meaning for a VectorFit model; every other
+#: names of transformers' PEFT integration (``PeftAdapterMixin``) that mean nothing for a VectorFit model; every other
 #: name of it is defined here
 _PEFT_ONLY = ("enable_peft_hotswap", "_prepare_peft_hotswap_kwargs", "_dispatch_accelerate_model")
 
@@ -257,7 +257,8 @@ class AdapterMixin:
                      is_trainable: bool = False, **kwargs: Any) -> None:
         """Load the adapter saved in ``directory`` (by :meth:`save_pretrained`) as ``adapter_name`` beside the others;
         it does not become active. Nothing of the model changes if this raises: a fingerprint mismatch (another base)
-        is :class:`~vf_core.AdapterMismatchError`, another decomposition :class:`~vf_core.errors.IncompatibleAdapterError`.
+        is :class:`~vf_core.AdapterMismatchError`, another decomposition
+        :class:`~vf_core.errors.IncompatibleAdapterError`.
 
         ``adapter_name`` defaults to ``default`` when the model has none of that name. ``is_trainable`` is accepted for
         PEFT's signature: the values train once :meth:`set_adapter` makes the adapter active.
@@ -361,7 +362,8 @@ class AdapterMixin:
             self._disable(False)
 
     def disable_adapters(self) -> None:
-        """Compute the base function until :meth:`enable_adapters` (transformers' names; see :meth:`disable_adapter`)."""
+        """Compute the base function until :meth:`enable_adapters` (transformers' name; see
+        :meth:`disable_adapter`)."""
         self._disable(True)
 
     def enable_adapters(self) -> None:
