@@ -107,5 +107,9 @@ def test_mixed_adapter_batch_equals_each_adapter_alone(minilm):
         with vf.disable_adapter():
             alone["__base__"] = vf(**batch).logits
     assert not torch.allclose(alone["flip"], alone["ones"], atol=1e-3)
+    vf.mixed_batch_strategy = "dense"
+    with torch.no_grad():
+        dense = vf(**mixed_batch, adapter_names=names).logits
     for i, (name, row) in enumerate(zip(names, rows)):
         assert (mixed[i] - alone[name][row]).abs().max().item() <= 1e-5, (i, name)
+        assert (dense[i] - alone[name][row]).abs().max().item() <= 1e-5, (i, name)

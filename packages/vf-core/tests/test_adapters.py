@@ -186,10 +186,12 @@ def test_merge_and_unload_an_adapter(tiny_net, tiny_input):
         torch.testing.assert_close(merged(tiny_input), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["factored", "dense"])
 @pytest.mark.parametrize("method", list(METHODS))
-def test_mixed_batch_equals_each_adapter_alone(method):
+def test_mixed_batch_equals_each_adapter_alone(method, strategy):
     torch.manual_seed(0)
     vf = _three_adapters(TinyNet(), **METHODS[method])
+    vf.mixed_batch_strategy = strategy
     x = torch.randn(6, 5, 8, generator=torch.Generator().manual_seed(3))
     names = ["c", "__base__", "default", "b", "c", "default"]
     with torch.no_grad():
@@ -198,6 +200,15 @@ def test_mixed_batch_equals_each_adapter_alone(method):
     for i, name in enumerate(names):
         assert (mixed[i] - alone[name][i]).abs().max().item() <= 1e-5, (i, name)
     assert not torch.allclose(alone["b"], alone["c"])
+    # the dense strategy's cache follows changes: the active adapter trained further, another adapter replaced
+    with torch.no_grad():
+        for p in vf._live_slots().values():
+            p.mul_(1.1)
+        vf.delete_adapter("b")
+        vf.add_adapter("b")
+        again = vf(x, adapter_names=names)
+        for i, name in enumerate(names):
+            assert (again[i] - _alone(vf, x, name)[i]).abs().max().item() <= 1e-5, (i, name)
 
 
 def test_mixed_batch_errors(tiny_net, tiny_input):

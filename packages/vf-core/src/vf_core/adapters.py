@@ -137,6 +137,17 @@ class AdapterMixin:
         base.update({f"module::{n}": p.detach().clone() for n, p in self.head_parameters().items()})
         d["_base_values"] = base
         d["_disabled"] = None
+        d["_mixed_dense"] = {}  # mixed_batch_strategy="dense": adapter -> layer -> its dense weight and bias
+
+    #: how a mixed-adapter batch runs: ``"factored"`` (one factored pass ``U (s_e * (V^T x)) + b_e`` over the whole
+    #: batch, each example gathering its adapter's vectors: no memory beyond the vectors) or ``"dense"`` (each
+    #: adapter's examples through its own dense weight ``U diag(s_a) V^T``, built once and kept: the arithmetic of
+    #: one adapter, at the memory of one dense copy of the targeted weights per adapter in the batch; for serving a
+    #: few adapters when memory allows). Gradients always take the factored pass.
+    mixed_batch_strategy: str = "factored"
+
+    def _adapters_changed(self) -> None:
+        self.__dict__["_mixed_dense"] = {}
 
     # ------------------------------------------------------------------------------------------ names
     @property
@@ -209,7 +220,7 @@ class AdapterMixin:
         """Every tensor of an adapter by key (detached copies for the active one)."""
         if adapter == self.active_adapter:
             return {k: p.detach().clone() for k, p in self._live_slots().items()}
-        return dict(self.__dict__["_adapter_store"][adapter])
+        return {k: t.clone() for k, t in self.__dict__["_adapter_store"][adapter].items()}
 
     def get_adapter_state_dict(self, adapter_name: Optional[str] = None,
                                state_dict: Optional[dict] = None) -> dict[str, torch.Tensor]:
@@ -252,6 +263,7 @@ class AdapterMixin:
         self.__dict__["_adapter_store"][name] = {k: base[k].to(device=p.device, dtype=p.dtype).clone()
                                                  for k, p in live.items()}
         self.__dict__["_adapter_configs"][name] = config
+        self._adapters_changed()
 
     def load_adapter(self, directory: Union[str, os.PathLike], adapter_name: Optional[str] = None, *,
                      is_trainable: bool = False, **kwargs: Any) -> None:
@@ -278,6 +290,7 @@ class AdapterMixin:
         self._check_compatible(name, config)
         self.__dict__["_adapter_store"][name] = values
         self.__dict__["_adapter_configs"][name] = config
+        self._adapters_changed()
 
     @torch.no_grad()
     def set_adapter(self, adapter_name: Union[str, Sequence[str]]) -> None:
@@ -302,6 +315,7 @@ class AdapterMixin:
         store[previous] = kept
         self.__dict__["_active_adapter"] = name
         self.__dict__["vectorfit_config"] = self.__dict__["_adapter_configs"][name]
+        self._adapters_changed()
 
     def delete_adapter(self, adapter_name: Union[str, Sequence[str]]) -> None:
         """Remove an adapter; deleting the active one makes the first remaining adapter active."""
@@ -316,6 +330,7 @@ class AdapterMixin:
                 self.set_adapter(next(n for n in self.adapters if n not in names))
             self.__dict__["_adapter_store"].pop(name, None)
             del self.__dict__["_adapter_configs"][name]
+        self._adapters_changed()
 
     # ------------------------------------------------------------------------------------------ adapters off
     def _disable(self, on: bool) -> None:
@@ -403,7 +418,10 @@ class AdapterMixin:
         for part, attr, key in self._part_slots():
             live = getattr(part, attr)
             stacks.setdefault(id(part), {})[attr] = torch.stack([self._value(n, key, live) for n in used])
-        batch = MixedBatch(index, stacks)
+        if self.mixed_batch_strategy not in ("factored", "dense"):
+            raise AdapterUsageError(f"mixed_batch_strategy is {self.mixed_batch_strategy!r}; use 'factored' or 'dense'")
+        dense = self.__dict__["_mixed_dense"] if self.mixed_batch_strategy == "dense" else None
+        batch = MixedBatch(index, stacks, names=used, active=self.active_adapter, dense_cache=dense)
         plain = [layer for layer in layers.values() if isinstance(layer, DecomposedLayer)]
         try:
             for layer in plain:

@@ -51,10 +51,48 @@ class MixedBatch:
     (``(adapters, size)``). :meth:`rows` gives the adapter of each row of a layer's input.
     """
 
-    def __init__(self, index: torch.Tensor, stacks: dict[int, dict[str, torch.Tensor]]) -> None:
+    def __init__(self, index: torch.Tensor, stacks: dict[int, dict[str, torch.Tensor]], *,
+                 names: Sequence[str] = (), active: Optional[str] = None,
+                 dense_cache: Optional[dict[str, dict[int, tuple]]] = None) -> None:
         self.index = index
         self.stacks = stacks
+        self.names = list(names)
+        self.active = active
+        #: ``mixed_batch_strategy="dense"``: adapter name -> id(layer) -> (key, dense weight, dense bias)
+        self.dense_cache = dense_cache
         self._rows: dict[int, torch.Tensor] = {index.numel(): index}
+        self._groups: dict[int, list[tuple[int, torch.Tensor]]] = {}
+
+    def groups(self, n: int, where: str) -> list[tuple[int, torch.Tensor]]:
+        """``(adapter index, rows)`` of every adapter with rows among ``n``."""
+        found = self._groups.get(n)
+        if found is None:
+            rows = self.rows(n, where)
+            found = self._groups[n] = [(a, sel) for a in range(len(self.names))
+                                       if (sel := (rows == a).nonzero().squeeze(1)).numel()]
+        return found
+
+    def dense(self, layer: Any, a: int, device: torch.device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Adapter ``a``'s dense weight and bias for ``layer`` (a :class:`~vf_core.layers.DecomposedLayer`), cached
+        across batches in :attr:`dense_cache` (the active adapter's entry follows its parameters' versions)."""
+        name = self.names[a]
+        cache = self.dense_cache.setdefault(name, {})
+        key: tuple = (device, layer.dtype)
+        if name == self.active:
+            key += tuple((t.data_ptr(), t._version) for part in layer.parts.values()
+                         for t in part._parameters.values() if t is not None)
+        hit = cache.get(id(layer))
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        restore = override_parts({part: {attr: t[a] for attr, t in self.stacks[id(part)].items()}
+                                  for part in layer.parts.values() if self.stacks.get(id(part))})
+        try:
+            with torch.no_grad():
+                weight, bias = layer._current_weight(), layer.dense_bias()
+        finally:
+            restore()
+        cache[id(layer)] = (key, weight, None if bias is None else bias.detach().clone())
+        return cache[id(layer)][1], cache[id(layer)][2]
 
     @property
     def size(self) -> int:

@@ -263,6 +263,8 @@ class DecomposedLayer(nn.Module):
         """One factored pass where each example (row of ``x``'s first dimension) computes with its own adapter's
         values: the stacked values of the adapters in the batch, gathered per example
         (:class:`vf_core.selection.MixedBatch`)."""
+        if mixed.dense_cache is not None and not torch.is_grad_enabled():
+            return self._forward_grouped(x, mixed)
         rows = mixed.rows(x.shape[0], self.module_name)
         saved = [(part, part._override) for part in self.parts.values()]
         try:
@@ -274,6 +276,22 @@ class DecomposedLayer(nn.Module):
         finally:
             for part, override in saved:
                 part._override = override
+
+    def _forward_grouped(self, x: torch.Tensor, mixed) -> torch.Tensor:
+        """``mixed_batch_strategy="dense"``: each adapter's examples through its own cached dense weight (the arithmetic
+        of one adapter; the memory of one dense copy of this layer per adapter)."""
+        n = x.shape[0]
+        groups = mixed.groups(n, self.module_name)
+        out = None
+        for a, sel in groups:
+            weight, bias = mixed.dense(self, a, x.device)
+            if len(groups) == 1:
+                return self.layout.apply_dense(x, weight, bias)
+            y = self.layout.apply_dense(x.index_select(0, sel), weight, bias)
+            if out is None:
+                out = y.new_empty((n, *y.shape[1:]))
+            out.index_copy_(0, sel, y)
+        return out
 
     # ----------------------------------------------------------------------------------------- merging
     @torch.no_grad()
