@@ -211,6 +211,27 @@ def test_mixed_batch_equals_each_adapter_alone(method, strategy):
             assert (again[i] - _alone(vf, x, name)[i]).abs().max().item() <= 1e-5, (i, name)
 
 
+def test_auto_strategy_takes_dense_copies_within_the_memory_bound(tiny_net, tiny_input):
+    vf = _three_adapters(tiny_net)
+    assert vf.mixed_batch_strategy == "auto"
+    layers = [layer for layer in vf.decomposed_layers().values() if hasattr(layer, "dense_bytes")]
+    for layer in layers:
+        weight = layer.dense_weight()
+        assert layer.dense_bytes() == weight.numel() * weight.element_size()
+    names = ["b", "c"]
+    with torch.no_grad():
+        vf.mixed_dense_max_bytes = 2 * sum(layer.dense_bytes() for layer in layers) - 1  # one byte short
+        factored = vf(tiny_input, adapter_names=names)
+        assert vf.__dict__["_mixed_dense"] == {}
+        vf.mixed_dense_max_bytes = 2 * sum(layer.dense_bytes() for layer in layers)
+        dense = vf(tiny_input, adapter_names=names)
+        assert sorted(vf.__dict__["_mixed_dense"]) == ["b", "c"]
+    torch.testing.assert_close(dense, factored, atol=1e-5, rtol=1e-5)
+    vf.mixed_batch_strategy = "fast"
+    with pytest.raises(AdapterUsageError, match="'auto', 'factored' or 'dense'"):
+        vf(tiny_input, adapter_names=names)
+
+
 def test_mixed_batch_errors(tiny_net, tiny_input):
     vf = _three_adapters(tiny_net)
     with pytest.raises(UnknownAdapterError, match="'nope'"):

@@ -140,11 +140,14 @@ class AdapterMixin:
         d["_mixed_dense"] = {}  # mixed_batch_strategy="dense": adapter -> layer -> its dense weight and bias
 
     #: how a mixed-adapter batch runs: ``"factored"`` (one factored pass ``U (s_e * (V^T x)) + b_e`` over the whole
-    #: batch, each example gathering its adapter's vectors: no memory beyond the vectors) or ``"dense"`` (each
+    #: batch, each example gathering its adapter's vectors: no memory beyond the vectors), ``"dense"`` (each
     #: adapter's examples through its own dense weight ``U diag(s_a) V^T``, built once and kept: the arithmetic of
-    #: one adapter, at the memory of one dense copy of the targeted weights per adapter in the batch; for serving a
-    #: few adapters when memory allows). Gradients always take the factored pass.
-    mixed_batch_strategy: str = "factored"
+    #: one adapter, at the memory of one dense copy of the targeted weights per adapter in the batch) or ``"auto"``
+    #: (the default: ``"dense"`` while those copies stay within :attr:`mixed_dense_max_bytes`, else ``"factored"``).
+    mixed_batch_strategy: str = "auto"
+    #: ``"auto"``'s memory bound for the dense copies of a mixed batch's adapters: ``VECTORFIT_MIXED_DENSE_MAX_GB``
+    #: (GB, default 2)
+    mixed_dense_max_bytes: int = int(float(os.environ.get("VECTORFIT_MIXED_DENSE_MAX_GB", "2")) * 1024**3)
 
     def _adapters_changed(self) -> None:
         self.__dict__["_mixed_dense"] = {}
@@ -418,9 +421,13 @@ class AdapterMixin:
         for part, attr, key in self._part_slots():
             live = getattr(part, attr)
             stacks.setdefault(id(part), {})[attr] = torch.stack([self._value(n, key, live) for n in used])
-        if self.mixed_batch_strategy not in ("factored", "dense"):
-            raise AdapterUsageError(f"mixed_batch_strategy is {self.mixed_batch_strategy!r}; use 'factored' or 'dense'")
-        dense = self.__dict__["_mixed_dense"] if self.mixed_batch_strategy == "dense" else None
+        strategy = self.mixed_batch_strategy
+        if strategy not in ("auto", "factored", "dense"):
+            raise AdapterUsageError(f"mixed_batch_strategy is {strategy!r}; use 'auto', 'factored' or 'dense'")
+        if strategy == "auto":
+            copies = sum(layer.dense_bytes() for layer in layers.values() if isinstance(layer, DecomposedLayer))
+            strategy = "dense" if copies * len(used) <= self.mixed_dense_max_bytes else "factored"
+        dense = self.__dict__["_mixed_dense"] if strategy == "dense" else None
         batch = MixedBatch(index, stacks, names=used, active=self.active_adapter, dense_cache=dense)
         plain = [layer for layer in layers.values() if isinstance(layer, DecomposedLayer)]
         try:

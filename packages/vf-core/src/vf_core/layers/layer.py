@@ -188,6 +188,18 @@ class DecomposedLayer(nn.Module):
         work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
         return self.dense_weight(work).to(dtype)
 
+    def dense_bytes(self) -> int:
+        """The bytes of the layer's dense weight in its dtype (what one cached dense copy costs), from its parts'
+        factor shapes (``u`` rows by ``vt`` columns, or a frozen part's weight), without building it."""
+        total = 0
+        for part in self.parts.values():
+            u, vt, weight = (getattr(part, name, None) for name in ("u", "vt", "weight"))
+            if u is not None and vt is not None:
+                total += u.shape[0] * vt.shape[-1]
+            elif weight is not None:
+                total += weight.numel()
+        return total * torch.empty((), dtype=self.dtype).element_size()
+
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts), computed in ``dtype``."""
         weights = [part.dense_weight(dtype) for part in self.parts.values()]
