@@ -19,6 +19,7 @@ __all__ = [
     "AdapterError",
     "AdapterMismatchError",
     "AdapterFormatError",
+    "ExportError",
     "PluginError",
     "PolicyNotFoundError",
     "TaskError",
@@ -74,6 +75,11 @@ class AdapterMismatchError(AdapterError, ValueError):
 
 class AdapterFormatError(AdapterError, ValueError):
     """A saved adapter is missing, truncated, corrupted, of an unknown format version, or not safetensors."""
+
+
+class ExportError(VectorFitError, ValueError):
+    """An adapter cannot be written in the requested format (:func:`vf_core.export.save_as_lora`): a layer type the
+    format has no place for, or nothing trained to export."""
 
 
 class PluginError(VectorFitError, RuntimeError):
