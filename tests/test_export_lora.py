@@ -202,7 +202,7 @@ def test_uniform_rank_pads_exactly(tmp_path):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
     base = copy.deepcopy(net)
-    vf = get_vectorfit_model(net, VectorFitConfig(target_modules=["0", "1"], bias="none"))
+    vf = get_vectorfit_model(net, VectorFitConfig(target_modules=["0", "1"], train_bias=False))
     with torch.no_grad():
         vf.vectors["0.sigma"].parameter[:3] *= 1.5
         vf.vectors["1.sigma"].parameter[:1] *= 0.5
@@ -219,23 +219,30 @@ def test_uniform_rank_pads_exactly(tmp_path):
             assert (loaded(x) - vf(x)).abs().max().item() < 1e-6
 
 
-def test_diffusers_unet_loads_the_export(tmp_path):
+def test_diffusers_unet_and_pipeline_load_the_export(tmp_path):
     diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=4).eval()
-    base = copy.deepcopy(unet)
-    vf = get_vectorfit_model(unet, VectorFitConfig()).eval()
+    from vf_backends_diffusion.testing import save_tiny_sd_pipeline
+
+    folder = save_tiny_sd_pipeline(tmp_path / "sd")
+    unet = diffusers.UNet2DConditionModel.from_pretrained(folder / "unet").eval()
+    # attention projections and 3x3 convolutions (PEFT's Conv2d LoRA: A a 3x3 convolution, B a 1x1 one)
+    targets = r".*(attn1\.to_q|attn2\.to_k|attn2\.to_out\.0|resnets\.0\.conv1|conv_in)"
+    vf = get_vectorfit_model(unet, VectorFitConfig(target_modules=targets)).eval()
     _perturb(vf, 0.2)
     inputs = {"sample": torch.randn(2, 4, 8, 8), "timestep": torch.tensor([3, 7]),
               "encoder_hidden_states": torch.randn(2, 5, 32)}
     with torch.no_grad():
         ref = vf(**inputs).sample
-    report = vf.save_as_lora(tmp_path / "unet", sample_inputs=inputs)
+    report = vf.save_as_lora(tmp_path / "lora", sample_inputs=inputs)
     assert "pytorch_lora_weights.safetensors" in report.files and report.max_output_difference <= 1e-4
-    assert any(m.kind == "conv2d" for m in report.modules) or all(m.kind == "linear" for m in report.modules)
-    base.load_lora_adapter(str(tmp_path / "unet"), prefix="unet", weight_name="pytorch_lora_weights.safetensors")
+    assert {m.kind for m in report.modules} == {"linear", "conv2d"} and report.max_relative_error < 1e-6
+    # the model's own loader (diffusers' key format: "unet.<module>.lora_A.weight", alpha == rank)
+    base = diffusers.UNet2DConditionModel.from_pretrained(folder / "unet").eval()
+    base.load_lora_adapter(str(tmp_path / "lora"), prefix="unet", weight_name="pytorch_lora_weights.safetensors")
     with torch.no_grad():
-        assert (base.eval()(**inputs).sample - ref).abs().max().item() <= 1e-4
+        assert (base(**inputs).sample - ref).abs().max().item() <= 1e-4
+    # a pipeline's load_lora_weights(directory) finds the same file by its default name
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(folder)
+    pipe.load_lora_weights(str(tmp_path / "lora"))
+    with torch.no_grad():
+        assert (pipe.unet.eval()(**inputs).sample - ref).abs().max().item() <= 1e-4
