@@ -6,8 +6,8 @@ loading, data handling and training engine). ``vectorfit train --model minilm ..
 task (the Hugging Face Trainer), ``--model efficientnet-lite0`` the vision backend's (accelerate). See
 ``docs/cli.md``.
 
-Subcommands: ``train``, ``evaluate``, ``merge``, ``export``, ``inspect``, ``plot``, ``list``. Bad input ends with one line on
-stderr (``vectorfit: error: ...``) and exit status 2; an unexpected failure with one line and status 1
+Subcommands: ``train``, ``evaluate``, ``merge``, ``export``, ``inspect``, ``plot``, ``list``. Bad input ends with one
+line on stderr (``vectorfit: error: ...``) and exit status 2; an unexpected failure with one line and status 1
 (``VECTORFIT_DEBUG=1`` shows the traceback).
 """
 

@@ -3,8 +3,8 @@
 VectorFit trains the singular values of ``W0 = U diag(s0) V^T`` (https://arxiv.org/abs/2503.19530), so its weight
 change is already factored: ``dW = U diag(s - s0) V^T`` has one rank per changed singular value. SVFit's is the top-r
 part of the same; SVFT's is ``U M V^T`` with ``M`` the trained sparse matrix, factored by an SVD of that small
-``(k, k)`` matrix. A fused projection (GPT-2's ``c_attn``, timm's ``qkv``) holds one part per role: its ``dW`` stacks the
-roles' rows, ``B`` block-diagonal over the roles and ``A`` their ``V^T`` rows one under the other, so the whole
+``(k, k)`` matrix. A fused projection (GPT-2's ``c_attn``, timm's ``qkv``) holds one part per role: its ``dW`` stacks
+the roles' rows, ``B`` block-diagonal over the roles and ``A`` their ``V^T`` rows one under the other, so the whole
 module's change is exported under the module's own name.
 
 The values read are the active adapter's, through the parts' accessors (``singular_values()``, ``sigma``, ``m``,
