@@ -211,11 +211,11 @@ def save_as_lora(vf: "VectorFitModel", directory: Union[str, os.PathLike], *, ra
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     files = [CONFIG_NAME, WEIGHTS_NAME]
     if _is_diffusers(vf.model):
         prefix = _diffusers_prefix(vf.model)
-        lora_only = {prefix + "." + k[len(PREFIX):]: v for k, v in tensors.items() if ".lora_" in k}
+        lora_only = {prefix + "." + k[len(PREFIX):]: v.cpu() for k, v in tensors.items() if ".lora_" in k}
         save_file(lora_only, str(out / DIFFUSERS_WEIGHTS_NAME), metadata={"format": "pt"})
         files.append(DIFFUSERS_WEIGHTS_NAME)
 
