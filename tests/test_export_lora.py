@@ -82,12 +82,13 @@ def test_minilm_lossless_export_loads_in_peft_with_the_same_logits(minilm_traine
 
 def test_minilm_truncation_error_is_reported_and_monotone(minilm_trained):
     vf, base, batch, ref, tmp = minilm_trained
-    errors, outputs = [], []
+    errors = []
     for r in (4, 32, 128):
-        report = vf.save_as_lora(tmp / f"r{r}", rank=r, sample_inputs=batch)
+        report = vf.save_as_lora(tmp / f"r{r}", rank=r, sample_inputs=batch if r == 32 else None)
         assert set(report.ranks.values()) == {r}
         errors.append(report.max_relative_error)
-        outputs.append(report.max_output_difference)
+        if r == 32:
+            measured = report.max_output_difference
     assert errors[0] > errors[1] > errors[2] > 0
     energies = [vf.save_as_lora(tmp / f"e{e}", energy=e) for e in (0.5, 0.9, 0.99)]
     assert [r.max_relative_error for r in energies] == sorted((r.max_relative_error for r in energies), reverse=True)
@@ -96,7 +97,7 @@ def test_minilm_truncation_error_is_reported_and_monotone(minilm_trained):
         assert report.max_relative_error <= (1 - e) ** 0.5 + 1e-6
     # what PEFT computes is what the report measured
     diff = (_peft_logits(copy.deepcopy(base), tmp / "r32", batch) - ref).abs().max().item()
-    assert diff == pytest.approx(outputs[1], rel=1e-3, abs=1e-5)
+    assert diff == pytest.approx(measured, rel=1e-3, abs=1e-5)
 
 
 def test_gpt2_fused_c_attn_exports_under_its_own_name(tmp_path):
