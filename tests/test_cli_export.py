@@ -52,9 +52,9 @@ def test_export_loads_in_peft_with_the_runs_outputs(run_dir, tmp_path, capsys):
     (["--energy", "0"], "--energy must be a share in (0, 1]"),
     (["--format", "gguf"], "unknown --format 'gguf'"),
 ])
-def test_bad_options_give_one_error_line(run_dir, tmp_path, capsys, extra, message):
-    capsys.readouterr()
-    assert main(["export", str(run_dir), "--output", str(tmp_path / "x"), *extra]) == 2
+def test_bad_options_give_one_error_line(tmp_path, capsys, extra, message):
+    # options are checked before the run is opened
+    assert main(["export", str(tmp_path / "run"), "--output", str(tmp_path / "x"), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vectorfit: error:") and message in err[0]
     assert not (tmp_path / "x").exists()
