@@ -247,3 +247,22 @@ def test_diffusers_unet_and_pipeline_load_the_export(tmp_path):
     pipe.load_lora_weights(str(tmp_path / "lora"))
     with torch.no_grad():
         assert (pipe.unet.eval()(**inputs).sample - ref).abs().max().item() <= 1e-4
+
+
+def test_timm_vit_fused_qkv_through_its_family(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
+                              num_classes=3).eval()
+    base = copy.deepcopy(model)
+    vf = get_vectorfit_model(model, VectorFitConfig(modules_to_save=["head"])).eval()
+    assert list(vf.decomposed_layers()["blocks.0.attn.qkv"].parts) == ["q", "k", "v"]
+    _perturb(vf, 0.1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = vf(x)
+    report = vf.save_as_lora(tmp_path / "vit", sample_inputs=x)
+    assert report.ranks["blocks.0.attn.qkv"] == 192 and report.max_output_difference <= 1e-5
+    loaded = peft.PeftModel.from_pretrained(base, str(tmp_path / "vit")).eval()
+    with torch.no_grad():
+        assert (loaded(x) - ref).abs().max().item() <= 1e-5
