@@ -2,7 +2,8 @@
 (``load_lora_adapter`` / a pipeline's ``load_lora_weights``) with the VectorFit model's outputs.
 
 MiniLM (the packaged all-MiniLM-L6-v2, trained vectors simulated by perturbing them), tiny GPT-2 (fused ``c_attn``,
-Conv1D), SVFit and SVFT parts, a fused timm-style ``qkv``, a tiny UNet; truncation by rank and energy."""
+Conv1D), SVFit and SVFT parts on a fused ``qkv``, timm's ViT, a tiny Stable Diffusion UNet and pipeline (Linear and
+Conv2d); truncation by rank and energy; bias-only changes and uniform ranks."""
 
 from __future__ import annotations
 
@@ -144,8 +145,8 @@ class _Attention(torch.nn.Module):
 
 @pytest.mark.parametrize("method", ["vectorfit", "svfit", "svft"])
 def test_every_method_and_fused_qkv_load_in_peft(tmp_path, method):
-    from vf_core import FusedModule  # noqa: F401  (the family spelling is not needed: roles by SliceSpec)
     from vf_core.layers import DecomposedLayer, SliceSpec
+    from vf_core.vectors import build_registry
 
     torch.manual_seed(0)
     model = _Attention().eval()
@@ -157,8 +158,6 @@ def test_every_method_and_fused_qkv_load_in_peft(tmp_path, method):
     fused = DecomposedLayer.build(base.qkv, "qkv", [SliceSpec("q", 16), SliceSpec("k", 16), SliceSpec("v", 16)],
                                   options=vf.vectorfit_config)
     vf.model.qkv = fused
-    from vf_core.vectors import build_registry
-
     vf.vectors = build_registry(vf.decomposed_layers(), {n: None for n in vf.decomposed_layers()})
     _perturb(vf, 0.3)
     x = torch.randn(2, 5, 16)
