@@ -88,8 +88,10 @@ def part_delta(vf: "VectorFitModel", part, prefix: str) -> tuple[torch.Tensor, t
     if isinstance(bias, torch.nn.Parameter):
         db = bias.detach().to(torch.float64) - _initial(vf, prefix + "bias", bias)
     if isinstance(part, FrozenPart):
-        rows, cols = part.dense_weight().shape
-        return torch.zeros(rows, 0, dtype=torch.float64), torch.zeros(0, cols, dtype=torch.float64), db
+        weight = part.dense_weight()
+        rows, cols = weight.shape
+        empty = {"dtype": torch.float64, "device": weight.device}
+        return torch.zeros(rows, 0, **empty), torch.zeros(0, cols, **empty), db
     if isinstance(part, (SigmaPart, SVFitPart)):
         u, vt = part.u.detach().to(torch.float64), part.vt.detach().to(torch.float64)
         if isinstance(part, SigmaPart) and part.sigma_parametrization == "relative":
@@ -136,7 +138,7 @@ def layer_delta(vf: "VectorFitModel", name: str, layer: DecomposedLayer) -> Modu
         b, a, db = part_delta(vf, part, f"{name}{layer.part_suffix(key)}.")
         bs.append(b)
         as_.append(a)
-        dbs.append(db if db is not None else torch.zeros(b.shape[0], dtype=torch.float64))
+        dbs.append(db if db is not None else torch.zeros(b.shape[0], dtype=torch.float64, device=b.device))
     any_bias = any(isinstance(getattr(p, "bias", None), torch.nn.Parameter) for p in layer.parts.values())
     b, a = _block(bs), torch.cat(as_, 0)
     bias = torch.cat(dbs) if any_bias else None

@@ -60,7 +60,8 @@ def rank_for_energy(spectrum: torch.Tensor, energy: float) -> int:
     if spectrum.numel() == 0:
         return 0
     share = torch.cumsum(spectrum.double() ** 2, 0) / (spectrum.double() ** 2).sum().clamp_min(1e-300)
-    found = int(torch.searchsorted(share, torch.tensor(energy - 1e-12, dtype=share.dtype)).item()) + 1
+    target = torch.tensor(energy - 1e-12, dtype=share.dtype, device=share.device)
+    found = int(torch.searchsorted(share, target).item()) + 1
     return min(found, spectrum.numel())
 
 
