@@ -230,6 +230,9 @@ def save_as_lora(vf: "VectorFitModel", directory: Union[str, os.PathLike], *, ra
         report.max_output_difference = replay_difference(vf, tensors, kinds, heads, sample_inputs)
         report.output_check = ("VectorFit model against a copy of the base model carrying the written adapter,"
                                " applied as PEFT applies it (lora_alpha == r: scaling 1)")
+        if lora_bias:  # what an engine that drops LoRA biases (vLLM, TGI) would serve
+            no_bias = {k: v for k, v in tensors.items() if not k.endswith(".lora_B.bias")}
+            report.max_output_difference_without_bias = replay_difference(vf, no_bias, kinds, heads, sample_inputs)
     report.write(out)
     return report
 

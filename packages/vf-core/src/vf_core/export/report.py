@@ -58,6 +58,7 @@ class LoraExportReport:
     vectorfit_parameters: int = 0  # the trained entries of the VectorFit adapter, for comparison
     max_output_difference: Optional[float] = None  # with sample inputs: VectorFit model vs base + the LoRA
     output_check: Optional[str] = None  # how that was measured
+    max_output_difference_without_bias: Optional[float] = None  # the same with the lora_B biases dropped
 
     @property
     def max_relative_error(self) -> float:
@@ -95,6 +96,9 @@ class LoraExportReport:
         if self.max_output_difference is not None:
             lines.append(f"  max output difference on the sample inputs: {self.max_output_difference:.3g}"
                          f" ({self.output_check})")
+        if self.max_output_difference_without_bias is not None:
+            lines.append(f"  the same without the lora_B biases (as an engine that drops them serves it):"
+                         f" {self.max_output_difference_without_bias:.3g}")
         worst = sorted(self.modules, key=lambda m: m.relative_error, reverse=True)[:5]
         if worst and worst[0].relative_error > 0:
             lines.append("  largest errors:")
