@@ -22,6 +22,7 @@ __all__ = [
     "UnknownAdapterError",
     "IncompatibleAdapterError",
     "AdapterUsageError",
+    "ExportError",
     "PluginError",
     "PolicyNotFoundError",
     "TaskError",
@@ -95,6 +96,11 @@ class IncompatibleAdapterError(AdapterError, ValueError):
 class AdapterUsageError(AdapterError, ValueError):
     """An adapter operation used the wrong way: ``adapter_names`` of the wrong length, a mixed-adapter batch in
     training mode or on routed experts, deleting the only adapter, a name taken twice."""
+
+
+class ExportError(VectorFitError, ValueError):
+    """An adapter cannot be written in the requested format (:func:`vf_core.export.save_as_lora`): a layer type the
+    format has no place for, or nothing trained to export."""
 
 
 class PluginError(VectorFitError, RuntimeError):

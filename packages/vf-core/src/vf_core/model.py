@@ -277,6 +277,14 @@ class VectorFitModel(AdapterMixin, nn.Module):
             vf.eval()
         return vf
 
+    def save_as_lora(self, directory: Union[str, os.PathLike], rank: Optional[int] = None,
+                     energy: Optional[float] = None, sample_inputs: Any = None, **options: Any) -> Any:
+        """Write the active adapter as a PEFT LoRA adapter (``dW = U diag(s - s0) V^T`` as ``B A``; lossless, or
+        truncated by ``rank`` or ``energy``) and return its fidelity report; see :func:`vf_core.export.save_as_lora`."""
+        from .export import save_as_lora
+
+        return save_as_lora(self, directory, rank=rank, energy=energy, sample_inputs=sample_inputs, **options)
+
     # ------------------------------------------------------------------------------------------ unloading
     @torch.no_grad()
     def unload(self) -> nn.Module:
