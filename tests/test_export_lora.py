@@ -159,6 +159,7 @@ def test_every_method_and_fused_qkv_load_in_peft(tmp_path, method):
                                   options=vf.vectorfit_config)
     vf.model.qkv = fused
     vf.vectors = build_registry(vf.decomposed_layers(), {n: None for n in vf.decomposed_layers()})
+    vf._init_adapters()  # the base values (disable_adapter) of the new layer's vectors
     _perturb(vf, 0.3)
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
