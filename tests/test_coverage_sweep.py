@@ -70,13 +70,8 @@ def sweep():
 
 
 def _case(models, key: str):
-    library, name = key.split(":", 1)
-    pytest.importorskip(library)
-    build = {"transformers": models.transformers_cases, "timm": models.timm_cases,
-             "diffusers": models.diffusers_cases}[library]
-    cases = {c.key: c for c in build()}
-    assert key in cases, f"{key} is not among the sweep's models"
-    return cases[key]
+    pytest.importorskip(key.split(":", 1)[0])
+    return models.find_case(key)
 
 
 @pytest.mark.slow

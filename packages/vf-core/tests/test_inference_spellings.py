@@ -126,6 +126,30 @@ def test_more_spellings_are_recognised(names, mlp):
     _exact_and_trainable(net, ALL)
 
 
+class _InProjAttention(nn.Module):
+    """DeBERTa's fused ``in_proj``: q, k, v of an attention (its class says so), unlike Mamba's mixer ``in_proj``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_proj, self.out_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = self.in_proj(x).chunk(3, -1)
+        return self.out_proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+class _InProjMixer(_InProjAttention):
+    pass
+
+
+def test_in_proj_is_fused_qkv_only_in_an_attention():
+    net = _Net([_Block(_InProjAttention(), _Mlp()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.fused["attn.in_proj"].roles == ("q", "k", "v") and family.roles["o"] == ("attn.out_proj",)
+    mixer = infer_family(_Net([_Block(_InProjMixer(), _Mlp()) for _ in range(2)]))
+    assert "attn.in_proj" not in mixer.fused and "o" not in mixer.roles  # an MLP-only family
+
+
 def test_gated_up_projection_in_an_up_container():
     """CPM-Ant's w_in holds the gate and the up halves (w_in.w_0, w_in.w_1): both f1."""
 

@@ -5,15 +5,16 @@
 - **Attention**: a module whose children include projections under the usual spellings of q, k and v
   (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``, diffusers'
   ``to_q``, CvT's ``projection_query``, CPM-Ant's ``project_q``, Funnel's ``q_head``...) or one fused projection
-  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``; ``q`` plus a fused ``kv``/``c_attn``
-  for cross-attention), and an output projection (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``,
-  ``to_out.0``, ``to_out``, ``Wo``, ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or
-  ``output`` (BigBird-Pegasus, LED), or the only one a level down (Neomme's ``output_projection.o_proj``)). A
-  projection module that wraps its linear layer (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the
-  projection. Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention alike;
-  diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention
-  (an output gate's ``gate_proj``) are left alone; an attention without an output projection of its own (Flux-style
-  single-stream blocks) is taken with q, k and v, and the log line says so.
+  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``, DeBERTa's ``in_proj`` in a module
+  whose class says attention; ``q`` plus a fused ``kv``/``c_attn`` for cross-attention), and an output projection
+  (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``, ``to_out.0``, ``to_out``, ``Wo``,
+  ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or ``output`` (BigBird-Pegasus, LED), or
+  the only one a level down (Neomme's ``output_projection.o_proj``)). A projection module that wraps its linear layer
+  (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the projection. Self-, cross- (``encoder_attn``,
+  ``crossattention``, ``EncDecAttention``) and decoder attention alike; diffusers' joint attention adds a second
+  stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention (an output gate's ``gate_proj``) are left
+  alone; an attention without an output projection of its own (Flux-style single-stream blocks) is taken with q, k and
+  v, and the log line says so.
 - **Multi-head latent attention** (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite, Mistral 4...): ``q_proj`` or
   ``q_a_proj`` + ``q_b_proj`` (q), ``kv_b_proj`` split per head into its keys' and values' rows (checked
   numerically against the queries' rows without rotary position), ``kv_a_proj_with_mqa`` (the latent keys and
@@ -200,7 +201,10 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         if _latent_attention(group, members, result):
             continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
-        fused_hits = [leaf for local, leaf in members.items() if local in _QKV | _KV]
+        # ``in_proj`` is q, k and v fused only in a module that says it is an attention (DeBERTa's
+        # DisentangledSelfAttention), not in Mamba's mixer
+        qkv_names = _QKV | ({"in_proj"} if "attention" in type(modules.get(group)).__name__.lower() else set())
+        fused_hits = [leaf for local, leaf in members.items() if local in qkv_names | _KV]
         # diffusers' Attention keeps to_q/to_k/to_v next to the to_qkv (to_kv) that fuse_projections() adds, and
         # says which it calls
         flag = getattr(modules.get(group), "fused_projections", None)
@@ -223,7 +227,7 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         if fused_hits:
             leaf = fused_hits[0]
             roles = ("k", "v") if q is not None else ("q", "k", "v")
-            if roles == ("q", "k", "v") and leaf.local not in _QKV:
+            if roles == ("q", "k", "v") and leaf.local not in qkv_names:
                 result.problem(group, f"partial: attention {where} has {leaf.local} (keys and values) but no query")
                 continue
             fused = _Found(leaf, None, group, fused=roles)
