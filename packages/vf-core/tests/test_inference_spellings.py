@@ -117,7 +117,10 @@ ALL = ("q", "k", "v", "o", "f1", "f2")
     (("to_q", "k", "v", "to_out"), ("intermediate", "output")),  # Granite Speech; ProphetNet's feed-forward
     (("q_proj.linear", "k_proj.linear", "v_proj.linear", "o_proj.linear"), ("fc1", "fc2")),  # Moshi, Inkling
     (("query.dense", "key.dense", "value.dense", "out.proj"), ("up_proj.linear", "down_proj.linear")),
-], ids=["projection_query", "project_q", "q_head", "to_out", "wrapped-linear", "wrapped-dense"])
+    (("q", "k", "v", "o"), ("linear_fc1", "linear_fc2")),  # Megatron's names (ERNIE-Image)
+    (("q", "k", "v", "o"), ("linear_in", "linear_out")),  # Flux 2's feed-forward
+], ids=["projection_query", "project_q", "q_head", "to_out", "wrapped-linear", "wrapped-dense", "linear_fc1",
+        "linear_in"])
 def test_more_spellings_are_recognised(names, mlp):
     net = _Net([_Block(_Attention(names), _Mlp(*mlp)) for _ in range(2)])
     family = infer_family(net)
@@ -165,6 +168,31 @@ def test_gated_up_projection_in_an_up_container():
 
     net = _Net([_Block(_Attention(), _Gated()) for _ in range(2)])
     assert infer_family(net).roles["f1"] == ("mlp.w_in.w_0", "mlp.w_in.w_1")
+    _exact_and_trainable(net, ALL)
+
+
+def test_adaptive_norm_modulation_is_not_an_mlp():
+    """Mochi's norm1_context.linear_1 (an adaptive norm's modulation, up-spelled and alone) is no partial MLP."""
+
+    class _AdaNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear_1 = nn.Linear(D, 2 * D)
+
+        def forward(self, x):
+            scale, shift = self.linear_1(x).chunk(2, -1)
+            return x * (1 + scale) + shift
+
+    class _NormBlock(_Block):
+        def __init__(self) -> None:
+            super().__init__(_Attention(), _Mlp())
+            self.norm1_context = _AdaNorm()
+
+        def forward(self, x):
+            return super().forward(self.norm1_context(x))
+
+    net = _Net([_NormBlock() for _ in range(2)])
+    assert "norm1_context.linear_1" not in str(infer_family(net).roles)
     _exact_and_trainable(net, ALL)
 
 

@@ -104,9 +104,10 @@ _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1",
+       "linear_in"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
-         "ffn_output", "w_out", "dense2"}
+         "ffn_output", "w_out", "dense2", "linear_fc2", "linear_out"}
 _MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
 _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
@@ -365,6 +366,8 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         if any(f.role == "?" for f in found):
             rejected.append((unit, found, f"ambiguous: MLP {where} has {', '.join(sorted(f.leaf.local for f in found))}"
                                           " whose shapes do not tell which is the down projection"))
+        elif re.search(r"norm", unit.rsplit(".", 1)[-1], re.IGNORECASE):
+            continue  # an adaptive norm's modulation (Mochi's norm1_context.linear_1), not an MLP
         elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
                 all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
             continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
