@@ -204,7 +204,8 @@ def report(args) -> str:
     path = HERE / args.records if not Path(args.records).is_absolute() else Path(args.records)
     data = _load(path)
     before_path = RESULTS / "records-before.json"
-    before = _load(before_path)["records"] if before_path.exists() and before_path != path else {}
+    before_data = _load(before_path) if before_path.exists() and before_path != path else {"records": {}, "meta": {}}
+    before = before_data["records"]
     meta = data["meta"]
     groups = _groups(data["records"])
     before_groups = _groups(before) if before else {}
@@ -257,6 +258,11 @@ def report(args) -> str:
             bok, bn = _share(before_groups.get(lib, []), lib)
             row += f" {bok}/{bn} = {bok / max(bn, 1):.1%} |"
         lines.append(row)
+    if before:
+        bmeta = before_data["meta"]
+        lines += ["", f"Before fixes: the same models, builders and check run on vf-core at"
+                      f" {bmeta.get('vf_core', bmeta.get('commit', '?'))} (`results/records-before.json`), before the"
+                      " inference fixes the sweep led to (docs/backends.md, \"More spellings\" and after)."]
     lines += ["", "Counted (the share's denominator):", ""]
     lines += [f"- {_TITLES[lib]}: {_COUNTING[lib]}." for lib in _COUNTING if lib in groups]
     lines += ["", "Models not counted still get a verdict below (a text model without MLP modules that is recognised"

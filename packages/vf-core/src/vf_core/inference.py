@@ -28,7 +28,8 @@
   ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
   ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
-  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, ProphetNet's linear ``intermediate`` and
+  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, Megatron's
+  ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out``, ProphetNet's linear ``intermediate`` and
   ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
   ``out_projection``). A fused
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
