@@ -29,7 +29,7 @@
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
   ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
   of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, Megatron's
-  ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out``, ProphetNet's linear ``intermediate`` and
+  ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out`` (as a pair), ProphetNet's linear ``intermediate`` and
   ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
   ``out_projection``). A fused
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
@@ -105,10 +105,9 @@ _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1",
-       "linear_in"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
-         "ffn_output", "w_out", "dense2", "linear_fc2", "linear_out"}
+         "ffn_output", "w_out", "dense2", "linear_fc2"}
 _MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
 _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
@@ -327,6 +326,10 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
         elif leaf.local == "intermediate" or (leaf.local == "output" and _sibling(leaf, "intermediate", by_name)):
             # ProphetNet's feed_forward.intermediate and feed_forward.output (linear layers themselves)
             units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "intermediate" else "f2", leaf.group))
+        elif leaf.local in ("linear_in", "linear_out") and _sibling(
+                leaf, "linear_out" if leaf.local == "linear_in" else "linear_in", by_name):
+            # Flux 2's feed-forward, as a pair only (a lone linear_out is RecurrentGemma's recurrent block's)
+            units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "linear_in" else "f2", leaf.group))
         elif leaf.local in _UP:
             units[leaf.group].append(_Found(leaf, "f1", leaf.group))
         elif leaf.local in _DOWN:
