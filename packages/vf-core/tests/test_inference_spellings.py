@@ -359,3 +359,41 @@ def test_fused_projection_under_normalised_queries_and_keys():
     fused = infer_family(net).fused["attn.qkv"]
     assert not fused.whole and "blocked" in fused.note and "checked numerically" in fused.note, fused.note
     assert net.layers[0].attn.q_norm.eps == 1e-2  # the model itself is untouched
+
+
+class _KeyValueDims(nn.Module):
+    """timm's EfficientFormer / LeViT / TinyViT attention: per head, keys (and queries) of ``key_dim`` rows and
+    values of ``val_dim`` rows interleaved in one qkv; its ``train()`` returns None, as theirs does."""
+
+    def __init__(self, heads: int = 2, key_dim: int = 4, val_dim: int = 8) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, key_dim, val_dim
+        self.qkv = nn.Linear(D, heads * (2 * key_dim + val_dim))
+        self.proj = nn.Linear(heads * val_dim, D)
+
+    def train(self, mode: bool = True):  # noqa: D102 (returns None, unlike nn.Module.train)
+        super().train(mode)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, self.num_heads, -1).split([self.key_dim, self.key_dim, self.val_dim], -1)
+        att = torch.softmax(q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2), -1) @ v.transpose(1, 2)
+        return self.proj(att.transpose(1, 2).reshape(b, t, -1))
+
+
+def test_keys_narrower_than_values_per_head():
+    torch.manual_seed(0)
+    net = _TokenNet([_Block(_KeyValueDims(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "interleaved per head (2 groups of 4/4/8 rows)" in fused.note, fused.note
+    assert "checked numerically" in fused.note
+    ids = torch.randint(0, 20, (2, 5))
+    weight = net.layers[0].attn.qkv.weight.detach().clone()
+    with torch.no_grad():
+        expected = net(ids)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    q = vf.decomposed_layers()["layers.0.attn.qkv"].parts["q"].dense_weight()
+    rows = [h * 16 + i for h in range(2) for i in range(4)]  # per head: 4 q, 4 k, 8 v rows
+    torch.testing.assert_close(q, weight[rows], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(vf(ids), expected, atol=1e-5, rtol=1e-4)

@@ -82,6 +82,7 @@ from .fused_layouts import (
     capture_calls,
     check_layout,
     head_sizes,
+    key_value_dims,
 )
 from .layouts import layout_for
 from .plugins import list_families
@@ -522,7 +523,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         if f.mla == "heads":
             layouts, q_sep, q_rows = _latent_heads_layout(module, model, f, found)
         else:
-            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims)
+            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims,
+                                        key_value_dims(module))
         verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
