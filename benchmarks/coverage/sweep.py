@@ -138,7 +138,6 @@ def sweep(args) -> None:
         _save(path, data)
         record = run_case(case, args.timeout)
         records[case.key] = record
-        data["meta"]["sweep_seconds"] = round(data["meta"].get("sweep_seconds", 0) + record["seconds"], 1)
         _save(path, data)
         print(f"[{i + 1}/{len(todo)}] {case.key}: {record['status']}"
               f"{' - ' + record.get('reason', '') if record.get('reason') else ''} ({record['seconds']} s)",
@@ -233,8 +232,9 @@ def report(args) -> str:
         "",
         f"Run: {meta.get('date', '?')}, commit {meta.get('commit', '?')}, torch {meta.get('torch', '?')},"
         f" transformers {meta.get('transformers', '?')}, timm {meta.get('timm', '?')}, diffusers"
-        f" {meta.get('diffusers', '?')}; CPU, float32; {meta.get('sweep_seconds', 0) / 60:.0f} min of checking"
-        " in all. Regenerate: `nice -n 5 python benchmarks/coverage/sweep.py` (resumes from"
+        f" {meta.get('diffusers', '?')}; CPU (2 cores shared with other work), float32;"
+        f" {sum(r.get('seconds', 0) for r in data['records'].values()) / 60:.0f} min of building and checking in all."
+        " Regenerate: `nice -n 5 python benchmarks/coverage/sweep.py` (resumes from"
         " `benchmarks/coverage/results/records.json`; `--redo` checks again).",
         "",
         "## Shares",
