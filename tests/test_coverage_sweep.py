@@ -38,12 +38,14 @@ SAMPLE = {
     "transformers:prophetnet": "linear intermediate/output feed-forward",
     "transformers:moshi": "projections wrapping their linear (q_proj.linear)",
     "transformers:afmoe": "an attention output gate (gate_proj) next to q/k/v/o",
+    "transformers:deberta": "DeBERTa's fused in_proj, interleaved per head",
     "transformers:pvt_v2": "query/key/value/proj, dense1/dense2 (vision)",
     # timm
     "timm:vision_transformer": "declared timm-vit",
     "timm:eva": "EVA: fused qkv, SwiGLU",
     "timm:maxxvit": "MaxViT/CoAtNet: qkv interleaved per head, transition blocks",
     "timm:swin_transformer": "declared timm-swin",
+    "timm:efficientformer": "keys narrower than values per head; hybrid stage (attention in one block)",
     "timm:convnext": "declared timm-convnext (MLP only)",
     # diffusers
     "diffusers:UNet2DModel[Unet2DModelTesterConfig]": "declared unet2d",
@@ -54,6 +56,9 @@ SAMPLE = {
     "diffusers:FluxTransformer2DModel": "declared flux",
     "diffusers:AuraFlowTransformer2DModel": "joint attention (add_q_proj...), inferred",
     "diffusers:WanTransformer3DModel": "video denoiser, cross-attention, inferred",
+    "diffusers:HunyuanVideoTransformer3DModel[HunyuanVideoTransformerTesterConfig]":
+        "single-stream blocks: attention without an output projection",
+    "diffusers:MochiTransformer3DModel": "an adaptive norm's modulation linear is no MLP",
     "diffusers:StableAudioDiTModel": "1-D denoiser, grouped keys and values",
 }
 
@@ -70,13 +75,8 @@ def sweep():
 
 
 def _case(models, key: str):
-    library, name = key.split(":", 1)
-    pytest.importorskip(library)
-    build = {"transformers": models.transformers_cases, "timm": models.timm_cases,
-             "diffusers": models.diffusers_cases}[library]
-    cases = {c.key: c for c in build()}
-    assert key in cases, f"{key} is not among the sweep's models"
-    return cases[key]
+    pytest.importorskip(key.split(":", 1)[0])
+    return models.find_case(key)
 
 
 @pytest.mark.slow

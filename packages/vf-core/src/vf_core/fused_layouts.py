@@ -32,8 +32,8 @@ from torch import nn
 
 from .layouts import layout_for
 
-__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "probe_inputs", "capture_calls",
-           "check_layout"]
+__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "key_value_dims", "probe_inputs",
+           "capture_calls", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,19 @@ def _grouped(roles: tuple[str, ...], sizes: tuple[int, ...], groups: int) -> tup
     return tuple(order)
 
 
+def key_value_dims(attention: nn.Module) -> list[tuple[int, int]]:
+    """``(key dimension, value dimension)`` per head where an attention keeps them apart (timm's EfficientFormer,
+    LeViT and TinyViT: ``key_dim`` and ``val_dim`` or ``d``, values wider than keys)."""
+    keys = _ints([attention], ("key_dim",))
+    values = _ints([attention], ("val_dim", "d", "value_dim"))
+    return [(k, v) for k in keys for v in values if k != v]
+
+
 def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequence[int],
-                      kv_heads: Sequence[int], head_dims: Sequence[int]) -> list[FusedLayout]:
-    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``)."""
+                      kv_heads: Sequence[int], head_dims: Sequence[int],
+                      kv_dims: Sequence[tuple[int, int]] = ()) -> list[FusedLayout]:
+    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``);
+    ``kv_dims`` adds per-head key and value dimensions that differ (:func:`key_value_dims`)."""
     out: list[FusedLayout] = []
     seen: set = set()
 
@@ -154,6 +164,13 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
     sized += [(kv, kv) for kv in kv_options]
     for sizes in sized:
         add(sizes, 1, "blocked")
+    if roles == ("q", "k", "v"):  # keys (and queries) narrower than values, per head
+        for key, value in kv_dims:
+            for h in heads:
+                if h * (2 * key + value) == d_out:
+                    sizes = (h * key, h * key, h * value)
+                    add(sizes, h, "interleaved per head")
+                    add(sizes, 1, "blocked")
     for sizes in sized:
         kv = sizes[-1]
         groups = list(kv_heads) + [kv // d for d in head_dims if kv % d == 0]
@@ -322,7 +339,8 @@ class AttentionProbe:
     rescaled rows (made once per attention module, then reused for every candidate layout)."""
 
     def __init__(self, attention: nn.Module, call: tuple[tuple, dict]) -> None:
-        self.module = copy.deepcopy(attention).float().eval()
+        self.module = copy.deepcopy(attention).float()
+        self.module.eval()  # not chained: some attentions' train() returns None (timm's EfficientFormer, LeViT)
         with torch.no_grad():
             for name, p in self.module.named_parameters():
                 if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
