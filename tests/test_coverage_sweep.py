@@ -8,6 +8,7 @@ to every singular-value vector whose base weight gets one. Each case skips when 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -63,15 +64,18 @@ SAMPLE = {
 }
 
 
+def _load(name: str):
+    """A module of benchmarks/coverage, under a name of its own (no clash with other ``models`` or ``check``)."""
+    spec = importlib.util.spec_from_file_location(f"coverage_sweep_{name}", os.path.join(COVERAGE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def sweep():
-    sys.path.insert(0, COVERAGE)
-    try:
-        import check
-        import models
-    finally:
-        sys.path.remove(COVERAGE)
-    return models, check
+    return _load("models"), _load("check")
 
 
 def _case(models, key: str):
