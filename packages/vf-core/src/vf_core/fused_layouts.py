@@ -17,13 +17,19 @@ proposes layouts from the sizes it reads (heads, key-value heads, head dimension
    the first position must change no other position's output (a query only affects its own position, a key
    affects every position that attends to it).
 
-The first candidate that passes every check is the layout. The model itself is never modified.
+Where the model's probe pass does not reach the attention (a vision tower behind token ids, a denoiser whose inputs
+cannot be guessed), the attention is called on its own on a random sequence (:func:`direct_call`). An attention that
+is not local in positions (XCiT's attention across channels, where a query's noise spreads like a key's) passes
+with q before k as in the names. The first candidate that passes every check is the layout; when none does, the same
+layouts with the roles' row blocks reordered are tried (:func:`permuted_layouts`: CodeGen's q, v, k per group), so
+the roles follow what is measured. The model itself is never modified.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,8 +38,8 @@ from torch import nn
 
 from .layouts import layout_for
 
-__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "key_value_dims", "probe_inputs",
-           "capture_calls", "check_layout"]
+__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "permuted_layouts", "head_sizes", "key_value_dims",
+           "probe_inputs", "capture_calls", "direct_call", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,30 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
     return out
 
 
+def permuted_layouts(layouts: Sequence[FusedLayout]) -> list[FusedLayout]:
+    """The same layouts with the roles' row blocks in another order, where their sizes allow (CodeGen keeps q, v, k
+    per group; DaViT's channel attention computes its scores from the second and third blocks and is linear in the
+    first): tried only when no layout in the names' order passes, so the roles follow what the check measures."""
+    out: list[FusedLayout] = []
+    seen = {(layout.sizes, layout.order) for layout in layouts}
+    for layout in layouts:
+        rows = layout.rows()
+        roles = layout.roles
+        for perm in itertools.permutations(range(len(roles))):
+            if perm == tuple(range(len(roles))) or any(layout.sizes[i] != layout.sizes[p] for i, p in enumerate(perm)):
+                continue
+            # role i takes the rows the names' order gives role perm[i]
+            order = tuple(int(r) for i in range(len(roles)) for r in rows[roles[perm[i]]])
+            key = (layout.sizes, order)
+            if key in seen:
+                continue
+            seen.add(key)
+            held = ", ".join(roles[perm.index(j)] for j in range(len(roles)))
+            out.append(FusedLayout(roles, layout.sizes, order, layout.kind,
+                                   f"{layout.description}, held in the order {held}"))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- probing
 def _first_param(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     device, dtype = torch.device("cpu"), torch.float32
@@ -303,6 +333,28 @@ def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[
     return calls, reason
 
 
+def direct_call(attention: nn.Module, width: int, conv: bool = False) -> Optional[tuple[tuple, dict]]:
+    """Arguments for calling ``attention`` on its own, where the model's probe pass did not reach it (a vision
+    tower behind token ids, a denoiser whose inputs cannot be guessed): a random ``(1, 8, width)`` sequence, then
+    ``(1, 4, 4, width)`` channels-last, or ``(1, width, 4, 4)`` for a convolutional projection; the first that runs
+    and gives a finite tensor, or None. The layout check then runs on that call like on a captured one."""
+    device, dtype = _first_param(attention)
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(1, width, 4, 4), (1, width, 8)] if conv else [(1, 8, width), (1, 4, 4, width)]
+    probe = copy.deepcopy(attention).float()
+    probe.eval()
+    for shape in shapes:
+        x = torch.randn(*shape, generator=gen).to(device)
+        try:
+            with torch.no_grad():
+                out = _first_tensor(probe(x))
+        except Exception:  # this shape or signature does not suit the module
+            continue
+        if out is not None and out.is_floating_point() and out.dim() >= 3 and torch.isfinite(out).all():
+            return (x.to(dtype),), {}
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- checking
 def _float(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
@@ -415,8 +467,19 @@ def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, to
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
             return True, "checked numerically; q before k assumed (the projection is not called as a module)"
-        others = (moved - base).abs()
-        others[_position0(others, out_dim % others.dim())] = 0
-        if others.max() > 1e-4 * scale:
+        if _spread(moved, base, out_dim) > 1e-4 * scale:
+            # a key at one position reaches every position; a query only its own. Where the keys' rows spread no
+            # less, the attention is not local in positions (attention across channels: XCiT's XCA), and the
+            # check cannot tell q from k: q before k, as in the names
+            moved, fired = probe.run(members, {}, noise="k")
+            if fired and moved is not None and moved.shape == base.shape and _spread(moved, base, out_dim) > 1e-4 * scale:
+                return True, "checked numerically; q before k assumed (the attention is not local in positions)"
             return False, "the q rows of one position change other positions' outputs"
     return True, "checked numerically"
+
+
+def _spread(moved: torch.Tensor, base: torch.Tensor, out_dim: int) -> float:
+    """How much the output changed at positions other than the first."""
+    others = (moved - base).abs()
+    others[_position0(others, out_dim % others.dim())] = 0
+    return float(others.max())

@@ -81,8 +81,10 @@ from .fused_layouts import (
     candidate_layouts,
     capture_calls,
     check_layout,
+    direct_call,
     head_sizes,
     key_value_dims,
+    permuted_layouts,
 )
 from .layouts import layout_for
 from .plugins import list_families
@@ -512,7 +514,7 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             decisions[f.rel][f.leaf.d_out] = (None, "the latent that keys and values share, and the rotary key, of"
                                                     " multi-head latent attention")
             continue
-        call = calls.get(id(module))
+        call = calls.get(id(module)) or direct_call(module, f.leaf.d_in, f.leaf.conv)
         if call is None:
             decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
             continue
@@ -528,7 +530,9 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
-        for layout in layouts:
+        tried = 0
+        for layout in _then_permuted(layouts):
+            tried += 1
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
@@ -541,7 +545,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             if ok:
                 verdict = (layout, f"{layout.description}, {how}")
                 break
-            failures.append(how)
+            if tried <= len(layouts):  # the reasons of the names' order
+                failures.append(how)
         if verdict[0] is None and failures:
             others = len(failures) - 1
             verdict = (None, f"layout not recognised: {failures[0]}"
@@ -564,6 +569,12 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _then_permuted(layouts: list[FusedLayout]):
+    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered."""
+    yield from layouts
+    yield from permuted_layouts(layouts)
 
 
 def _latent_heads_layout(attention: nn.Module, model: nn.Module, f: _Found,
