@@ -239,9 +239,15 @@ def _image_size(model: nn.Module, config: Any) -> Optional[tuple[int, int]]:
     return None
 
 
-def probe_inputs(model: nn.Module) -> Optional[tuple[tuple, dict]]:
+#: image sides tried, in turn, after the size a vision model states, when its forward pass refuses that size (a timm
+#: model built at another ``img_size`` keeps no record of it)
+_OTHER_SIDES = (64, 96, 128, 32, 256, 384)
+
+
+def probe_inputs(model: nn.Module, side: Optional[int] = None) -> Optional[tuple[tuple, dict]]:
     """A small input for ``model`` built from its signature and config (token ids for a language model, an image
-    for a vision model, a noisy sample and a timestep for a diffusers denoiser), or None when none can be built."""
+    for a vision model, a noisy sample and a timestep for a diffusers denoiser), or None when none can be built.
+    ``side`` replaces the image size the model states (see :func:`capture_calls`)."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -278,14 +284,14 @@ def probe_inputs(model: nn.Module) -> Optional[tuple[tuple, dict]]:
             kwargs["class_labels"] = torch.tensor([0], device=device)
         return (), kwargs
     if "pixel_values" in names:
-        size = _image_size(model, config)
+        size = (side, side) if side else _image_size(model, config)
         channels = next(iter(_ints([config, _get(config, "vision_config")], ("num_channels",))), 3)
         if size is None:
             return None
         return (), {"pixel_values": torch.randn(1, channels, *size, generator=gen).to(device, dtype)}
     positional = [p for p in params.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    size = _image_size(model, config)
+    size = (side, side) if side else _image_size(model, config)
     if len(positional) == 1 and size is not None:  # timm and other image models: forward(x)
         cfg = _get(model, "pretrained_cfg") or _get(model, "default_cfg")
         channels = (_get(cfg, "input_size") or (3,))[0]
@@ -299,30 +305,52 @@ class _Captured(Exception):
 
 def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[int, tuple[tuple, dict]], str]:
     """Run ``model`` on :func:`probe_inputs` (eval mode, no gradients, stopped as soon as it can) and keep the
-    arguments of the first call of each of ``modules``: ``({id(module): (args, kwargs)}, why some are missing)``.
-    The model's train/eval flags are restored; its weights are not touched."""
+    arguments of the first call of each of ``modules`` that runs through: ``({id(module): (args, kwargs)}, why some
+    are missing)``. Where the pass fails on an image, other sizes are tried (``_OTHER_SIDES``). The model's
+    train/eval flags are restored; its weights are not touched."""
     wanted = {id(m) for m in modules}
     calls: dict[int, tuple[tuple, dict]] = {}
     inputs = probe_inputs(model)
     if inputs is None:
         return calls, f"no probe input could be built for {type(model).__name__}"
 
+    started: dict[int, tuple[tuple, dict]] = {}
+
     def pre_hook(module, args, kwargs):
-        calls.setdefault(id(module), (args, dict(kwargs)))
+        started.setdefault(id(module), (args, dict(kwargs)))
+
+    def hook(module, args, output):  # kept once the module has run on them (an image of the wrong size may not)
+        if id(module) in started:
+            calls.setdefault(id(module), started[id(module)])
         if wanted <= set(calls):
             raise _Captured
 
     handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in modules]
+    handles += [m.register_forward_hook(hook) for m in modules]
     modes = [(m, m.training) for m in model.modules()]
     reason = ""
+    image = any(isinstance(a, torch.Tensor) and a.dim() == 4 for a in (*inputs[0], *inputs[1].values()))
+    sides = (None, *_OTHER_SIDES) if image else (None,)
     try:
         model.eval()
-        with torch.no_grad():
-            model(*inputs[0], **inputs[1])
-    except _Captured:
-        pass
-    except Exception as exc:  # the probe input did not suit the model: those layouts stay unchecked
-        reason = f"the probe forward pass failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+        for side in sides:
+            inputs = probe_inputs(model, side) if side else inputs
+            if inputs is None:
+                break
+            try:
+                with torch.no_grad():
+                    model(*inputs[0], **inputs[1])
+                reason = ""
+                break
+            except _Captured:
+                reason = ""
+                break
+            except Exception as exc:  # the probe input did not suit the model: another size, else left unchecked
+                if not reason:
+                    reason = (f"the probe forward pass failed ({type(exc).__name__}:"
+                              f" {' '.join(str(exc).split())[:160]})")
+                calls.clear()
+                started.clear()
     finally:
         for handle in handles:
             handle.remove()

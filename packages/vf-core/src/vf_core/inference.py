@@ -40,8 +40,11 @@
   (a stage of one block, a model of one layer), the level named like those chosen elsewhere, else the outermost level
   whose members agree on shapes. Encoder and decoder stacks are separate.
 
-The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
-transition block aside), an attention or MLP must be complete, and no module may fit two roles. A block may lack a
+The result is verified, not trusted: within a stack every block must have every role, an attention or MLP must be
+complete and its shapes chained (an MLP's up projections feed its down projection), and no module may fit two roles;
+widths may change from block to block (a hierarchical model's stages, an MLP ratio per block), which the log line
+says. An MLP is also known by its class (timm's ``RepVitMlp``, SHViT's ``FFN``: two matrices under any names, one
+mapping the other's output back). A block may lack a
 whole attention or a whole MLP that others have (a hybrid stack: Mamba, convolution or linear-attention layers next
 to attention layers), which the log line says ("attention (q, k, v, o) in 1 of 4 blocks"); roles held by a block's
 3-D expert parameters count as present (MoE blocks next to dense ones). Otherwise
@@ -116,7 +119,10 @@ _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside a
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
 _SPELLINGS = _Q | _K | _V | _O | _QKV | _KV | _UP | _DOWN
 # the linear layer inside a projection module named like one (q_proj.linear, qkv_proj.convolution)
-_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv"}
+_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv", "c"}  # timm's ConvNorm: .c
+# a module whose class says it is an MLP (timm's RepVitMlp, SHViT's FFN): its two matrices are f1 and f2 whatever
+# their names, where one maps the other's output back
+_MLP_CLASS = re.compile(r"mlp|ffn|feedforward|feed_forward", re.IGNORECASE)
 _HEAD_NAMES = ("classifier", "score", "qa_outputs", "classification_head", "head", "head_dist", "pre_classifier")
 
 
@@ -359,6 +365,27 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
     return units
 
 
+def _mlp_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], units: dict[str, list[_Found]],
+                  claimed: set) -> None:
+    """MLPs named by their class (timm's ``RepVitMlp`` with ``conv1.c``/``conv2.c``, SHViT's ``FFN`` with
+    ``pw1.c``/``pw2.c``): a module whose class name says MLP or feed-forward, holding exactly two matrices that no
+    spelling took, the second mapping the first's output back to its input width. ``f1`` is the one that widens
+    (the first registered where both are square)."""
+    taken = claimed | {f.leaf.name for fs in units.values() for f in fs}
+    for path, module in modules.items():
+        if not path or not _MLP_CLASS.search(type(module).__name__) or path in units:
+            continue
+        inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
+        if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
+            continue
+        a, b = inside
+        if (a.d_out, a.d_in) != (b.d_in, b.d_out):
+            continue
+        up, down = (b, a) if b.d_out > b.d_in else (a, b)
+        units[path] = [_Found(up, "f1", path), _Found(down, "f2", path)]
+        taken |= {a.name, b.name}
+
+
 def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
     return (f"{leaf.group}.{local}" if leaf.group else local) in by_name
 
@@ -479,14 +506,17 @@ def _verify(found: list[_Found], problems: list[str], expert_roles: Optional[dic
             unit_roles = ", ".join(r for r in dict(_UNITS)[unit] if r in roles)
             notes.append(f"hybrid {stack or 'stack'}: {unit} ({unit_roles}) in {len(blocks) - len(without)} of"
                          f" {len(blocks)} blocks")
+        # widths may change from block to block (a hierarchical model's stages, an MLP ratio per block): each
+        # block's units are checked on their own (an MLP's up projections feed its down projection), and the log
+        # line says where widths vary
         shapes: dict[str, set] = defaultdict(set)
-        for fs in list(blocks.values())[1:] if len(blocks) > 1 else blocks.values():  # the first may be a transition
+        for fs in blocks.values():
             for f in fs:
                 shapes[f.rel].add((f.leaf.d_out, f.leaf.d_in))
-        for rel, seen in shapes.items():
-            if len(seen) > 1:
-                problems.append(f"inconsistent: {rel} has different shapes in the blocks of {stack or 'the model'}"
-                                f" ({', '.join(f'{a}x{b}' for a, b in sorted(seen))})")
+        varying = sorted(rel for rel, seen in shapes.items() if len(seen) > 1)
+        if varying:
+            notes.append(f"widths vary across the blocks of {stack or 'the model'} ({', '.join(varying[:3])}"
+                         + (f" and {len(varying) - 3} more" if len(varying) > 3 else "") + ")")
     tags: dict[str, set] = defaultdict(set)
     for f in found:
         tags[f.rel].add(f.tag)
@@ -730,7 +760,10 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
         groups[leaf.group].setdefault(leaf.local, leaf)
     result = _Result()
     _attention(groups, by_name, dict(model.named_modules()), result)
-    rejected = _mlp(_mlp_candidates(leaves, by_name, result.claimed), result)
+    named = dict(model.named_modules())
+    candidates = _mlp_candidates(leaves, by_name, result.claimed)
+    _mlp_by_class(named, leaves, candidates, result.claimed)
+    rejected = _mlp(candidates, result)
     # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
     attention = {f.unit for f in result.found}
     rejected = [r for r in rejected if not any(r[0] == a or r[0].startswith(a + ".") for a in attention if a)]
