@@ -41,6 +41,7 @@ SAMPLE = {
     "transformers:afmoe": "an attention output gate (gate_proj) next to q/k/v/o",
     "transformers:deberta": "DeBERTa's fused in_proj, interleaved per head",
     "transformers:pvt_v2": "query/key/value/proj, dense1/dense2 (vision)",
+    "transformers:codegen": "qkv_proj holding q, v, k per group: the roles' row blocks reordered",
     # timm
     "timm:vision_transformer": "declared timm-vit",
     "timm:eva": "EVA: fused qkv, SwiGLU",
@@ -48,6 +49,7 @@ SAMPLE = {
     "timm:swin_transformer": "declared timm-swin",
     "timm:efficientformer": "keys narrower than values per head; hybrid stage (attention in one block)",
     "timm:convnext": "declared timm-convnext (MLP only)",
+    "timm:xcit": "attention across channels, not local in positions: q before k",
     # diffusers
     "diffusers:UNet2DModel[Unet2DModelTesterConfig]": "declared unet2d",
     "diffusers:UNet2DConditionModel[sd-like]": "declared unet2d-condition",
