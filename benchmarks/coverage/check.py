@@ -52,13 +52,30 @@ def _matrices(module: nn.Module) -> int:
     return count
 
 
+def _channel_gate(module: nn.Module) -> bool:
+    """Whether ``module``'s only matrices are a squeeze-excitation bottleneck: two 1x1 convolutions or linear layers,
+    the first reducing the channels, the second restoring them (or a multiple of them). ResNeSt's ``SplitAttn`` and
+    SKNet's ``SelectiveKernelAttn`` are named attention but are channel gates of a CNN, not attention over
+    positions."""
+    mats = [m.weight.shape for m in module.modules() if next(m.children(), None) is None
+            and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
+            and all(s == 1 for s in m.weight.shape[2:]) and not re.search(r"embed|norm", type(m).__name__, re.I)]
+    if len(mats) != 2:
+        return False
+    (a_out, a_in, *_), (b_out, b_in, *_) = mats
+    return a_out < a_in and b_in == a_out and b_out >= a_in and b_out % a_in == 0
+
+
 def structure(model: nn.Module) -> dict[str, bool]:
     """Whether the model has attention modules and MLP modules, from its module class names (a class whose name
-    says attention, or MLP/feed-forward/experts, holding at least two weight matrices), not from vf-core."""
+    says attention, or MLP/feed-forward/experts, holding at least two weight matrices; an "attention" that is only a
+    channel gate, :func:`_channel_gate`, does not count), not from vf-core."""
     attention = mlp = False
     for m in model.modules():
         name = type(m).__name__
         if not (attention and mlp) and (_ATTENTION.search(name) or _MLP.search(name)):
+            if _ATTENTION.search(name) and _channel_gate(m):
+                continue
             if _matrices(m) >= 2:
                 attention = attention or bool(_ATTENTION.search(name))
                 mlp = mlp or bool(_MLP.search(name)) and not _ATTENTION.search(name)

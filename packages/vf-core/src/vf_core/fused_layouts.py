@@ -17,13 +17,19 @@ proposes layouts from the sizes it reads (heads, key-value heads, head dimension
    the first position must change no other position's output (a query only affects its own position, a key
    affects every position that attends to it).
 
-The first candidate that passes every check is the layout. The model itself is never modified.
+Where the model's probe pass does not reach the attention (a vision tower behind token ids, a denoiser whose inputs
+cannot be guessed), the attention is called on its own on a random sequence (:func:`direct_call`). An attention that
+is not local in positions (XCiT's attention across channels, where a query's noise spreads like a key's) passes
+with q before k as in the names. The first candidate that passes every check is the layout; when none does, the same
+layouts with the roles' row blocks reordered are tried (:func:`permuted_layouts`: CodeGen's q, v, k per group), so
+the roles follow what is measured. The model itself is never modified.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,8 +38,8 @@ from torch import nn
 
 from .layouts import layout_for
 
-__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "probe_inputs", "capture_calls",
-           "check_layout"]
+__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "permuted_layouts", "head_sizes", "key_value_dims",
+           "probe_inputs", "capture_calls", "direct_call", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,19 @@ def _grouped(roles: tuple[str, ...], sizes: tuple[int, ...], groups: int) -> tup
     return tuple(order)
 
 
+def key_value_dims(attention: nn.Module) -> list[tuple[int, int]]:
+    """``(key dimension, value dimension)`` per head where an attention keeps them apart (timm's EfficientFormer,
+    LeViT and TinyViT: ``key_dim`` and ``val_dim`` or ``d``, values wider than keys)."""
+    keys = _ints([attention], ("key_dim",))
+    values = _ints([attention], ("val_dim", "d", "value_dim"))
+    return [(k, v) for k in keys for v in values if k != v]
+
+
 def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequence[int],
-                      kv_heads: Sequence[int], head_dims: Sequence[int]) -> list[FusedLayout]:
-    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``)."""
+                      kv_heads: Sequence[int], head_dims: Sequence[int],
+                      kv_dims: Sequence[tuple[int, int]] = ()) -> list[FusedLayout]:
+    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``);
+    ``kv_dims`` adds per-head key and value dimensions that differ (:func:`key_value_dims`)."""
     out: list[FusedLayout] = []
     seen: set = set()
 
@@ -154,6 +170,13 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
     sized += [(kv, kv) for kv in kv_options]
     for sizes in sized:
         add(sizes, 1, "blocked")
+    if roles == ("q", "k", "v"):  # keys (and queries) narrower than values, per head
+        for key, value in kv_dims:
+            for h in heads:
+                if h * (2 * key + value) == d_out:
+                    sizes = (h * key, h * key, h * value)
+                    add(sizes, h, "interleaved per head")
+                    add(sizes, 1, "blocked")
     for sizes in sized:
         kv = sizes[-1]
         groups = list(kv_heads) + [kv // d for d in head_dims if kv % d == 0]
@@ -164,6 +187,30 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
             if g > 1:
                 add(sizes, g, "interleaved per head" if per_head and (sizes[0] // g in head_dims or g in heads)
                     else "grouped per key-value head")
+    return out
+
+
+def permuted_layouts(layouts: Sequence[FusedLayout]) -> list[FusedLayout]:
+    """The same layouts with the roles' row blocks in another order, where their sizes allow (CodeGen keeps q, v, k
+    per group; DaViT's channel attention computes its scores from the second and third blocks and is linear in the
+    first): tried only when no layout in the names' order passes, so the roles follow what the check measures."""
+    out: list[FusedLayout] = []
+    seen = {(layout.sizes, layout.order) for layout in layouts}
+    for layout in layouts:
+        rows = layout.rows()
+        roles = layout.roles
+        for perm in itertools.permutations(range(len(roles))):
+            if perm == tuple(range(len(roles))) or any(layout.sizes[i] != layout.sizes[p] for i, p in enumerate(perm)):
+                continue
+            # role i takes the rows the names' order gives role perm[i]
+            order = tuple(int(r) for i in range(len(roles)) for r in rows[roles[perm[i]]])
+            key = (layout.sizes, order)
+            if key in seen:
+                continue
+            seen.add(key)
+            held = ", ".join(roles[perm.index(j)] for j in range(len(roles)))
+            out.append(FusedLayout(roles, layout.sizes, order, layout.kind,
+                                   f"{layout.description}, held in the order {held}"))
     return out
 
 
@@ -192,9 +239,15 @@ def _image_size(model: nn.Module, config: Any) -> Optional[tuple[int, int]]:
     return None
 
 
-def probe_inputs(model: nn.Module) -> Optional[tuple[tuple, dict]]:
+#: image sides tried, in turn, after the size a vision model states, when its forward pass refuses that size (a timm
+#: model built at another ``img_size`` keeps no record of it)
+_OTHER_SIDES = (64, 96, 128, 32, 256, 384)
+
+
+def probe_inputs(model: nn.Module, side: Optional[int] = None) -> Optional[tuple[tuple, dict]]:
     """A small input for ``model`` built from its signature and config (token ids for a language model, an image
-    for a vision model, a noisy sample and a timestep for a diffusers denoiser), or None when none can be built."""
+    for a vision model, a noisy sample and a timestep for a diffusers denoiser), or None when none can be built.
+    ``side`` replaces the image size the model states (see :func:`capture_calls`)."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -231,14 +284,14 @@ def probe_inputs(model: nn.Module) -> Optional[tuple[tuple, dict]]:
             kwargs["class_labels"] = torch.tensor([0], device=device)
         return (), kwargs
     if "pixel_values" in names:
-        size = _image_size(model, config)
+        size = (side, side) if side else _image_size(model, config)
         channels = next(iter(_ints([config, _get(config, "vision_config")], ("num_channels",))), 3)
         if size is None:
             return None
         return (), {"pixel_values": torch.randn(1, channels, *size, generator=gen).to(device, dtype)}
     positional = [p for p in params.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    size = _image_size(model, config)
+    size = (side, side) if side else _image_size(model, config)
     if len(positional) == 1 and size is not None:  # timm and other image models: forward(x)
         cfg = _get(model, "pretrained_cfg") or _get(model, "default_cfg")
         channels = (_get(cfg, "input_size") or (3,))[0]
@@ -252,30 +305,52 @@ class _Captured(Exception):
 
 def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[int, tuple[tuple, dict]], str]:
     """Run ``model`` on :func:`probe_inputs` (eval mode, no gradients, stopped as soon as it can) and keep the
-    arguments of the first call of each of ``modules``: ``({id(module): (args, kwargs)}, why some are missing)``.
-    The model's train/eval flags are restored; its weights are not touched."""
+    arguments of the first call of each of ``modules`` that runs through: ``({id(module): (args, kwargs)}, why some
+    are missing)``. Where the pass fails on an image, other sizes are tried (``_OTHER_SIDES``). The model's
+    train/eval flags are restored; its weights are not touched."""
     wanted = {id(m) for m in modules}
     calls: dict[int, tuple[tuple, dict]] = {}
     inputs = probe_inputs(model)
     if inputs is None:
         return calls, f"no probe input could be built for {type(model).__name__}"
 
+    started: dict[int, tuple[tuple, dict]] = {}
+
     def pre_hook(module, args, kwargs):
-        calls.setdefault(id(module), (args, dict(kwargs)))
+        started.setdefault(id(module), (args, dict(kwargs)))
+
+    def hook(module, args, output):  # kept once the module has run on them (an image of the wrong size may not)
+        if id(module) in started:
+            calls.setdefault(id(module), started[id(module)])
         if wanted <= set(calls):
             raise _Captured
 
     handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in modules]
+    handles += [m.register_forward_hook(hook) for m in modules]
     modes = [(m, m.training) for m in model.modules()]
     reason = ""
+    image = any(isinstance(a, torch.Tensor) and a.dim() == 4 for a in (*inputs[0], *inputs[1].values()))
+    sides = (None, *_OTHER_SIDES) if image else (None,)
     try:
         model.eval()
-        with torch.no_grad():
-            model(*inputs[0], **inputs[1])
-    except _Captured:
-        pass
-    except Exception as exc:  # the probe input did not suit the model: those layouts stay unchecked
-        reason = f"the probe forward pass failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+        for side in sides:
+            inputs = probe_inputs(model, side) if side else inputs
+            if inputs is None:
+                break
+            try:
+                with torch.no_grad():
+                    model(*inputs[0], **inputs[1])
+                reason = ""
+                break
+            except _Captured:
+                reason = ""
+                break
+            except Exception as exc:  # the probe input did not suit the model: another size, else left unchecked
+                if not reason:
+                    reason = (f"the probe forward pass failed ({type(exc).__name__}:"
+                              f" {' '.join(str(exc).split())[:160]})")
+                calls.clear()
+                started.clear()
     finally:
         for handle in handles:
             handle.remove()
@@ -284,6 +359,28 @@ def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[
     if not wanted <= set(calls) and not reason:
         reason = "the attention module was not called by the probe forward pass"
     return calls, reason
+
+
+def direct_call(attention: nn.Module, width: int, conv: bool = False) -> Optional[tuple[tuple, dict]]:
+    """Arguments for calling ``attention`` on its own, where the model's probe pass did not reach it (a vision
+    tower behind token ids, a denoiser whose inputs cannot be guessed): a random ``(1, 8, width)`` sequence, then
+    ``(1, 4, 4, width)`` channels-last, or ``(1, width, 4, 4)`` for a convolutional projection; the first that runs
+    and gives a finite tensor, or None. The layout check then runs on that call like on a captured one."""
+    device, dtype = _first_param(attention)
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(1, width, 4, 4), (1, width, 8)] if conv else [(1, 8, width), (1, 4, 4, width)]
+    probe = copy.deepcopy(attention).float()
+    probe.eval()
+    for shape in shapes:
+        x = torch.randn(*shape, generator=gen).to(device)
+        try:
+            with torch.no_grad():
+                out = _first_tensor(probe(x))
+        except Exception:  # this shape or signature does not suit the module
+            continue
+        if out is not None and out.is_floating_point() and out.dim() >= 3 and torch.isfinite(out).all():
+            return (x.to(dtype),), {}
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- checking
@@ -322,7 +419,8 @@ class AttentionProbe:
     rescaled rows (made once per attention module, then reused for every candidate layout)."""
 
     def __init__(self, attention: nn.Module, call: tuple[tuple, dict]) -> None:
-        self.module = copy.deepcopy(attention).float().eval()
+        self.module = copy.deepcopy(attention).float()
+        self.module.eval()  # not chained: some attentions' train() returns None (timm's EfficientFormer, LeViT)
         with torch.no_grad():
             for name, p in self.module.named_parameters():
                 if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
@@ -397,8 +495,19 @@ def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, to
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
             return True, "checked numerically; q before k assumed (the projection is not called as a module)"
-        others = (moved - base).abs()
-        others[_position0(others, out_dim % others.dim())] = 0
-        if others.max() > 1e-4 * scale:
+        if _spread(moved, base, out_dim) > 1e-4 * scale:
+            # a key at one position reaches every position; a query only its own. Where the keys' rows spread no
+            # less, the attention is not local in positions (attention across channels: XCiT's XCA), and the
+            # check cannot tell q from k: q before k, as in the names
+            moved, fired = probe.run(members, {}, noise="k")
+            if fired and moved is not None and moved.shape == base.shape and _spread(moved, base, out_dim) > 1e-4 * scale:
+                return True, "checked numerically; q before k assumed (the attention is not local in positions)"
             return False, "the q rows of one position change other positions' outputs"
     return True, "checked numerically"
+
+
+def _spread(moved: torch.Tensor, base: torch.Tensor, out_dim: int) -> float:
+    """How much the output changed at positions other than the first."""
+    others = (moved - base).abs()
+    others[_position0(others, out_dim % others.dim())] = 0
+    return float(others.max())

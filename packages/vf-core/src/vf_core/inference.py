@@ -5,15 +5,16 @@
 - **Attention**: a module whose children include projections under the usual spellings of q, k and v
   (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``, diffusers'
   ``to_q``, CvT's ``projection_query``, CPM-Ant's ``project_q``, Funnel's ``q_head``...) or one fused projection
-  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``; ``q`` plus a fused ``kv``/``c_attn``
-  for cross-attention), and an output projection (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``,
-  ``to_out.0``, ``to_out``, ``Wo``, ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or
-  ``output`` (BigBird-Pegasus, LED), or the only one a level down (Neomme's ``output_projection.o_proj``)). A
-  projection module that wraps its linear layer (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the
-  projection. Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention alike;
-  diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention
-  (an output gate's ``gate_proj``) are left alone; an attention without an output projection of its own (Flux-style
-  single-stream blocks) is taken with q, k and v, and the log line says so.
+  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``, DeBERTa's ``in_proj`` in a module
+  whose class says attention; ``q`` plus a fused ``kv``/``c_attn`` for cross-attention), and an output projection
+  (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``, ``to_out.0``, ``to_out``, ``Wo``,
+  ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or ``output`` (BigBird-Pegasus, LED), or
+  the only one a level down (Neomme's ``output_projection.o_proj``)). A projection module that wraps its linear layer
+  (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the projection. Self-, cross- (``encoder_attn``,
+  ``crossattention``, ``EncDecAttention``) and decoder attention alike; diffusers' joint attention adds a second
+  stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention (an output gate's ``gate_proj``) are left
+  alone; an attention without an output projection of its own (Flux-style single-stream blocks) is taken with q, k and
+  v, and the log line says so.
 - **Multi-head latent attention** (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite, Mistral 4...): ``q_proj`` or
   ``q_a_proj`` + ``q_b_proj`` (q), ``kv_b_proj`` split per head into its keys' and values' rows (checked
   numerically against the queries' rows without rotary position), ``kv_a_proj_with_mqa`` (the latent keys and
@@ -27,7 +28,8 @@
   ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
   ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
-  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, ProphetNet's linear ``intermediate`` and
+  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, Megatron's
+  ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out`` (as a pair), ProphetNet's linear ``intermediate`` and
   ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
   ``out_projection``). A fused
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
@@ -38,8 +40,11 @@
   (a stage of one block, a model of one layer), the level named like those chosen elsewhere, else the outermost level
   whose members agree on shapes. Encoder and decoder stacks are separate.
 
-The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
-transition block aside), an attention or MLP must be complete, and no module may fit two roles. A block may lack a
+The result is verified, not trusted: within a stack every block must have every role, an attention or MLP must be
+complete and its shapes chained (an MLP's up projections feed its down projection), and no module may fit two roles;
+widths may change from block to block (a hierarchical model's stages, an MLP ratio per block), which the log line
+says. An MLP is also known by its class (timm's ``RepVitMlp``, SHViT's ``FFN``: two matrices under any names, one
+mapping the other's output back). A block may lack a
 whole attention or a whole MLP that others have (a hybrid stack: Mamba, convolution or linear-attention layers next
 to attention layers), which the log line says ("attention (q, k, v, o) in 1 of 4 blocks"); roles held by a block's
 3-D expert parameters count as present (MoE blocks next to dense ones). Otherwise
@@ -79,7 +84,10 @@ from .fused_layouts import (
     candidate_layouts,
     capture_calls,
     check_layout,
+    direct_call,
     head_sizes,
+    key_value_dims,
+    permuted_layouts,
 )
 from .layouts import layout_for
 from .plugins import list_families
@@ -103,15 +111,18 @@ _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
-         "ffn_output", "w_out", "dense2"}
+         "ffn_output", "w_out", "dense2", "linear_fc2"}
 _MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
 _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
 _SPELLINGS = _Q | _K | _V | _O | _QKV | _KV | _UP | _DOWN
 # the linear layer inside a projection module named like one (q_proj.linear, qkv_proj.convolution)
-_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv"}
+_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv", "c"}  # timm's ConvNorm: .c
+# a module whose class says it is an MLP (timm's RepVitMlp, SHViT's FFN): its two matrices are f1 and f2 whatever
+# their names, where one maps the other's output back
+_MLP_CLASS = re.compile(r"mlp|ffn|feedforward|feed_forward", re.IGNORECASE)
 _HEAD_NAMES = ("classifier", "score", "qa_outputs", "classification_head", "head", "head_dist", "pre_classifier")
 
 
@@ -200,7 +211,10 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         if _latent_attention(group, members, result):
             continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
-        fused_hits = [leaf for local, leaf in members.items() if local in _QKV | _KV]
+        # ``in_proj`` is q, k and v fused only in a module that says it is an attention (DeBERTa's
+        # DisentangledSelfAttention), not in Mamba's mixer
+        qkv_names = _QKV | ({"in_proj"} if "attention" in type(modules.get(group)).__name__.lower() else set())
+        fused_hits = [leaf for local, leaf in members.items() if local in qkv_names | _KV]
         # diffusers' Attention keeps to_q/to_k/to_v next to the to_qkv (to_kv) that fuse_projections() adds, and
         # says which it calls
         flag = getattr(modules.get(group), "fused_projections", None)
@@ -223,7 +237,7 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         if fused_hits:
             leaf = fused_hits[0]
             roles = ("k", "v") if q is not None else ("q", "k", "v")
-            if roles == ("q", "k", "v") and leaf.local not in _QKV:
+            if roles == ("q", "k", "v") and leaf.local not in qkv_names:
                 result.problem(group, f"partial: attention {where} has {leaf.local} (keys and values) but no query")
                 continue
             fused = _Found(leaf, None, group, fused=roles)
@@ -321,6 +335,10 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
         elif leaf.local == "intermediate" or (leaf.local == "output" and _sibling(leaf, "intermediate", by_name)):
             # ProphetNet's feed_forward.intermediate and feed_forward.output (linear layers themselves)
             units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "intermediate" else "f2", leaf.group))
+        elif leaf.local in ("linear_in", "linear_out") and _sibling(
+                leaf, "linear_out" if leaf.local == "linear_in" else "linear_in", by_name):
+            # Flux 2's feed-forward, as a pair only (a lone linear_out is RecurrentGemma's recurrent block's)
+            units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "linear_in" else "f2", leaf.group))
         elif leaf.local in _UP:
             units[leaf.group].append(_Found(leaf, "f1", leaf.group))
         elif leaf.local in _DOWN:
@@ -347,6 +365,27 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
     return units
 
 
+def _mlp_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], units: dict[str, list[_Found]],
+                  claimed: set) -> None:
+    """MLPs named by their class (timm's ``RepVitMlp`` with ``conv1.c``/``conv2.c``, SHViT's ``FFN`` with
+    ``pw1.c``/``pw2.c``): a module whose class name says MLP or feed-forward, holding exactly two matrices that no
+    spelling took, the second mapping the first's output back to its input width. ``f1`` is the one that widens
+    (the first registered where both are square)."""
+    taken = claimed | {f.leaf.name for fs in units.values() for f in fs}
+    for path, module in modules.items():
+        if not path or not _MLP_CLASS.search(type(module).__name__) or path in units:
+            continue
+        inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
+        if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
+            continue
+        a, b = inside
+        if (a.d_out, a.d_in) != (b.d_in, b.d_out):
+            continue
+        up, down = (b, a) if b.d_out > b.d_in else (a, b)
+        units[path] = [_Found(up, "f1", path), _Found(down, "f2", path)]
+        taken |= {a.name, b.name}
+
+
 def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
     return (f"{leaf.group}.{local}" if leaf.group else local) in by_name
 
@@ -361,6 +400,8 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         if any(f.role == "?" for f in found):
             rejected.append((unit, found, f"ambiguous: MLP {where} has {', '.join(sorted(f.leaf.local for f in found))}"
                                           " whose shapes do not tell which is the down projection"))
+        elif re.search(r"norm", unit.rsplit(".", 1)[-1], re.IGNORECASE):
+            continue  # an adaptive norm's modulation (Mochi's norm1_context.linear_1), not an MLP
         elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
                 all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
             continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
@@ -465,14 +506,17 @@ def _verify(found: list[_Found], problems: list[str], expert_roles: Optional[dic
             unit_roles = ", ".join(r for r in dict(_UNITS)[unit] if r in roles)
             notes.append(f"hybrid {stack or 'stack'}: {unit} ({unit_roles}) in {len(blocks) - len(without)} of"
                          f" {len(blocks)} blocks")
+        # widths may change from block to block (a hierarchical model's stages, an MLP ratio per block): each
+        # block's units are checked on their own (an MLP's up projections feed its down projection), and the log
+        # line says where widths vary
         shapes: dict[str, set] = defaultdict(set)
-        for fs in list(blocks.values())[1:] if len(blocks) > 1 else blocks.values():  # the first may be a transition
+        for fs in blocks.values():
             for f in fs:
                 shapes[f.rel].add((f.leaf.d_out, f.leaf.d_in))
-        for rel, seen in shapes.items():
-            if len(seen) > 1:
-                problems.append(f"inconsistent: {rel} has different shapes in the blocks of {stack or 'the model'}"
-                                f" ({', '.join(f'{a}x{b}' for a, b in sorted(seen))})")
+        varying = sorted(rel for rel, seen in shapes.items() if len(seen) > 1)
+        if varying:
+            notes.append(f"widths vary across the blocks of {stack or 'the model'} ({', '.join(varying[:3])}"
+                         + (f" and {len(varying) - 3} more" if len(varying) > 3 else "") + ")")
     tags: dict[str, set] = defaultdict(set)
     for f in found:
         tags[f.rel].add(f.tag)
@@ -500,7 +544,7 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             decisions[f.rel][f.leaf.d_out] = (None, "the latent that keys and values share, and the rotary key, of"
                                                     " multi-head latent attention")
             continue
-        call = calls.get(id(module))
+        call = calls.get(id(module)) or direct_call(module, f.leaf.d_in, f.leaf.conv)
         if call is None:
             decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
             continue
@@ -511,11 +555,14 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         if f.mla == "heads":
             layouts, q_sep, q_rows = _latent_heads_layout(module, model, f, found)
         else:
-            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims)
+            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims,
+                                        key_value_dims(module))
         verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
-        for layout in layouts:
+        tried = 0
+        for layout in _then_permuted(layouts):
+            tried += 1
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
@@ -528,7 +575,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             if ok:
                 verdict = (layout, f"{layout.description}, {how}")
                 break
-            failures.append(how)
+            if tried <= len(layouts):  # the reasons of the names' order
+                failures.append(how)
         if verdict[0] is None and failures:
             others = len(failures) - 1
             verdict = (None, f"layout not recognised: {failures[0]}"
@@ -551,6 +599,12 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _then_permuted(layouts: list[FusedLayout]):
+    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered."""
+    yield from layouts
+    yield from permuted_layouts(layouts)
 
 
 def _latent_heads_layout(attention: nn.Module, model: nn.Module, f: _Found,
@@ -706,7 +760,10 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
         groups[leaf.group].setdefault(leaf.local, leaf)
     result = _Result()
     _attention(groups, by_name, dict(model.named_modules()), result)
-    rejected = _mlp(_mlp_candidates(leaves, by_name, result.claimed), result)
+    named = dict(model.named_modules())
+    candidates = _mlp_candidates(leaves, by_name, result.claimed)
+    _mlp_by_class(named, leaves, candidates, result.claimed)
+    rejected = _mlp(candidates, result)
     # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
     attention = {f.unit for f in result.found}
     rejected = [r for r in rejected if not any(r[0] == a or r[0].startswith(a + ".") for a in attention if a)]

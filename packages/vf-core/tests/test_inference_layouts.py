@@ -1,0 +1,253 @@
+"""More structures the coverage sweep (benchmarks/coverage, docs/coverage.md) found vf_core.inference missing, on
+plain torch models: fused projections whose roles are held in another order than their name says (CodeGen's q, v,
+k per group; DaViT's channel attention), attention across channels that is not local in positions (XCiT), fused
+layouts checked by calling the attention on its own or on an image of another size than the model states (timm
+models built at a small ``img_size``), MLPs known by their class (timm's ``RepVitMlp`` with ConvNorm-wrapped 1x1
+convolutions), and widths that change from block to block (Hiera's stages).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vf_core import VectorFitConfig, get_vectorfit_model
+from vf_core.inference import infer_family
+
+D = 8
+
+
+def _exact_and_trainable(net, x, roles=("q", "k", "v", "o", "f1", "f2")):
+    torch.manual_seed(0)
+    net.eval()
+    with torch.no_grad():
+        expected = net(x)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    assert vf.family.origin == "inferred"
+    assert {v.role for v in vf.vectors} == set(roles)
+    with torch.no_grad():
+        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
+    vf(x).pow(2).mean().backward()
+    assert all(v.parameter.grad is not None and v.parameter.grad.abs().sum() > 0
+               for v in vf.vectors.select(kind="sigma"))
+    return vf
+
+
+class _Mlp(nn.Module):
+    def __init__(self, d: int = D, hidden: int = 16) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _Block(nn.Module):
+    def __init__(self, attention: nn.Module, mlp: nn.Module) -> None:
+        super().__init__()
+        self.attn, self.mlp = attention, mlp
+
+    def forward(self, x, *extra):
+        x = x + self.attn(x, *extra)
+        return x + self.mlp(x)
+
+
+class _Net(nn.Module):
+    def __init__(self, blocks) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------- role order
+class _GroupedQVK(nn.Module):
+    """CodeGen's ``qkv_proj``: per group of heads, the rows of q, then v, then k."""
+
+    num_heads, head_dim = 2, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv_proj, self.out_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        y = self.qkv_proj(x).view(b, n, self.num_heads, 3, self.head_dim)
+        q, v, k = (y[..., i, :].transpose(1, 2) for i in range(3))  # (b, heads, n, head_dim)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.out_proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+def test_roles_held_in_another_order_follow_the_check():
+    net = _Net([_Block(_GroupedQVK(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv_proj"]
+    assert not fused.whole and "held in the order q, v, k, checked numerically" in fused.note, fused.note
+    module = net.blocks[0].attn.qkv_proj
+    order, sizes = list(fused.order(module)), list(fused.split(module))
+    assert sizes == [8, 8, 8]
+    # q: rows 0-3 of each group of 12; k: rows 8-11; v: rows 4-7
+    assert order[:8] == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert order[8:16] == [8, 9, 10, 11, 20, 21, 22, 23] and order[16:] == [4, 5, 6, 7, 16, 17, 18, 19]
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+class _ChannelAttention(nn.Module):
+    """XCiT's cross-covariance attention: the scores compare channels over all positions (q and k normalised along
+    the positions), so a query's noise spreads to every position like a key's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        q, k = F.normalize(q.transpose(1, 2), dim=-1), F.normalize(k.transpose(1, 2), dim=-1)  # (b, D, n)
+        att = torch.softmax(q @ k.transpose(-1, -2) * 2.0, -1)  # (b, D, D)
+        return self.proj((att @ v.transpose(1, 2)).transpose(1, 2))
+
+
+def test_attention_across_channels_passes_with_q_before_k():
+    net = _Net([_Block(_ChannelAttention(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "not local in positions" in fused.note and "blocked (8/8/8 rows)" in fused.note
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+# ---------------------------------------------------------------------------------------------- probing
+class _PositionalAttention(nn.Module):
+    """A fused qkv attention that needs the model's position table besides the sequence (it cannot be called on a
+    random sequence alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads = 2
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x, pos):
+        q, k, v = self.qkv(x + pos).chunk(3, -1)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2) / 3.0, -1) @ v)
+
+
+class _SmallImageNet(nn.Module):
+    """Built for 32x32 images while it states the 224 of its pretrained configuration, as timm keeps it."""
+
+    pretrained_cfg = {"input_size": (3, 224, 224)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, D, 8, stride=8)
+        self.pos = nn.Parameter(torch.randn(1, 16, D) * 0.1)
+        self.blocks = nn.ModuleList([_Block(_PositionalAttention(), _Mlp()) for _ in range(2)])
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x, self.pos)  # a size mismatch unless the image is 32x32
+        return x.mean(1)
+
+
+def test_probe_tries_other_image_sizes():
+    net = _SmallImageNet()
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "checked numerically" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 3, 32, 32))
+
+
+# ---------------------------------------------------------------------------------------------- MLPs by class
+class _ConvNorm(nn.Module):
+    """timm's ConvNorm: a 1x1 convolution ``c`` and its batch norm."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
+
+    def forward(self, x):
+        return self.bn(self.c(x))
+
+
+class ChannelMlp(nn.Module):
+    """RepViT's channel mixer: an MLP by its class, its matrices spelled conv1 and conv2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = _ConvNorm(D, 2 * D), _ConvNorm(2 * D, D)
+
+    def forward(self, x):
+        return self.conv2(F.gelu(self.conv1(x)))
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_mixer = nn.Conv2d(D, D, 3, padding=1, groups=D)
+        self.channel_mixer = ChannelMlp()
+
+    def forward(self, x):
+        x = x + self.token_mixer(x)
+        return x + self.channel_mixer(x)
+
+
+def test_mlp_known_by_its_class():
+    net = nn.Sequential(nn.Conv2d(3, D, 1), nn.Sequential(_ConvBlock(), _ConvBlock()))
+    family = infer_family(net)
+    assert family.roles == {"f1": ("channel_mixer.conv1.c",), "f2": ("channel_mixer.conv2.c",)}
+    _exact_and_trainable(net, torch.randn(2, 3, 4, 4), roles=("f1", "f2"))
+
+
+# ---------------------------------------------------------------------------------------------- widths
+class _Attention(nn.Module):
+    def __init__(self, d_in: int, d: int) -> None:
+        super().__init__()
+        self.num_heads = 2
+        self.qkv, self.proj = nn.Linear(d_in, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2) / 3.0, -1) @ v)
+
+
+class _StageBlock(nn.Module):
+    """Hiera's block: the first of a stage widens the stream (its qkv reads the narrower width)."""
+
+    def __init__(self, d_in: int, d: int) -> None:
+        super().__init__()
+        self.widen = nn.Identity() if d_in == d else nn.Linear(d_in, d, bias=False)
+        self.attn, self.mlp = _Attention(d_in, d), _Mlp(d, 2 * d)
+
+    def forward(self, x):
+        x = self.widen(x) + self.attn(x)
+        return x + self.mlp(x)
+
+
+def test_widths_change_by_stage():
+    net = _Net([_StageBlock(8, 8), _StageBlock(8, 8), _StageBlock(8, 16), _StageBlock(16, 16)])
+    family = infer_family(net)
+    assert "widths vary across the blocks of blocks" in family.notes
+    assert not family.fused["attn.qkv"].whole and "blocked at 2 widths" in family.fused["attn.qkv"].note
+    _exact_and_trainable(net, torch.randn(2, 5, 8))
+
+
+class _ActivatedQKV(nn.Module):
+    """MiniMax's lightning attention: an activation on the fused projection's output, so the output is linear in
+    no rows: no layout passes, and the projection is decomposed whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv_proj, self.out_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = F.silu(self.qkv_proj(x)).chunk(3, -1)
+        return self.out_proj(torch.softmax(q @ k.transpose(-1, -2) / 3.0, -1) @ v)
+
+
+def test_unrecognised_layout_is_decomposed_whole():
+    net = _Net([_Block(_ActivatedQKV(), _Mlp()) for _ in range(2)])
+    family = infer_family(net)
+    fused = family.fused["attn.qkv_proj"]
+    assert fused.whole and "layout not recognised: the output is not linear in the v rows" in fused.note
+    assert "q+k+v as one matrix" in family.notes
+    _exact_and_trainable(net, torch.randn(2, 5, D), roles=(None, "o", "f1", "f2"))
