@@ -429,12 +429,17 @@ def report(args) -> Optional[dict]:
                 cells.append(f"**{text}**" if e.get("chosen_lr") == x else text)
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
         lines.append("")
-    if not summary["tasks"]:
-        return None
     missing = [t.key for t in TASKS if t.key not in summary["tasks"]]
-    lines += [f"Machine: {'; '.join(f'{k}: {n} runs' for k, n in machines.items())}; {hours_all:.1f} h of runs"
-              " in all (wall, at low priority beside other work)." + (f" Not started: {', '.join(missing)}."
-                                                                       if missing else ""), ""]
+    if summary["tasks"]:
+        lines += [f"Machine: {'; '.join(f'{k}: {n} runs' for k, n in machines.items())}; {hours_all:.1f} h of"
+                  " runs in all (wall, at low priority beside other work)."]
+    if missing:
+        lines += [f"Not started: {', '.join(f'`{k}`' for k in missing)} (no record yet)."]
+    lines.append("")
+    from generative import collate  # the generation and diffusion benchmarks' records, in the same layout
+
+    generative_lines, summary["generative"] = collate()
+    lines += generative_lines
     summary["machines"] = machines
     summary["wall_hours"] = hours_all
     out_md = results.parent / "quality_converged.md" if results.name == "converged" else results / "quality_converged.md"
@@ -488,7 +493,7 @@ START, END = "<!-- converged-grid:start -->", "<!-- converged-grid:end -->"
 
 def readme_section(summary: dict) -> str:
     """The README's section, in words and numbers, from the report's summary only."""
-    lines = ["## How the methods compare (converged grid)", "",
+    lines = ["### How the methods compare (converged grid)", "",
              "From `benchmarks/quality/results/quality_converged.md` (written by `benchmarks/quality/grid.py"
              " --report --readme` from the committed records; issue 20): each method's learning rate swept per task on"
              " a validation split of the training examples, early stopping on it, then 3 seeds; the numbers are the"
@@ -530,9 +535,45 @@ def readme_section(summary: dict) -> str:
         if pending:
             text += f". Still missing or provisional: {', '.join(pending)}"
         lines.append(text + ".")
+    lines += _generative_lines(summary.get("generative") or {})
     lines += ["", "Missing tasks and cells are missing, not estimated; the grid resumes (`nice -n 15 python"
                   " benchmarks/quality/grid.py --threads 1`) and the section is rewritten from the records."]
     return "\n".join(lines)
+
+
+def _generative_lines(generative: dict) -> list[str]:
+    """One line per generative table (collated, not tuned per method): VectorFit (AVF) against LoRA r=8, full
+    fine-tuning and VectorFit without AVF, from the rows of :func:`generative.collate`."""
+    out = []
+    metric_of = {"generation/causal-lm": ([("eval_perplexity", "perplexity")], 2),
+                 "generation/seq2seq": ([("eval_rougeL", "ROUGE-L")], 2),
+                 "generation/question-answering": ([("eval_exact_match", "EM"), ("eval_f1", "F1")], 2),
+                 "diffusion": ([("fidelity_%", "subject fidelity %"), ("prior_%", "prior preservation %")], 1)}
+    for key, rows in generative.items():
+        if key not in metric_of:
+            continue
+        metrics, digits = metric_of[key]
+        by = {r["method"]: r for r in rows}
+        parts = []
+        for method in ("vectorfit", "lora-r8", "full", "vectorfit-no-avf"):
+            r = by.get(method)
+            if r is None or not any(r.get(m) for m, _ in metrics):
+                continue
+            shown = []
+            for metric, name in metrics:
+                st = r.get(metric)
+                if st:
+                    sd = f" ± {st['sd']:.{digits}f}" if st.get("sd") is not None else ""
+                    shown.append(f"{name} {st['mean']:.{digits}f}{sd}")
+            n = max(r[m]["n"] for m, _ in metrics if r.get(m))
+            parts.append(f"{r['label']} {', '.join(shown)} ({r['params']:,} params, n={n})")
+        if parts:
+            out.append(f"- {key} (collated from that benchmark's records: its own budget and learning rates, not"
+                       f" swept per method): " + "; ".join(parts) + ".")
+    if out:
+        out.insert(0, "")
+        out.insert(1, "The generative benchmarks in the same layout (`quality_converged.md`, last section):")
+    return out
 
 
 def update_readme(path: Path, section: str) -> None:
