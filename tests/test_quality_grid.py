@@ -145,7 +145,7 @@ def test_report_table_json_and_readme_section(tmp_path, monkeypatch):
     assert vf["mean"] == pytest.approx(76.0) and vf["sd"] == pytest.approx(1.0) and vf["params"] == 1000
     assert summary["tasks"]["debates"]["methods"]["full"]["chosen_lr"] == 3e-4
     md = (tmp_path / "quality_converged.md").read_text()
-    assert "| VectorFit | 1.0K | 0.01 | 76.0 ± 1.0 | 3 | done (3 seeds) |" in md
+    assert "| VectorFit | 1.0K | 0.01 | 76.0 ± 1.0 | 3 | 1, 1, 1 | done (3 seeds) |" in md
     assert "**75.0/75.0**" in md  # the sweep: both sweep seeds at the chosen rate
     assert json.loads((tmp_path / "quality_converged.json").read_text())["tasks"]["debates"]["runs"] == 72
     text = readme.read_text()

@@ -259,7 +259,9 @@ def run_one(task: Task, method: str, lr: float, seed: int, results: Path, args) 
     failed = out.with_suffix(".failed")
     metrics_file = run_dir / "metrics.json"
     record = {"task": task.key, "model": task.model, "data": task.data, "method": method, "seed": seed, "lr": lr,
-              "recipe": RECIPE, "wall_seconds": round(wall, 1), "command": cmd[2:], "machine": machine()}
+              "recipe": RECIPE, "wall_seconds": round(wall, 1), "command": cmd[2:],
+              "machine": {**machine(), "threads": args.threads or machine().get("threads"),
+                          "nice": os.nice(0)}}
     if proc.returncode == 0 and metrics_file.is_file():
         record["metrics"] = json.loads(metrics_file.read_text())
         record["diverged"] = False
@@ -351,6 +353,12 @@ def summarise(task: Task, records: dict, methods: Sequence[str], args) -> dict:
     return out
 
 
+def _threads(record: dict):
+    """The torch threads a run used: its command's ``--threads``, else torch's default of the machine."""
+    cmd = record.get("command") or []
+    return cmd[cmd.index("--threads") + 1] if "--threads" in cmd[:-1] else (record.get("machine") or {}).get("threads")
+
+
 def _best_epoch(metrics: dict) -> Optional[float]:
     """The epoch of the evaluation whose state was kept (early stopping)."""
     return next((h.get("epoch") for h in metrics.get("validation_history") or [] if h["step"] == metrics.get("best_step")),
@@ -398,22 +406,26 @@ def report(args) -> Optional[dict]:
         for r in records.values():
             mach = r.get("machine", {})
             key = f"{mach.get('gpu') or mach.get('cpu') or '?'} ({mach.get('cpus')} CPUs, torch {mach.get('torch')}," \
-                  f" {mach.get('threads')} threads)"
+                  f" {_threads(r)} threads per run)"
             machines[key] = machines.get(key, 0) + 1
         summary["tasks"][task.key] = {"title": task.title, "metric": task.metric, "max_epochs": task.max_epochs,
                                       "runs": len(records), "wall_hours": wall / 3600, "methods": s}
         digits = 1 if task.metric == "eval_accuracy" else 3
         unit = "accuracy %" if task.metric == "eval_accuracy" else "Pearson r"
         lines += [f"## `{task.key}`: {task.title}", "",
-                  f"Maximum budget {task.max_epochs} epochs; {len(records)} runs, {wall / 3600:.1f} h wall.", "",
-                  f"| method | trainable params | chosen lr | eval {unit} (mean ± sd) | seeds | status |",
-                  "|---|---:|---:|---:|---:|---|"]
+                  f"Maximum budget {task.max_epochs} epochs; {len(records)} runs, {wall / 3600:.1f} h wall"
+                  f" (median {statistics.median(r.get('wall_seconds', 0) for r in records.values()) / 60:.0f} min"
+                  " per run). Best epoch: the evaluation whose state was kept, per seed (at the maximum: the"
+                  " budget, not the patience, ended the run).", "",
+                  f"| method | trainable params | chosen lr | eval {unit} (mean ± sd) | seeds | best epoch | status |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for method in GRID_METHODS:
             e = s[method]
             params = _fmt_params(e["params"]) if e.get("params") else "–"
             lr = f"{e['chosen_lr']:g}" if e.get("chosen_lr") is not None else "–"
+            epochs = ", ".join("–" if x is None else f"{x:g}" for x in e.get("best_epochs", [])) or "–"
             lines.append(f"| {LABELS.get(method, method)} | {params} | {lr} | {_cell(e, digits)} | {e.get('n', 0)} |"
-                         f" {_status(e, args.seeds)} |")
+                         f" {epochs} | {_status(e, args.seeds)} |")
         lines += ["", f"Sweep (validation {unit} of the best evaluation, per seed; the chosen rate in bold; "
                       "`div`: the loss turned non-finite):", "",
                   "| method | " + " | ".join(f"{x:g}" for x in LADDER) + " |", "|---|" + "---:|" * len(LADDER)]
