@@ -154,3 +154,23 @@ def test_report_table_json_and_readme_section(tmp_path, monkeypatch):
     assert "AVF adds +1.0% over no AVF" in text and "`rt`: not started." in text
     grid.report(args)  # rewritten in place, not appended
     assert readme.read_text().count(grid.START) == 1
+
+
+def test_generative_tables_collate_the_records_as_they_are(tmp_path):
+    generative = _load("generative")
+    gen, diff = tmp_path / "gen", tmp_path / "diff"
+    gen.mkdir()
+    diff.mkdir()
+    (gen / "base.json").write_text(json.dumps({"method": "base", "metrics": {"eval_perplexity": 250.0}}))
+    for seed, ppl in ((0, 100.0), (1, 102.0)):
+        (gen / f"lora-r8__s{seed}.json").write_text(json.dumps({"method": "lora-r8", "seed": seed, "metrics": {
+            "task": "causal-lm", "eval_perplexity": ppl, "trainable_params": 98304}}))
+    (diff / "vectorfit__s0.json").write_text(json.dumps({"method": "vectorfit", "seed": 0, "trainable_params": 6016,
+                                                         "fidelity_%": 42.0, "prior_%": 88.9}))
+    lines, summary = generative.collate(gen, diff)
+    text = "\n".join(lines)
+    assert "| base model, not adapted | 0 | 250.00 | – |" in text
+    assert "| LoRA r=8 | 98,304 | 101.00 ± 1.41 | 0,1 |" in text
+    assert "| VectorFit (AVF) | 6,016 | 42.0 | 88.9 | 0 |" in text
+    assert [r["method"] for r in summary["generation/causal-lm"]] == ["base", "lora-r8"]
+    assert generative.collate(tmp_path / "none", tmp_path / "none") == ([], {})
