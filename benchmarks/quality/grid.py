@@ -375,6 +375,8 @@ def _cell(s: dict, digits: int) -> str:
 
 
 def _status(s: dict, final_seeds: Sequence[int]) -> str:
+    if not s["sweep"] or not any(s["sweep"].values()):
+        return "not started"
     if s["phase"] == "done":
         return f"done ({len(final_seeds)} seeds)"
     if s.get("chosen_lr") is None:
@@ -417,7 +419,7 @@ def report(args) -> Optional[dict]:
                   f" (median {statistics.median(r.get('wall_seconds', 0) for r in records.values()) / 60:.0f} min"
                   " per run). Best epoch: the evaluation whose state was kept, per seed (at the maximum: the"
                   " budget, not the patience, ended the run).", "",
-                  f"| method | trainable params | chosen lr | eval {unit} (mean ± sd) | seeds | best epoch | status |",
+                  f"| method | trainable params | chosen lr | eval {unit} (mean ± sd) | n seeds | best epoch | status |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for method in GRID_METHODS:
             e = s[method]
