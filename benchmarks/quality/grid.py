@@ -525,7 +525,10 @@ def readme_section(summary: dict) -> str:
         def show(m: str) -> str:
             e = ms.get(m, {})
             if e.get("mean") is None:
-                return f"{LABELS[m]}: no result yet ({e.get('phase', 'not started')})"
+                run = sum(1 for per in (e.get("sweep") or {}).values() if per)
+                if not run:
+                    return f"{LABELS[m]}: not started"
+                return f"{LABELS[m]}: no result yet (learning-rate sweep: {run} of at least 3 rates run)"
             sd = f" ± {e['sd']:.{digits}f}" if e.get("sd") is not None else ""
             part = f"{LABELS[m]} {e['mean']:.{digits}f}{sd}{unit} ({_fmt_params(e['params'])} params, lr {e['chosen_lr']:g}, n={e['n']}"
             return part + (")" if e["phase"] == "done" else ", provisional)")
