@@ -381,7 +381,10 @@ def _status(s: dict, final_seeds: Sequence[int]) -> str:
         return f"done ({len(final_seeds)} seeds)"
     if s.get("chosen_lr") is None:
         return f"sweeping ({s['phase']})"
-    return f"rate from seeds {','.join(map(str, s['chosen_from_seeds']))}; {s['phase']} to run"
+    seeds = ",".join(map(str, s["chosen_from_seeds"]))
+    if s["phase"] == "final seeds":
+        return f"rate chosen on sweep seeds {seeds}; final seeds to run"
+    return f"provisional: rate chosen on seed {seeds} alone; the sweep's other seed to run"
 
 
 def report(args) -> Optional[dict]:
