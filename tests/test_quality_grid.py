@@ -150,8 +150,8 @@ def test_report_table_json_and_readme_section(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "quality_converged.json").read_text())["tasks"]["debates"]["runs"] == 72
     text = readme.read_text()
     assert text.startswith("# Title") and text.count(grid.START) == 1
-    assert "VectorFit (AVF) is 2.0% above LoRA r=8 with 9.0x fewer trainable parameters" in text
-    assert "AVF adds +1.0% over no AVF" in text and "`rt`: not started." in text
+    assert "VectorFit (AVF) is 2.0 points above LoRA r=8 with 9.0x fewer trainable parameters;" in text
+    assert "AVF adds +1.0 points over no AVF" in text and "`rt`: not started." in text
     grid.report(args)  # rewritten in place, not appended
     assert readme.read_text().count(grid.START) == 1
 

@@ -539,16 +539,22 @@ def readme_section(summary: dict) -> str:
         text = f"- `{key}` ({name}): " + "; ".join(show(m) for m in ("vectorfit", "lora-r8", "full", "vectorfit-noavf"))
         vf, lo, fu, no = (ms.get(m, {}) for m in ("vectorfit", "lora-r8", "full", "vectorfit-noavf"))
         facts = []
+        points = " points" if unit else ""
+
+        def caveat(*entries) -> str:
+            return "" if all(e.get("phase") == "done" for e in entries) else " (provisional)"
+
         if vf.get("mean") is not None and lo.get("mean") is not None:
             d = vf["mean"] - lo["mean"]
-            facts.append(f"VectorFit (AVF) is {abs(d):.{digits}f}{unit} {'above' if d >= 0 else 'below'} LoRA r=8 with"
-                         f" {lo['params'] / vf['params']:.1f}x fewer trainable parameters")
+            facts.append(f"VectorFit (AVF) is {abs(d):.{digits}f}{points} {'above' if d >= 0 else 'below'} LoRA r=8"
+                         f" with {lo['params'] / vf['params']:.1f}x fewer trainable parameters{caveat(vf, lo)}")
         if vf.get("mean") is not None and fu.get("mean") is not None:
             d = vf["mean"] - fu["mean"]
-            facts.append(f"{abs(d):.{digits}f}{unit} {'above' if d >= 0 else 'below'} full fine-tuning")
+            facts.append(f"VectorFit (AVF) is {abs(d):.{digits}f}{points} {'above' if d >= 0 else 'below'} full"
+                         f" fine-tuning{caveat(vf, fu)}")
         if vf.get("mean") is not None and no.get("mean") is not None:
             d = vf["mean"] - no["mean"]
-            facts.append(f"AVF adds {d:+.{digits}f}{unit} over no AVF")
+            facts.append(f"AVF adds {d:+.{digits}f}{points} over no AVF{caveat(vf, no)}")
         if facts:
             text += ". " + "; ".join(facts)
         pending = [LABELS[m] for m, e in ms.items() if e["phase"] != "done"]
