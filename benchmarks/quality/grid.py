@@ -492,15 +492,22 @@ def _plot(summary: dict, path: Path) -> None:
             nth = seen.get(round(e["params"], -2), 0)
             seen[round(e["params"], -2)] = nth + 1
             x = e["params"] * (1.15 ** nth)
+            done = e.get("phase") == "done"  # hollow: provisional (rate or seeds not final yet)
             ax.errorbar([x], [e["mean"]], yerr=[e["sd"] or 0.0], fmt="o", capsize=3, color=colors.get(method, "k"),
-                        label=f"{LABELS.get(method, method)} (n={e['n']})")
+                        markerfacecolor=None if done else "white",
+                        label=f"{LABELS.get(method, method)} (n={e['n']}{'' if done else ', provisional'})")
             ax.scatter([x] * len(e["values"]), e["values"], s=9, marker="x", color=colors.get(method, "k"), alpha=0.5)
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("trainable parameters (log)")
         ax.set_ylabel("accuracy (%)" if t["metric"] == "eval_accuracy" else "Pearson r")
-        ax.set_title(t["title"] + "\nheld-out eval, mean ± sd over seeds; x: each seed", fontsize=8)
+        ax.set_title(t["title"] + "\nheld-out eval, mean ± sd over seeds; x: each seed; hollow: provisional",
+                     fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="lower right")
+        ax.margins(x=0.2, y=0.25)
+        ax.legend(fontsize=6, loc="best")
     fig.savefig(path, dpi=130)
 
 
