@@ -568,6 +568,9 @@ def readme_section(summary: dict) -> str:
         if pending:
             text += f". Still missing or provisional: {', '.join(pending)}"
         lines.append(text + ".")
+    if any(e.get("mean") is not None for t in summary["tasks"].values() for e in t["methods"].values()):
+        lines += ["", "![eval metric against trainable parameters, converged grid]"
+                      "(benchmarks/quality/results/quality_converged.png)"]
     lines += _generative_lines(summary.get("generative") or {})
     lines += ["", "Missing tasks and cells are missing, not estimated; the grid resumes (`nice -n 15 python"
                   " benchmarks/quality/grid.py --threads 1`) and the section is rewritten from the records."]
