@@ -114,6 +114,10 @@ def _add_train_arguments(p: argparse.ArgumentParser, tasks: dict[str, Task]) -> 
     d.add_argument("--max-train", type=_positive_int, metavar="N", help="keep the first N training examples of the"
                    " (shuffled) split")
     d.add_argument("--max-eval", type=_positive_int, metavar="N", help="keep the first N eval examples")
+    d.add_argument("--validation-fraction", type=float, metavar="F",
+                   help="hold out a fixed share F of the training examples (after --max-train, drawn with"
+                   " --data-seed) as a validation split: the evaluations during training score it, the final metrics"
+                   " the eval split (text and image classification, text regression)")
 
     m = p.add_argument_group("method options")
     m.add_argument("--roles", type=_roles, default=list(ROLES), metavar="R,R,...",
@@ -175,6 +179,9 @@ def _add_train_arguments(p: argparse.ArgumentParser, tasks: dict[str, Task]) -> 
     t.add_argument("--scheduler", choices=("linear", "constant", "cosine"), default="linear",
                    help="learning-rate schedule")
     t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (0: none)")
+    t.add_argument("--early-stopping", type=_positive_int, metavar="PATIENCE",
+                   help="stop when the task's metric on the validation split (--validation-fraction) has not improved"
+                   " for PATIENCE evaluations (one per epoch) and put back the best evaluation's state")
     t.add_argument("--seed", type=int, default=0, help="training seed (head initialisation, shuffling)")
     t.add_argument("--logging-steps", type=_positive_int, default=20, help="log the loss every N steps")
     t.add_argument("--save-total-limit", type=_positive_int, default=1, help="checkpoints kept in DIR/checkpoints")

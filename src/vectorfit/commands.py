@@ -217,6 +217,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _apply_task_defaults(args, parser, task)
     if not 0.0 < args.eval_fraction < 1.0:
         raise CLIError(f"--eval-fraction must lie strictly between 0 and 1, got {args.eval_fraction}")
+    _check_validation(args, task)
     if args.epochs <= 0 and not args.max_steps:
         raise CLIError(f"--epochs must be positive, got {args.epochs}")
     if args.compare_full and not Path(args.compare_full).is_dir():
@@ -262,6 +263,22 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if main_process:
         print("\n".join(summary_lines(metrics, out)))
     return 0
+
+
+def _check_validation(args: argparse.Namespace, task) -> None:
+    """``--validation-fraction`` and ``--early-stopping``: in range, together, on a task whose runner takes them."""
+    fraction, patience = getattr(args, "validation_fraction", None), getattr(args, "early_stopping", None)
+    if fraction is not None and not 0.0 < fraction < 1.0:
+        raise CLIError(f"--validation-fraction must lie strictly between 0 and 1, got {fraction}")
+    if patience is not None and fraction is None:
+        raise CLIError("--early-stopping needs a validation split to watch: add --validation-fraction F (stopping on"
+                       " the eval split would report a score chosen on it)")
+    if (fraction is not None or patience is not None) and not getattr(task, "validation", False):
+        raise CLIError(f"the {task.name} task does not take --validation-fraction / --early-stopping (the text and"
+                       " image classification and text regression tasks do)")
+    if patience is not None and args.resume:
+        raise CLIError("--resume: a run with --early-stopping keeps its best state in memory and cannot be resumed;"
+                       " start it again (--overwrite)")
 
 
 def _run_and_task(args):

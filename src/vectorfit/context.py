@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from vf_avf import VectorFreezer
 from vf_core.tasks import Task
 
+from .early_stopping import EarlyStopping, validation_indices
 from .errors import CLIError
 from .methods import MethodSpec, Prepared, adalora_update, apply_method, resolve_avf
 from .rundir import CHECKPOINTS_DIR, Run
@@ -75,6 +76,24 @@ class RunContext:
 
     def training_steps(self, num_train: int) -> tuple[int, int]:
         return optimizer_steps(num_train, self.settings)
+
+    def validation_split(self, num_train: int) -> Optional[tuple[list[int], list[int]]]:
+        """``(train, validation)`` indices of the training examples with ``--validation-fraction``, else None."""
+        fraction = getattr(self.settings, "validation_fraction", None)
+        if not fraction:
+            return None
+        try:
+            return validation_indices(num_train, fraction, seed=getattr(self.settings, "data_seed", 0) or 0)
+        except ValueError as exc:
+            raise CLIError(f"--validation-fraction {fraction}: {exc}") from None
+
+    def early_stopping(self, prepared: Prepared) -> Optional[EarlyStopping]:
+        """The validation tracker of a run with ``--validation-fraction`` (stopping with ``--early-stopping``),
+        watching the task's headline metric; None without a validation split."""
+        if not getattr(self.settings, "validation_fraction", None):
+            return None
+        return EarlyStopping(prepared.model, metric=self.task.headline,
+                             patience=getattr(self.settings, "early_stopping", None))
 
     # -------------------------------------------------------------------------------------------- records
     def record_run(self, *, model_path: str, label_names: Optional[Sequence[str]], kind: str, num_train: int,

@@ -56,6 +56,11 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return item
 
 
+def _subset(data: TextDataset, indices) -> TextDataset:
+    return TextDataset([data.texts[i] for i in indices], [data.labels[i] for i in indices], data.label_names,
+                       data.task)
+
+
 # ------------------------------------------------------------------------------------------------ runner
 class NLPRunner:
     """Runs ``vectorfit`` commands for text models (see the module docstring)."""
@@ -98,6 +103,10 @@ class NLPRunner:
         if len(train_data) == 0 or len(eval_data) == 0:
             raise TaskError(f"data {args.data!r}: the train or eval split is empty")
         task = ctx.use_task(TASK_OF_KIND[train_data.task])  # a recognised text task: the labels decided
+        validation_data = None
+        split = ctx.validation_split(len(train_data))  # --validation-fraction: held out of the training examples
+        if split is not None:
+            train_data, validation_data = (_subset(train_data, idx) for idx in split)
         model_path = resolve_model_dir(args.model)
         set_seed(args.seed)
         model, tokenizer = task.build(args.model, label_names=train_data.label_names, task=train_data.task,
@@ -105,10 +114,12 @@ class NLPRunner:
         max_length = min(args.max_length, getattr(tokenizer, "model_max_length", args.max_length) or args.max_length)
         train_ds = TokenizedDataset(train_data, tokenizer, max_length)
         eval_ds = TokenizedDataset(eval_data, tokenizer, max_length)
+        validation_ds = TokenizedDataset(validation_data, tokenizer, max_length) if validation_data else None
         _, total_steps = ctx.training_steps(len(train_ds))
         ctx.record_run(model_path=str(model_path), label_names=train_data.label_names, kind=train_data.task,
                        num_train=len(train_data), num_eval=len(eval_data),
-                       extra={"max_length": max_length, "total_steps": total_steps})
+                       extra={"max_length": max_length, "total_steps": total_steps,
+                              "num_validation": len(validation_data) if validation_data else 0})
 
         num_labels = train_data.num_labels
 
@@ -122,8 +133,10 @@ class NLPRunner:
         sampling = "group_by_length" if getattr(args, "group_by_length", True) else "random"
         return run_trainer(ctx, model=model, tokenizer=tokenizer, train_ds=train_ds, eval_ds=eval_ds,
                            collator=task.collator(tokenizer), total_steps=total_steps, compute_metrics=metrics_fn,
-                           extra_args={"train_sampling_strategy": sampling}, extra={"max_length": max_length},
-                           load_full=load_full)
+                           extra_args={"train_sampling_strategy": sampling},
+                           extra={"max_length": max_length,
+                                  "num_validation": len(validation_data) if validation_data else 0},
+                           load_full=load_full, validation_ds=validation_ds)
 
     # ---------------------------------------------------------------------------------------- evaluate
     @torch.no_grad()

@@ -124,6 +124,7 @@ TEXT_CLASSIFICATION = Task(
     metrics=classification_metrics,
     headline="eval_accuracy",
     stalled=classification_stall,
+    validation=True,
     **_COMMON,
 )
 
@@ -136,6 +137,7 @@ TEXT_REGRESSION = Task(
     metrics=regression_metrics,
     headline="eval_pearson",
     stalled=regression_stall,
+    validation=True,
     **_COMMON,
 )
 

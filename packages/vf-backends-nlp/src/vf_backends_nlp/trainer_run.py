@@ -82,6 +82,19 @@ class _StrengthCallback(TrainerCallback):
         self.recorder.record(state.global_step, self._frozen())
 
 
+class _EarlyStoppingCallback(TrainerCallback):
+    """Hands each evaluation of the validation split to the command's tracker (``ctx.early_stopping``), which keeps
+    the best state and says when to stop (``--early-stopping``). Off once training ends, so that the final
+    evaluation on the eval split is not taken for a validation one."""
+
+    def __init__(self, stopper) -> None:
+        self.stopper, self.active = stopper, True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.active and metrics is not None and self.stopper.update(state.global_step, metrics, epoch=state.epoch):
+            control.should_training_stop = True
+
+
 class _VectorClipCallback(TrainerCallback):
     """``--max-grad-norm-per-vector``: each vector's gradient clipped on its own, right before the optimizer step."""
 
@@ -195,7 +208,8 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
                 compute_metrics: Optional[Callable] = None, preprocess_logits_for_metrics: Optional[Callable] = None,
                 trainer_cls: type = Trainer, args_cls: type = TrainingArguments, extra_args: Optional[dict] = None,
                 extra: Optional[dict] = None, load_full: Optional[Callable[[RunRecord], Any]] = None,
-                save_full: Optional[Callable[[Any, Path], None]] = None, engine: str = "transformers.Trainer") -> dict:
+                save_full: Optional[Callable[[Any, Path], None]] = None, engine: str = "transformers.Trainer",
+                validation_ds=None) -> dict:
     """Apply the method to ``model``, train it with ``trainer_cls`` and finish the run folder; returns the metrics.
 
     Args:
@@ -210,6 +224,9 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
         save_full: ``(trained_model, directory)`` saving the ``full`` method's model (default: ``save_pretrained``
             of the model and the tokenizer).
         engine: the engine's name in ``metrics.json``.
+        validation_ds: the validation split (``ctx.validation_split``), or None. With it, the evaluations during
+            training score it (early stopping: ``ctx.early_stopping``, the best state put back at the end) and the
+            final metrics are one evaluation of ``eval_ds``; ``metrics.json`` keeps the validation curve.
     """
     args, spec = ctx.settings, ctx.method
     w0 = ctx.initial_weights(model)
@@ -217,7 +234,8 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
     checkpoints = ctx.checkpoints
     training_args = training_arguments(args, checkpoints, args_cls=args_cls, **(extra_args or {}))
     optimizer = torch.optim.AdamW(ctx.optimizer_groups(prepared), lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
-    trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+    during = eval_ds if validation_ds is None else validation_ds
+    trainer = trainer_cls(model=prepared.model, args=training_args, train_dataset=train_ds, eval_dataset=during,
                   data_collator=collator, compute_metrics=compute_metrics, processing_class=tokenizer,
                   optimizers=(optimizer, None), preprocess_logits_for_metrics=preprocess_logits_for_metrics)
     trainer.add_callback(_FiniteLossCallback(checkpoints))
@@ -234,18 +252,31 @@ def run_trainer(ctx: TaskContext, *, model, tokenizer, train_ds, eval_ds, collat
         trainer.add_callback(_StrengthCallback(recorder, avf_callback))
     if spec.name == "adalora":
         trainer.add_callback(_AdaLoraCallback(ctx, prepared))
+    stopper = ctx.early_stopping(prepared) if validation_ds is not None else None
+    stop_callback = None
+    if stopper is not None:
+        stop_callback = _EarlyStoppingCallback(stopper)
+        trainer.add_callback(stop_callback)
 
     resume = _resume_point(args, checkpoints, prepared.model)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - start
     history = [dict(h) for h in trainer.state.log_history]
-    last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
-    if last_eval is None or last_eval.get("step") != trainer.state.global_step:
-        last_eval = trainer.evaluate()
+    validation: dict = {}
+    if stop_callback is not None:  # the best state back, then the eval split once
+        stop_callback.active = False
+        validation = stopper.finish()
+        last_eval = trainer.evaluate(eval_dataset=eval_ds)
+    else:
+        last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
+        if last_eval is None or last_eval.get("step") != trainer.state.global_step:
+            last_eval = trainer.evaluate()
     metrics = {k: v for k, v in last_eval.items() if k.startswith("eval_")}
-    metrics["epoch_history"] = [{k: v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
-                                for h in history if "eval_loss" in h]
+    metrics["epoch_history"] = validation.get("validation_history") if validation else [
+        {k: v for k, v in h.items() if k.startswith("eval_") or k in ("epoch", "step")}
+        for h in history if "eval_loss" in h]
+    metrics.update(validation)
     metrics["train_loss"] = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
     metrics["train_steps"] = trainer.state.global_step
     if recorder is not None and (not recorder.history or recorder.history[-1]["step"] != trainer.state.global_step):

@@ -70,6 +70,11 @@ def _logits(output):
     return output.logits if hasattr(output, "logits") else output
 
 
+def _subset(data: ImageDataset, indices) -> ImageDataset:
+    idx = torch.as_tensor(list(indices), dtype=torch.long)
+    return ImageDataset(data.images[idx], data.labels[idx], data.label_names)
+
+
 class VisionRunner:
     """Runs ``vectorfit`` commands for timm image classifiers (see the module docstring)."""
 
@@ -127,6 +132,10 @@ class VisionRunner:
         (train_data, eval_data), size = self._data(args, preprocessing)
         if len(train_data) == 0 or len(eval_data) == 0:
             raise TaskError(f"data {args.data!r}: the train or eval split is empty")
+        validation_data = None
+        split = ctx.validation_split(len(train_data))  # --validation-fraction: held out of the training examples
+        if split is not None:
+            train_data, validation_data = (_subset(train_data, idx) for idx in split)
         set_seed(args.seed)
         if getattr(model, "num_classes", None) != train_data.num_labels:
             model.reset_classifier(train_data.num_labels)
@@ -136,7 +145,8 @@ class VisionRunner:
         spec = ctx.method
         ctx.record_run(model_path=args.model, label_names=train_data.label_names, kind="classification",
                        num_train=len(train_data), num_eval=len(eval_data),
-                       extra={"preprocessing": preprocessing, "total_steps": total_steps})
+                       extra={"preprocessing": preprocessing, "total_steps": total_steps,
+                              "num_validation": len(validation_data) if validation_data is not None else 0})
         w0 = ctx.initial_weights(model)
         prepared = ctx.prepare(model, total_steps=total_steps)
 
@@ -154,6 +164,11 @@ class VisionRunner:
         eval_loader = task.collator(eval_data, args.eval_batch_size)
         net, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
             prepared.model, optimizer, train_loader, eval_loader, scheduler)
+        # with --validation-fraction the evaluations during training score the validation split
+        during_loader = eval_loader
+        if validation_data is not None:
+            during_loader = accelerator.prepare(task.collator(validation_data, args.eval_batch_size))
+        stopper = ctx.early_stopping(prepared) if validation_data is not None else None
 
         freezer = ctx.freezer(prepared, total_steps)
         recorder = ctx.strength_recorder(prepared)
@@ -202,10 +217,11 @@ class VisionRunner:
                 if global_step >= total_steps:
                     break
             bar.close()
-            eval_metrics = self._eval_loop(net, eval_loader, train_data.num_labels, task.metrics)
+            eval_metrics = self._eval_loop(net, during_loader, train_data.num_labels, task.metrics)
             eval_metrics.update({"epoch": epoch + 1, "step": global_step,
                                  "train_loss": running / max(seen, 1)})
             history.append(eval_metrics)
+            stop = stopper is not None and stopper.update(global_step, eval_metrics, epoch=epoch + 1)
             if recorder is not None:
                 recorder.record(global_step, frozen())
             if not args.no_progress:
@@ -214,9 +230,16 @@ class VisionRunner:
             if not args.no_checkpoints:
                 self._checkpoint(accelerator, ctx.checkpoints, epoch + 1, global_step, history, freezer, recorder,
                                  args.save_total_limit)
+            if stop:
+                break
         train_seconds = time.perf_counter() - start
         metrics = {k: v for k, v in history[-1].items() if k.startswith("eval_")} if history else {}
         metrics["epoch_history"] = history
+        if stopper is not None:  # the best state back, then the eval split once
+            validation = stopper.finish()
+            final = self._eval_loop(net, eval_loader, train_data.num_labels, task.metrics)
+            metrics = {**{k: v for k, v in final.items() if k.startswith("eval_")}, **validation,
+                       "epoch_history": validation["validation_history"]}
         metrics["train_loss"] = history[-1].get("train_loss") if history else None
         metrics["train_steps"] = global_step
         avf_state = freezer.state_dict() if freezer is not None else None

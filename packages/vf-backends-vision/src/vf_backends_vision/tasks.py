@@ -77,6 +77,7 @@ IMAGE_CLASSIFICATION = Task(
     metrics=classification_metrics,
     headline="eval_accuracy",
     stalled=classification_stall,
+    validation=True,
     add_arguments=add_arguments,
     engine="accelerate",
     requires=("timm", "accelerate"),

@@ -94,6 +94,10 @@ class Task:
         add_arguments: adds the task's own options to ``vectorfit train`` (an argparse argument group); tasks of
             one backend may share the same function, which is then called once.
         engine: the training engine, in words (``"Hugging Face Trainer"``).
+        validation: whether the runner carves a validation split out of the training examples
+            (``--validation-fraction``, :meth:`TaskContext.validation_split`), evaluates it during training and
+            stops early on it (``--early-stopping``, :meth:`TaskContext.early_stopping`), the final metrics on the
+            eval split; the command refuses those options for a task without it.
         multiprocess: whether the runner trains in several processes when the command is started by a launcher
             (``torchrun``, ``accelerate launch``: ``WORLD_SIZE`` > 1) and writes the run folder from rank 0 only; the
             command refuses to start a task without it that way.
@@ -123,6 +127,7 @@ class Task:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     add_arguments: Optional[Callable[[Any], None]] = None
     engine: str = ""
+    validation: bool = False
     multiprocess: bool = False
     requires: tuple[str, ...] = ()
     install_hint: str = ""
@@ -228,6 +233,15 @@ class TaskContext(Protocol):
     def record_run(self, *, model_path: str, label_names: Optional[Sequence[str]], kind: str, num_train: int,
                    num_eval: int, extra: Optional[dict] = None) -> dict:
         """Write ``run.json`` before training starts (``kind``: ``"classification"``, ``"regression"``...)."""
+
+    def validation_split(self, num_train: int) -> Optional[tuple[list[int], list[int]]]:
+        """``(train, validation)`` indices of the ``num_train`` training examples with ``--validation-fraction``
+        (a fixed share, drawn with ``--data-seed``), or None: then the eval split is evaluated during training."""
+
+    def early_stopping(self, prepared: Any) -> Any:
+        """With a validation split, the tracker to call after each evaluation of it: ``update(step, metrics)``
+        returns True when ``--early-stopping`` says stop; ``finish()`` puts the best state back and returns what
+        ``metrics.json`` keeps (the validation curve, the best step). None without a validation split."""
 
     def initial_weights(self, model: "nn.Module") -> Optional[dict]:
         """The targeted weights before training (the figures' reference), or None when no figure is drawn."""
