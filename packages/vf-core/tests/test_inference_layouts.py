@@ -251,3 +251,33 @@ def test_unrecognised_layout_is_decomposed_whole():
     assert fused.whole and "layout not recognised: the output is not linear in the v rows" in fused.note
     assert "q+k+v as one matrix" in family.notes
     _exact_and_trainable(net, torch.randn(2, 5, D), roles=(None, "o", "f1", "f2"))
+
+
+class _OneChannelAttention(nn.Module):
+    """CSATv2's spatial attention: one head over a single channel, normalised by a LayerNorm of width 1 (whose
+    output is its bias: zero at initialisation), so the fused projection's three rows cannot move the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.qkv = nn.LayerNorm(1), nn.Linear(1, 3, bias=False)
+        self.mlp = _Mlp(1, 4)
+
+    def forward(self, x):  # (b, n, 1)
+        q, k, v = self.qkv(self.norm(x)).unbind(-1)
+        x = x + (torch.softmax(q[..., :, None] * k[..., None, :], -1) @ v[..., None])
+        return x + self.mlp(x)
+
+
+def test_projection_the_output_ignores_takes_its_sole_layout():
+    net = _Net([_OneChannelAttention() for _ in range(2)])
+    family = infer_family(net)  # zeroed norm epsilons made the probe 0/0: they are kept instead
+    fused = family.fused["qkv"]
+    assert not fused.whole and "blocked (1/1/1 rows), not checked" in fused.note, fused.note
+    assert fused.split(net.blocks[0].qkv) == [1, 1, 1]
+    x = torch.randn(2, 5, 1)
+    with torch.no_grad():
+        expected = net(x)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    assert {v.role for v in vf.vectors} == {"q", "k", "v", "f1", "f2"}
+    with torch.no_grad():
+        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)

@@ -425,11 +425,21 @@ class AttentionProbe:
             for name, p in self.module.named_parameters():
                 if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
                     p.zero_()
+        self.epsilons: list[tuple[nn.Module, str, float]] = []
         for sub in self.module.modules():  # normalised q and k (qk-norm) are then exactly scale-invariant
             for attr in ("eps", "variance_epsilon", "epsilon"):
                 if isinstance(getattr(sub, attr, None), float):
+                    self.epsilons.append((sub, attr, getattr(sub, attr)))
                     setattr(sub, attr, 0.0)
         self.args, self.kwargs = call
+
+    def keep_epsilons(self) -> bool:
+        """Give the norms their epsilons back (a norm over a single channel divides zero by zero without one:
+        CSATv2's spatial attention on a one-channel map); whether there were any."""
+        for sub, attr, value in self.epsilons:
+            setattr(sub, attr, value)
+        kept, self.epsilons = bool(self.epsilons), []
+        return kept
 
     def run(self, members: Mapping[str, list[tuple[str, torch.Tensor]]], scales: Mapping[str, float],
             noise: Optional[str] = None) -> tuple[Optional[torch.Tensor], bool]:
@@ -479,6 +489,8 @@ def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, to
     the attention ``probe`` copies; ``(passed, what was checked or why it failed)``. ``out_dim`` is the feature
     dimension of the attention's output (1 for convolutional attention)."""
     base, _ = probe.run(members, {})
+    if base is not None and not torch.isfinite(base).all() and probe.keep_epsilons():
+        base, _ = probe.run(members, {})  # zeroed epsilons made it 0/0 (a norm over one channel): kept instead
     if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
         return False, "the attention's output is empty or not finite on the probe input"
     scale = float(base.abs().max())

@@ -577,6 +577,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
                 break
             if tried <= len(layouts):  # the reasons of the names' order
                 failures.append(how)
+        if verdict[0] is None:
+            verdict = _sole_layout(layouts, failures) or verdict
         if verdict[0] is None and failures:
             others = len(failures) - 1
             verdict = (None, f"layout not recognised: {failures[0]}"
@@ -599,6 +601,16 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _sole_layout(layouts: list[FusedLayout], failures: list[str]) -> Optional[tuple[FusedLayout, str]]:
+    """The layout of a projection whose rows do not move the output at the probe input (its input is zero at
+    initialisation: CSATv2's attention over a one-channel map, behind a norm of width 1), where its sizes allow only
+    one layout: taken in the names' order, unchecked, and the note says so."""
+    if len(layouts) != 1 or failures != ["the output does not depend on the v rows"]:
+        return None
+    return layouts[0], (f"{layouts[0].description}, not checked (the output does not depend on its rows at the probe"
+                        " input; the only layout its sizes allow, in the names' order)")
 
 
 def _then_permuted(layouts: list[FusedLayout]):
