@@ -405,6 +405,8 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
                 all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
             continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
+        elif _resampler(unit, found):
+            continue  # a stage's downsampling layer (Sequencer's downsample.down), not half an MLP
         elif not f1 or not f2:
             have = ", ".join(f.leaf.local for f in found)
             rejected.append((unit, found, f"partial: MLP {where} has {have} but no"
@@ -419,6 +421,15 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         else:
             result.found += found
     return rejected
+
+
+_RESAMPLER = re.compile(r"(down|up)sampl|transition|merg", re.IGNORECASE)
+
+
+def _resampler(unit: str, found: list[_Found]) -> bool:
+    """Whether ``unit`` is a lone layer between stages, named like a resampler or transition (``downsample``,
+    ``upsample``, ``transition``, ``patch_merging``) that only a spelling took for half an MLP (``down``)."""
+    return len(found) == 1 and bool(_RESAMPLER.search(unit.rsplit(".", 1)[-1]))
 
 
 # ---------------------------------------------------------------------------------------------- blocks
