@@ -326,8 +326,9 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
                 first = min(entries, key=lambda x: int(x.name.rsplit(".", 1)[1]))
                 unit = leaf.name.rsplit(".", 1)[0]
                 units[unit].append(_Found(leaf, "f1" if leaf is first else "f2", unit))
-        elif leaf.local in ("w1", "w2", "w3"):
-            w_groups[leaf.group][leaf.local] = leaf
+        elif leaf.local in ("w1", "w2", "w3") or (leaf.local == "w0" and _sibling(leaf, "w1", by_name)
+                                                  and _sibling(leaf, "w2", by_name)):
+            w_groups[leaf.group][leaf.local] = leaf  # w0 with w1 and w2: timm's GeGluMlp (gate, up, down)
         elif leaf.group.rsplit(".", 1)[-1] in _UP - _SEQUENTIAL_MLP and leaf.local in _UP_HALVES:
             # the halves of a gated up projection held in an up container: CPM-Ant's w_in.w_0 and w_in.w_1
             unit = leaf.group.rsplit(".", 1)[0]
