@@ -281,3 +281,45 @@ def test_projection_the_output_ignores_takes_its_sole_layout():
     assert {v.role for v in vf.vectors} == {"q", "k", "v", "f1", "f2"}
     with torch.no_grad():
         torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
+
+
+class _GlobalQueryAttention(nn.Module):
+    """GCViT's global attention: its ``qkv`` holds keys and values only (2 x D rows, per head k then v blocks), the
+    queries coming from outside (a global query passed in)."""
+
+    num_heads = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(D, 2 * D), nn.Linear(D, D)
+
+    def forward(self, x, q_global):
+        b, n, _ = x.shape
+        k, v = self.qkv(x).view(b, n, 2, self.num_heads, D // 2).permute(2, 0, 3, 1, 4)
+        q = q_global.view(b, n, self.num_heads, D // 2).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+class _GlobalNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, D, 4, stride=4)
+        self.query = nn.Parameter(torch.randn(1, 4, D))
+        self.blocks = nn.ModuleList([_Block(_GlobalQueryAttention(), _Mlp()) for _ in range(2)])
+        self.img_size = 8
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x, self.query.expand(x.shape[0], -1, -1))
+        return x
+
+
+def test_qkv_holding_keys_and_values_only():
+    net = _GlobalNet()
+    fused = infer_family(net).fused["attn.qkv"]
+    assert fused.roles == ("k", "v") and not fused.whole, fused
+    assert "k/v blocked (8/8 rows)" in fused.note and "keys and values only" in fused.note, fused.note
+    assert fused.split(net.blocks[0].attn.qkv) == [8, 8]
+    _exact_and_trainable(net, torch.randn(2, 3, 8, 8), roles=("k", "v", "o", "f1", "f2"))

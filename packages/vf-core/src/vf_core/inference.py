@@ -591,6 +591,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
                 failures.append(how)
         if verdict[0] is None:
             verdict = _sole_layout(layouts, failures) or verdict
+        if verdict[0] is None and f.fused == ("q", "k", "v") and q_sep is None and f.mla == "":
+            verdict = _keys_values_only(module, call, f, own, (heads, kv_heads, head_dims), probe) or verdict
         if verdict[0] is None and failures:
             others = len(failures) - 1
             verdict = (None, f"layout not recognised: {failures[0]}"
@@ -599,6 +601,10 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
     out = {}
     for rel, by_rows in decisions.items():
         roles = next(f.fused for f in firsts.values() if f.rel == rel)
+        held = {layout.roles for layout, _ in by_rows.values() if layout is not None}
+        if len(held) > 1:  # keys and values only at one width, q, k, v at another: not one split
+            by_rows = {rows: (None, "q/k/v at some widths, k/v at others") for rows in by_rows}
+        roles = held.pop() if len(held) == 1 else roles
         if any(layout is None for layout, _ in by_rows.values()):
             why = next(how for layout, how in by_rows.values() if layout is None)
             out[rel] = FusedModule(roles, whole=True, note=f"{'/'.join(roles)} decomposed whole ({why})")
@@ -623,6 +629,24 @@ def _sole_layout(layouts: list[FusedLayout], failures: list[str]) -> Optional[tu
         return None
     return layouts[0], (f"{layouts[0].description}, not checked (the output does not depend on its rows at the probe"
                         " input; the only layout its sizes allow, in the names' order)")
+
+
+def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes: tuple,
+                      probe: Optional[AttentionProbe]) -> Optional[tuple[FusedLayout, str]]:
+    """The layout of a ``qkv``-named projection that holds only keys and values, its attention taking the queries
+    from outside (GCViT's global attention: a query made once per stage, passed in), where no q, k, v layout passed:
+    halves of k and v rows, checked like a fused ``kv``."""
+    heads, kv_heads, head_dims = sizes
+    for layout in candidate_layouts(("k", "v"), f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims):
+        members = {r: [(own, rows)] for r, rows in layout.rows().items()}
+        try:
+            probe = probe or AttentionProbe(module, call)
+            ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+        except Exception:  # the copy of the attention could not run
+            return None
+        if ok:
+            return layout, f"{layout.description}, {how}; keys and values only (the queries come from outside it)"
+    return None
 
 
 def _then_permuted(layouts: list[FusedLayout]):
