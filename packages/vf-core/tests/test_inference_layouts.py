@@ -8,6 +8,7 @@ convolutions), and widths that change from block to block (Hiera's stages).
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -323,3 +324,73 @@ def test_qkv_holding_keys_and_values_only():
     assert "k/v blocked (8/8 rows)" in fused.note and "keys and values only" in fused.note, fused.note
     assert fused.split(net.blocks[0].attn.qkv) == [8, 8]
     _exact_and_trainable(net, torch.randn(2, 3, 8, 8), roles=("k", "v", "o", "f1", "f2"))
+
+
+# ---------------------------------------------------------------------------------------------- LeViT
+class _LinearNorm(nn.Module):
+    """LeViT's LinearNorm: a linear layer without bias and a batch norm (weight 0 where it ends a residual branch)."""
+
+    def __init__(self, d_in: int, d_out: int, weight: float = 1.0) -> None:
+        super().__init__()
+        self.linear, self.bn = nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out)
+        nn.init.constant_(self.bn.weight, weight)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return self.bn(y.flatten(0, 1)).reshape_as(y)
+
+
+class _Subsample(nn.Module):
+    def forward(self, x):
+        return x[:, ::2]
+
+
+class _KeyValueAttention(nn.Module):
+    """LeViT's attention: the query in a container (``q = Sequential(Subsample, LinearNorm)``, subsampled where the
+    attention downsamples), keys and values fused in ``kv`` per head with keys narrower than values, and the output
+    projection after an activation (``proj = Sequential(Hardswish, LinearNorm)``), its norm's weight 0 on a
+    residual branch (the attention's output starts at zero)."""
+
+    num_heads, key_dim, val_dim = 2, 4, 8
+
+    def __init__(self, downsample: bool) -> None:
+        super().__init__()
+        h, k, v = self.num_heads, self.key_dim, self.val_dim
+        self.downsample = downsample
+        self.kv = _LinearNorm(D, h * (k + v))
+        self.q = nn.Sequential(_Subsample() if downsample else nn.Identity(), _LinearNorm(D, h * k))
+        self.proj = nn.Sequential(nn.Hardswish(), _LinearNorm(h * v, D, 1.0 if downsample else 0.0))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        h = self.num_heads
+        k, v = self.kv(x).view(b, n, h, -1).split([self.key_dim, self.val_dim], -1)
+        q = self.q(x).view(b, -1, h, self.key_dim)
+        att = torch.softmax(q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / 2.0, -1) @ v.transpose(1, 2)
+        return self.proj(att.transpose(1, 2).reshape(b, -1, h * self.val_dim))
+
+
+class _LevitBlock(nn.Module):
+    def __init__(self, downsample: bool) -> None:
+        super().__init__()
+        self.attn, self.mlp = _KeyValueAttention(downsample), _Mlp()
+
+    def forward(self, x):
+        x = self.attn(x) if self.attn.downsample else x + self.attn(x)  # LeViT's Residual wraps the attention
+        return x + self.mlp(x)
+
+
+@pytest.mark.parametrize("downsample", [True, False], ids=["downsampling", "residual-zero-init"])
+def test_query_and_output_in_containers_keys_values_per_head(downsample):
+    net = _Net([_LevitBlock(downsample) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["q"] == ("attn.q.1.linear",) and family.roles["o"] == ("attn.proj.1.linear",), family.roles
+    fused = family.fused["attn.kv.linear"]
+    assert not fused.whole and "k/v interleaved per head (2 groups of 4/8 rows)" in fused.note, fused.note
+    x = torch.randn(2, 8, D)
+    if downsample:  # the activation before the output projection: compared on its input
+        _exact_and_trainable(net, x)
+    else:  # the attention's output starts at zero: compared on the output projection's input
+        with torch.no_grad():
+            expected = net(x)
+            torch.testing.assert_close(get_vectorfit_model(net, VectorFitConfig())(x), expected)

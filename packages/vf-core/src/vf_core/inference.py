@@ -224,6 +224,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
                 q = q if fused_hits[0].local in _KV - _QKV else None
             else:
                 fused_hits = []
+        if q is None and ((k and v) or any(leaf.local in _KV - _QKV for leaf in fused_hits)):
+            q = _one_matrix_child(group, _Q, by_name, modules)  # LeViT's q.ln.linear, EfficientFormerV2's q.proj.conv
         separate = [x for x in (q, k, v) if x is not None]
         if not fused_hits and len(separate) < 2:
             continue  # not an attention module
@@ -254,6 +256,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             nested = [leaf for leaf in by_name.values() if leaf.local in _O and leaf.group.rsplit(".", 1)[0] == group
                       and leaf.group != group and leaf.name not in result.claimed]
             o = nested[0] if len(nested) == 1 else None
+        if o is None:  # in a container with its activation and norm: LeViT's proj.ln.linear
+            o = _one_matrix_child(group, _O, by_name, modules)
         if o is None:
             # no output projection of its own (Flux-style single-stream blocks, whose block-level projection also
             # takes the MLP's output; timm's bottleneck attention, where the next convolution follows): q, k, v only
@@ -275,6 +279,23 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             found += [_Found(x, r, group) for r, x in added.items() if x is not None]
         result.found += found
         result.claimed |= {f.leaf.name for f in found}
+
+
+def _one_matrix_child(group: str, names: set, by_name: dict[str, _Leaf],
+                      modules: dict[str, nn.Module]) -> Optional[_Leaf]:
+    """The projection held in a child module of the attention ``group`` spelled like one (``names``) that holds
+    exactly one matrix, around it only activations, norms, subsampling, pooling or depthwise convolutions: LeViT's
+    ``q = Sequential(Subsample, LinearNorm)`` and ``proj = Sequential(Hardswish, LinearNorm)``, EfficientFormerV2's
+    pooled ``LocalGlobalQuery``."""
+    prefix = f"{group}." if group else ""
+    for name in sorted(names):
+        path = prefix + name
+        if path not in modules or path in by_name:
+            continue
+        inside = [leaf for leaf in by_name.values() if leaf.name.startswith(path + ".")]
+        if len(inside) == 1:
+            return inside[0]
+    return None
 
 
 def _latent_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
@@ -580,7 +601,7 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
                 members["q"] = [(q_rel, q_rows)]
             try:
-                probe = probe or AttentionProbe(module, call)
+                probe = probe or _probe(module, call, f, found)
                 ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
             except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
                 ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
@@ -621,6 +642,16 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
     return out
 
 
+def _probe(module: nn.Module, call: tuple, f: _Found, found: list[_Found]) -> AttentionProbe:
+    """The probe of ``f``'s attention, told which of its children holds the output projection (whose input is
+    compared where the attention's output starts at zero)."""
+    probe = AttentionProbe(module, call)
+    out = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "o"), None)
+    if out is not None and f.unit and out.leaf.name.startswith(f.unit + "."):
+        probe.before_output = out.leaf.name[len(f.unit) + 1:].split(".")[0]
+    return probe
+
+
 def _sole_layout(layouts: list[FusedLayout], failures: list[str]) -> Optional[tuple[FusedLayout, str]]:
     """The layout of a projection whose rows do not move the output at the probe input (its input is zero at
     initialisation: CSATv2's attention over a one-channel map, behind a norm of width 1), where its sizes allow only
@@ -640,7 +671,7 @@ def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes
     for layout in candidate_layouts(("k", "v"), f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims):
         members = {r: [(own, rows)] for r, rows in layout.rows().items()}
         try:
-            probe = probe or AttentionProbe(module, call)
+            probe = probe or _probe(module, call, f, [])
             ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
         except Exception:  # the copy of the attention could not run
             return None
