@@ -394,3 +394,44 @@ def test_query_and_output_in_containers_keys_values_per_head(downsample):
         with torch.no_grad():
             expected = net(x)
             torch.testing.assert_close(get_vectorfit_model(net, VectorFitConfig())(x), expected)
+
+
+# ---------------------------------------------------------------------------------------------- TNT
+class _QueryKeyAttention(nn.Module):
+    """TNT's attention: queries and keys fused in ``qk`` (blocked), values in ``v``, output ``proj``."""
+
+    num_heads = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qk, self.v, self.proj = nn.Linear(D, 2 * D), nn.Linear(D, D), nn.Linear(D, D)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k = self.qk(x).view(b, n, 2, self.num_heads, D // 2).permute(2, 0, 3, 1, 4)
+        v = self.v(x).view(b, n, self.num_heads, D // 2).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+class _InnerOuterBlock(nn.Module):
+    """TNT's block: an inner and an outer attention (``attn_in``, ``attn_out``: the latter spelled like an output
+    projection, yet holding three projections, so not a wrapper of ``proj``) and an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn_in, self.attn_out, self.mlp = _QueryKeyAttention(), _QueryKeyAttention(), _Mlp()
+
+    def forward(self, x):
+        x = x + self.attn_in(x)
+        x = x + self.attn_out(x)
+        return x + self.mlp(x)
+
+
+def test_query_key_fused_next_to_values():
+    net = _Net([_InnerOuterBlock() for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["o"] == ("attn_in.proj", "attn_out.proj") and family.roles["v"] == ("attn_in.v", "attn_out.v")
+    fused = family.fused["attn_out.qk"]
+    assert fused.roles == ("q", "k") and "q/k blocked (8/8 rows), checked numerically" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 5, D))

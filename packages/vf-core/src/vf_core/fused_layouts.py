@@ -156,7 +156,7 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
             rows = f"{shares} rows" if groups == 1 else f"{groups} groups of {shares} rows"
             out.append(FusedLayout(roles, sizes, order, kind, f"{names} {kind} ({rows})"))
 
-    if roles == ("k", "v"):
+    if len(roles) == 2:  # k, v (a fused kv) or q, k (TNT's qk)
         kv_options = [d_out // 2] if d_out % 2 == 0 else []
         q_options: list[int] = []
     else:

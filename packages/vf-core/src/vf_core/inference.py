@@ -174,6 +174,7 @@ class _Result:
 def _leaves(model: nn.Module) -> list[_Leaf]:
     """Every module without children that vf-core can decompose (1x1 convolutions only among Conv2d)."""
     out = []
+    matrices = []
     for name, module in model.named_modules():
         if not name or next(module.children(), None) is not None:
             continue
@@ -184,10 +185,17 @@ def _leaves(model: nn.Module) -> list[_Leaf]:
             d_out, d_in = layout.matrix(module).shape
         except (UnsupportedLayerError, AttributeError, RuntimeError, ValueError):
             continue
+        matrices.append((name, module, d_out, d_in))
+    # a wrapper holds its one linear layer (q_proj.linear); TNT's attn_out holds qk, v and proj
+    parents = defaultdict(int)
+    for name, *_ in matrices:
+        parents[name.rsplit(".", 1)[0] if "." in name else ""] += 1
+    for name, module, d_out, d_in in matrices:
         parts = name.split(".")
         if len(parts) >= 2 and parts[-1].isdigit():  # a Sequential's entry: to_out.0, mlp.0
             group, local = ".".join(parts[:-2]), ".".join(parts[-2:])
-        elif len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS:
+        elif (len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS
+              and parents[".".join(parts[:-1])] == 1):
             group, local = ".".join(parts[:-2]), parts[-2]  # a projection wrapping its linear: q_proj.linear
         else:
             group, local = ".".join(parts[:-1]), parts[-1]
@@ -208,7 +216,7 @@ def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: 
 def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
                result: _Result) -> None:
     for group, members in groups.items():
-        if _latent_attention(group, members, result):
+        if _latent_attention(group, members, result) or _query_key_attention(group, members, result):
             continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
         # ``in_proj`` is q, k and v fused only in a module that says it is an attention (DeBERTa's
@@ -296,6 +304,27 @@ def _one_matrix_child(group: str, names: set, by_name: dict[str, _Leaf],
         if len(inside) == 1:
             return inside[0]
     return None
+
+
+_QK = {"qk", "qk_proj", "to_qk", "query_key"}
+
+
+def _query_key_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
+    """Queries and keys fused in one projection next to a separate value projection (TNT's ``qk`` + ``v``): q/k
+    split like a fused projection (checked numerically with the values' rows), ``v`` (v) and the output projection
+    (o). Whether ``group`` is one (and then recorded)."""
+    fused = [leaf for local, leaf in members.items() if local in _QK]
+    v = [leaf for local, leaf in members.items() if local in _V]
+    if len(fused) != 1 or len(v) != 1 or any(local in _Q | _K | _QKV | _KV for local in members):
+        return False
+    o = [leaf for local, leaf in members.items() if local in _O]
+    found = [_Found(fused[0], None, group, fused=("q", "k")), _Found(v[0], "v", group)]
+    found += [_Found(o[0], "o", group)] if len(o) == 1 else []
+    if len(o) != 1:
+        result.without_output.append(group)
+    result.found += found
+    result.claimed |= {f.leaf.name for f in found}
+    return True
 
 
 def _latent_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
@@ -600,6 +629,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
                 members["q"] = [(q_rel, q_rows)]
+            if "v" not in f.fused:  # TNT's qk: the values' rows are a separate projection's
+                members.update(_separate_values(f, found))
             try:
                 probe = probe or _probe(module, call, f, found)
                 ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
@@ -640,6 +671,14 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _separate_values(f: _Found, found: list[_Found]) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """The rows of the value projection next to ``f`` (a fused q/k), relative to their attention."""
+    v = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "v"), None)
+    if v is None:
+        return {}
+    return {"v": [(v.leaf.name[len(f.unit) + 1:] if f.unit else v.leaf.name, torch.arange(v.leaf.d_out))]}
 
 
 def _probe(module: nn.Module, call: tuple, f: _Found, found: list[_Found]) -> AttentionProbe:
