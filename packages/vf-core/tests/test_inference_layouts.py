@@ -435,3 +435,92 @@ def test_query_key_fused_next_to_values():
     fused = family.fused["attn_out.qk"]
     assert fused.roles == ("q", "k") and "q/k blocked (8/8 rows), checked numerically" in fused.note, fused.note
     _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+# ---------------------------------------------------------------------------------------------- iFormer
+class _GatedValueAttention(nn.Module):
+    """iFormer's single-head modulation attention on a feature map: q, k, and ``v_gate`` (the values and their
+    output gate, through a sigmoid), output ``proj``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k = _ConvNorm(D, D // 2), _ConvNorm(D, D // 2)
+        self.v_gate, self.proj = _ConvNorm(D, 2 * D), _ConvNorm(D, D)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        v, gate = torch.sigmoid(self.v_gate(x)).chunk(2, 1)
+        q, k = self.q(x).flatten(2), self.k(x).flatten(2)
+        att = torch.softmax(q.transpose(1, 2) @ k / 2.0, -1)  # (b, hw, hw)
+        out = (v.flatten(2) @ att.transpose(1, 2)).view(b, c, h, w)
+        return self.proj(out * gate)
+
+
+class _Mixer(nn.Module):
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return x + self.module(x)
+
+
+class FFN(nn.Module):
+    """iFormer's FFN block: ``mixer.module`` = 1x1 up, GELU, 1x1 down (an MLP by its class)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixer = _Mixer(nn.Sequential(_ConvNorm(D, 2 * D), nn.GELU(), _ConvNorm(2 * D, D)))
+
+    def forward(self, x):
+        return self.mixer(x)
+
+
+class _DepthwiseBlock(nn.Module):
+    """iFormer's convolution block: a depthwise ``mixer.module.0.c``, where an FFN block has its up projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        dw = nn.Conv2d(D, D, 3, padding=1, groups=D, bias=False)
+        self.mixer = _Mixer(nn.Sequential(nn.Module(), _ConvNorm(D, D)))
+        self.mixer.module[0].c = dw
+
+    def forward(self, x):
+        return self.mixer.module[1](self.mixer.module[0].c(x)) + x
+
+
+class _AttentionBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixer = _Mixer(_GatedValueAttention())
+
+    def forward(self, x):
+        return self.mixer(x)
+
+
+class _Stage(nn.Module):
+    def __init__(self, blocks) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class _Stages(nn.Module):
+    def __init__(self, stages) -> None:
+        super().__init__()
+        self.stem, self.stages = nn.Conv2d(3, D, 1), nn.Sequential(*stages)
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+
+
+def test_gated_values_and_blocks_where_roles_were_found():
+    stages = [_Stage([_DepthwiseBlock(), _AttentionBlock(), FFN(), _AttentionBlock(), FFN()]),
+              _Stage([_AttentionBlock(), FFN(), _AttentionBlock(), FFN(), _DepthwiseBlock()])]  # the attention in other blocks per stage
+    net = _Stages(stages)
+    family = infer_family(net)
+    assert family.roles["v"] == ("mixer.module.v_gate.c",) and family.roles["f1"] == ("mixer.module.0.c",)
+    assert "stages\\.1\\.blocks\\.(?:0|1|2|3)(?![0-9])" in family.block_pattern, family.block_pattern  # not 4
+    _exact_and_trainable(net, torch.randn(2, 3, 4, 4))

@@ -102,7 +102,7 @@ _Q = {"q_proj", "q", "query", "q_lin", "wq", "to_q", "query_proj", "q_linear", "
 _K = {"k_proj", "k", "key", "k_lin", "wk", "to_k", "key_proj", "k_linear", "linear_k", "kproj", "projection_key",
       "project_k", "k_head"}
 _V = {"v_proj", "v", "value", "v_lin", "wv", "to_v", "value_proj", "v_linear", "linear_v", "vproj",
-      "projection_value", "project_v", "v_head"}
+      "projection_value", "project_v", "v_head", "v_gate"}  # v_gate: values and their output gate (iFormer)
 _O = {"o_proj", "o", "out_proj", "out_lin", "wo", "dense", "c_proj", "proj", "to_out.0", "out", "linear_out",
       "output_proj", "o_linear", "proj_out", "attn_out", "to_out", "attention_out", "post_proj"}
 _QKV = {"qkv_proj", "query_key_value", "wqkv", "c_attn", "qkv", "w_pack", "qkv_linear", "to_qkv", "qkv_lin"}
@@ -500,12 +500,18 @@ def _repeats(members: list[set], transition: bool) -> bool:
 
 
 def _consistent(members: list[set]) -> bool:
-    """Whether the members of a container give each module path they share one shape (trivially, a single member)."""
+    """Whether the members of a container give each module path they share one shape (trivially, a single member);
+    members that share no path at all (iFormer's stages, whose attention sits in other blocks from stage to stage)
+    do not count as agreeing."""
     shapes: dict[str, set] = defaultdict(set)
+    holders: dict[str, int] = defaultdict(int)
     for member in members:
         for rel, _, d_out, d_in in member:
             shapes[rel].add((d_out, d_in))
-    return all(len(seen) == 1 for seen in shapes.values())
+        for rel in {rel for rel, *_ in member}:
+            holders[rel] += 1
+    shared = len(members) <= 1 or any(n > 1 for n in holders.values())
+    return shared and all(len(seen) == 1 for seen in shapes.values())
 
 
 def _assign_blocks(found: list[_Found]) -> None:
@@ -920,7 +926,7 @@ def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = 
         if f.role and f.rel not in roles[f.role]:
             roles[f.role].append(f.rel)
     stacks = list(dict.fromkeys(f.stack for f in found))
-    alternatives = sorted({(re.escape(s) + r"\.\d+") if s else r"\d+" for s in stacks}, key=lambda a: (-len(a), a))
+    alternatives = sorted({_stack_pattern(model, s, found) for s in stacks}, key=lambda a: (-len(a), a))
     blocks = list(dict.fromkeys(f.block for f in found))
     heads = [n for n, m in model.named_modules()
              if n and n.rsplit(".", 1)[-1] in _HEAD_NAMES and next(m.parameters(), None) is not None
@@ -945,6 +951,22 @@ def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = 
     if experts:
         notes += "; experts (one matrix per expert) " + ", ".join(f"{p} ({r})" for p, r in experts.items())
     return dataclasses.replace(family, notes=notes)
+
+
+def _stack_pattern(model: nn.Module, stack: str, found: list[_Found]) -> str:
+    """The block pattern of ``stack``: any of its numbered members, or only those where roles were found when
+    another member holds a module at one of their paths (iFormer's convolution blocks hold a depthwise
+    ``mixer.module.0.c`` where its FFN blocks hold their up projection)."""
+    prefix = re.escape(stack) + r"\." if stack else ""
+    held = {f.block for f in found if f.stack == stack}
+    rels = {f.rel for f in found if f.stack == stack}
+    container = model.get_submodule(stack) if stack else model
+    others = [n for n, _ in container.named_children() if n.isdigit() and (f"{stack}.{n}" if stack else n) not in held]
+    modules = dict(container.named_modules())
+    if not any(f"{n}.{rel}" in modules for n in others for rel in rels):
+        return prefix + r"\d+"
+    numbers = sorted((b.rsplit(".", 1)[-1] for b in held), key=int)
+    return prefix + "(?:" + "|".join(numbers) + r")(?![0-9])"
 
 
 def _expert_params(model: nn.Module, block_pattern: str) -> dict[str, str]:
