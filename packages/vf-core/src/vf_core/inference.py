@@ -186,16 +186,18 @@ def _leaves(model: nn.Module) -> list[_Leaf]:
         except (UnsupportedLayerError, AttributeError, RuntimeError, ValueError):
             continue
         matrices.append((name, module, d_out, d_in))
-    # a wrapper holds its one linear layer (q_proj.linear); TNT's attn_out holds qk, v and proj
-    parents = defaultdict(int)
+    # a wrapper holds its linear layer (q_proj.linear, and o_proj.gate_proj next to it); TNT's attn_out holds qk, v
+    # and proj: an attention, not a wrapper
+    children: dict[str, set] = defaultdict(set)
     for name, *_ in matrices:
-        parents[name.rsplit(".", 1)[0] if "." in name else ""] += 1
+        parent, _, local = name.rpartition(".")
+        children[parent].add(local.lower())
     for name, module, d_out, d_in in matrices:
         parts = name.split(".")
         if len(parts) >= 2 and parts[-1].isdigit():  # a Sequential's entry: to_out.0, mlp.0
             group, local = ".".join(parts[:-2]), ".".join(parts[-2:])
         elif (len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS
-              and parents[".".join(parts[:-1])] == 1):
+              and not children[".".join(parts[:-1])] & (_Q | _K | _V | _QKV | _KV | _QK)):
             group, local = ".".join(parts[:-2]), parts[-2]  # a projection wrapping its linear: q_proj.linear
         else:
             group, local = ".".join(parts[:-1]), parts[-1]
