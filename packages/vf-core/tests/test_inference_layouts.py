@@ -8,6 +8,7 @@ convolutions), and widths that change from block to block (Hiera's stages).
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -251,3 +252,275 @@ def test_unrecognised_layout_is_decomposed_whole():
     assert fused.whole and "layout not recognised: the output is not linear in the v rows" in fused.note
     assert "q+k+v as one matrix" in family.notes
     _exact_and_trainable(net, torch.randn(2, 5, D), roles=(None, "o", "f1", "f2"))
+
+
+class _OneChannelAttention(nn.Module):
+    """CSATv2's spatial attention: one head over a single channel, normalised by a LayerNorm of width 1 (whose
+    output is its bias: zero at initialisation), so the fused projection's three rows cannot move the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.qkv = nn.LayerNorm(1), nn.Linear(1, 3, bias=False)
+        self.mlp = _Mlp(1, 4)
+
+    def forward(self, x):  # (b, n, 1)
+        q, k, v = self.qkv(self.norm(x)).unbind(-1)
+        x = x + (torch.softmax(q[..., :, None] * k[..., None, :], -1) @ v[..., None])
+        return x + self.mlp(x)
+
+
+def test_projection_the_output_ignores_takes_its_sole_layout():
+    net = _Net([_OneChannelAttention() for _ in range(2)])
+    family = infer_family(net)  # zeroed norm epsilons made the probe 0/0: they are kept instead
+    fused = family.fused["qkv"]
+    assert not fused.whole and "blocked (1/1/1 rows), not checked" in fused.note, fused.note
+    assert fused.split(net.blocks[0].qkv) == [1, 1, 1]
+    x = torch.randn(2, 5, 1)
+    with torch.no_grad():
+        expected = net(x)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    assert {v.role for v in vf.vectors} == {"q", "k", "v", "f1", "f2"}
+    with torch.no_grad():
+        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
+
+
+class _GlobalQueryAttention(nn.Module):
+    """GCViT's global attention: its ``qkv`` holds keys and values only (2 x D rows, per head k then v blocks), the
+    queries coming from outside (a global query passed in)."""
+
+    num_heads = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(D, 2 * D), nn.Linear(D, D)
+
+    def forward(self, x, q_global):
+        b, n, _ = x.shape
+        k, v = self.qkv(x).view(b, n, 2, self.num_heads, D // 2).permute(2, 0, 3, 1, 4)
+        q = q_global.view(b, n, self.num_heads, D // 2).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+class _GlobalNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, D, 4, stride=4)
+        self.query = nn.Parameter(torch.randn(1, 4, D))
+        self.blocks = nn.ModuleList([_Block(_GlobalQueryAttention(), _Mlp()) for _ in range(2)])
+        self.img_size = 8
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x, self.query.expand(x.shape[0], -1, -1))
+        return x
+
+
+def test_qkv_holding_keys_and_values_only():
+    net = _GlobalNet()
+    fused = infer_family(net).fused["attn.qkv"]
+    assert fused.roles == ("k", "v") and not fused.whole, fused
+    assert "k/v blocked (8/8 rows)" in fused.note and "keys and values only" in fused.note, fused.note
+    assert fused.split(net.blocks[0].attn.qkv) == [8, 8]
+    _exact_and_trainable(net, torch.randn(2, 3, 8, 8), roles=("k", "v", "o", "f1", "f2"))
+
+
+# ---------------------------------------------------------------------------------------------- LeViT
+class _LinearNorm(nn.Module):
+    """LeViT's LinearNorm: a linear layer without bias and a batch norm (weight 0 where it ends a residual branch)."""
+
+    def __init__(self, d_in: int, d_out: int, weight: float = 1.0) -> None:
+        super().__init__()
+        self.linear, self.bn = nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out)
+        nn.init.constant_(self.bn.weight, weight)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return self.bn(y.flatten(0, 1)).reshape_as(y)
+
+
+class _Subsample(nn.Module):
+    def forward(self, x):
+        return x[:, ::2]
+
+
+class _KeyValueAttention(nn.Module):
+    """LeViT's attention: the query in a container (``q = Sequential(Subsample, LinearNorm)``, subsampled where the
+    attention downsamples), keys and values fused in ``kv`` per head with keys narrower than values, and the output
+    projection after an activation (``proj = Sequential(Hardswish, LinearNorm)``), its norm's weight 0 on a
+    residual branch (the attention's output starts at zero)."""
+
+    num_heads, key_dim, val_dim = 2, 4, 8
+
+    def __init__(self, downsample: bool) -> None:
+        super().__init__()
+        h, k, v = self.num_heads, self.key_dim, self.val_dim
+        self.downsample = downsample
+        self.kv = _LinearNorm(D, h * (k + v))
+        self.q = nn.Sequential(_Subsample() if downsample else nn.Identity(), _LinearNorm(D, h * k))
+        self.proj = nn.Sequential(nn.Hardswish(), _LinearNorm(h * v, D, 1.0 if downsample else 0.0))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        h = self.num_heads
+        k, v = self.kv(x).view(b, n, h, -1).split([self.key_dim, self.val_dim], -1)
+        q = self.q(x).view(b, -1, h, self.key_dim)
+        att = torch.softmax(q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / 2.0, -1) @ v.transpose(1, 2)
+        return self.proj(att.transpose(1, 2).reshape(b, -1, h * self.val_dim))
+
+
+class _LevitBlock(nn.Module):
+    def __init__(self, downsample: bool) -> None:
+        super().__init__()
+        self.attn, self.mlp = _KeyValueAttention(downsample), _Mlp()
+
+    def forward(self, x):
+        x = self.attn(x) if self.attn.downsample else x + self.attn(x)  # LeViT's Residual wraps the attention
+        return x + self.mlp(x)
+
+
+@pytest.mark.parametrize("downsample", [True, False], ids=["downsampling", "residual-zero-init"])
+def test_query_and_output_in_containers_keys_values_per_head(downsample):
+    net = _Net([_LevitBlock(downsample) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["q"] == ("attn.q.1.linear",) and family.roles["o"] == ("attn.proj.1.linear",), family.roles
+    fused = family.fused["attn.kv.linear"]
+    assert not fused.whole and "k/v interleaved per head (2 groups of 4/8 rows)" in fused.note, fused.note
+    x = torch.randn(2, 8, D)
+    if downsample:  # the activation before the output projection: compared on its input
+        _exact_and_trainable(net, x)
+    else:  # the attention's output starts at zero: compared on the output projection's input
+        with torch.no_grad():
+            expected = net(x)
+            torch.testing.assert_close(get_vectorfit_model(net, VectorFitConfig())(x), expected)
+
+
+# ---------------------------------------------------------------------------------------------- TNT
+class _QueryKeyAttention(nn.Module):
+    """TNT's attention: queries and keys fused in ``qk`` (blocked), values in ``v``, output ``proj``."""
+
+    num_heads = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qk, self.v, self.proj = nn.Linear(D, 2 * D), nn.Linear(D, D), nn.Linear(D, D)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k = self.qk(x).view(b, n, 2, self.num_heads, D // 2).permute(2, 0, 3, 1, 4)
+        v = self.v(x).view(b, n, self.num_heads, D // 2).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+class _InnerOuterBlock(nn.Module):
+    """TNT's block: an inner and an outer attention (``attn_in``, ``attn_out``: the latter spelled like an output
+    projection, yet holding three projections, so not a wrapper of ``proj``) and an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn_in, self.attn_out, self.mlp = _QueryKeyAttention(), _QueryKeyAttention(), _Mlp()
+
+    def forward(self, x):
+        x = x + self.attn_in(x)
+        x = x + self.attn_out(x)
+        return x + self.mlp(x)
+
+
+def test_query_key_fused_next_to_values():
+    net = _Net([_InnerOuterBlock() for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["o"] == ("attn_in.proj", "attn_out.proj") and family.roles["v"] == ("attn_in.v", "attn_out.v")
+    fused = family.fused["attn_out.qk"]
+    assert fused.roles == ("q", "k") and "q/k blocked (8/8 rows), checked numerically" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+# ---------------------------------------------------------------------------------------------- iFormer
+class _GatedValueAttention(nn.Module):
+    """iFormer's single-head modulation attention on a feature map: q, k, and ``v_gate`` (the values and their
+    output gate, through a sigmoid), output ``proj``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k = _ConvNorm(D, D // 2), _ConvNorm(D, D // 2)
+        self.v_gate, self.proj = _ConvNorm(D, 2 * D), _ConvNorm(D, D)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        v, gate = torch.sigmoid(self.v_gate(x)).chunk(2, 1)
+        q, k = self.q(x).flatten(2), self.k(x).flatten(2)
+        att = torch.softmax(q.transpose(1, 2) @ k / 2.0, -1)  # (b, hw, hw)
+        out = (v.flatten(2) @ att.transpose(1, 2)).view(b, c, h, w)
+        return self.proj(out * gate)
+
+
+class _Mixer(nn.Module):
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return x + self.module(x)
+
+
+class FFN(nn.Module):
+    """iFormer's FFN block: ``mixer.module`` = 1x1 up, GELU, 1x1 down (an MLP by its class)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixer = _Mixer(nn.Sequential(_ConvNorm(D, 2 * D), nn.GELU(), _ConvNorm(2 * D, D)))
+
+    def forward(self, x):
+        return self.mixer(x)
+
+
+class _DepthwiseBlock(nn.Module):
+    """iFormer's convolution block: a depthwise ``mixer.module.0.c``, where an FFN block has its up projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        dw = nn.Conv2d(D, D, 3, padding=1, groups=D, bias=False)
+        self.mixer = _Mixer(nn.Sequential(nn.Module(), _ConvNorm(D, D)))
+        self.mixer.module[0].c = dw
+
+    def forward(self, x):
+        return self.mixer.module[1](self.mixer.module[0].c(x)) + x
+
+
+class _AttentionBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixer = _Mixer(_GatedValueAttention())
+
+    def forward(self, x):
+        return self.mixer(x)
+
+
+class _Stage(nn.Module):
+    def __init__(self, blocks) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class _Stages(nn.Module):
+    def __init__(self, stages) -> None:
+        super().__init__()
+        self.stem, self.stages = nn.Conv2d(3, D, 1), nn.Sequential(*stages)
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+
+
+def test_gated_values_and_blocks_where_roles_were_found():
+    stages = [_Stage([_DepthwiseBlock(), _AttentionBlock(), FFN(), _AttentionBlock(), FFN()]),
+              _Stage([_AttentionBlock(), FFN(), _AttentionBlock(), FFN(), _DepthwiseBlock()])]  # the attention in other blocks per stage
+    net = _Stages(stages)
+    family = infer_family(net)
+    assert family.roles["v"] == ("mixer.module.v_gate.c",) and family.roles["f1"] == ("mixer.module.0.c",)
+    assert "stages\\.1\\.blocks\\.(?:0|1|2|3)(?![0-9])" in family.block_pattern, family.block_pattern  # not 4
+    _exact_and_trainable(net, torch.randn(2, 3, 4, 4))

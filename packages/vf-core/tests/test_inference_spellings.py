@@ -397,3 +397,48 @@ def test_keys_narrower_than_values_per_head():
     torch.testing.assert_close(q, weight[rows], atol=1e-5, rtol=1e-4)
     with torch.no_grad():
         torch.testing.assert_close(vf(ids), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_downsampling_layer_is_not_half_an_mlp():
+    """Sequencer's stage transition: ``downsample.down`` (down-spelled and alone, between stages) is no partial MLP;
+    a lone ``down`` elsewhere still is."""
+
+    class _Down(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = nn.Linear(D, D)
+
+        def forward(self, x):
+            return self.down(x)
+
+    class _Stage(_Block):
+        def __init__(self, name: str) -> None:
+            super().__init__(_Attention(), _Mlp())
+            self.where = name
+            self.add_module(name, _Down())
+
+        def forward(self, x):
+            return super().forward(self.get_submodule(self.where)(x))
+
+    net = _Net([_Stage("downsample") for _ in range(2)])
+    assert "downsample.down" not in str(infer_family(net).roles)
+    _exact_and_trainable(net, ALL)
+    with pytest.raises(InferenceError, match="partial: MLP layers.0.token_mixer has down but no up"):
+        get_vectorfit_model(_Net([_Stage("token_mixer") for _ in range(2)]), VectorFitConfig())
+
+
+def test_gated_w0_w1_then_w2():
+    """timm's GeGluMlp (ViTamin): gelu(w0(x)) * w1(x), then w2: w0 and w1 play f1, w2 f2."""
+
+    class _GeGlu(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w0, self.w1, self.w2 = nn.Linear(D, H), nn.Linear(D, H), nn.Linear(H, D)
+
+        def forward(self, x):
+            return self.w2(torch.nn.functional.gelu(self.w0(x)) * self.w1(x))
+
+    net = _Net([_Block(_Attention(), _GeGlu()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["f1"] == ("mlp.w0", "mlp.w1") and family.roles["f2"] == ("mlp.w2",)
+    _exact_and_trainable(net, ALL)

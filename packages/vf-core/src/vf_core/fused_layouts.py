@@ -156,7 +156,7 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
             rows = f"{shares} rows" if groups == 1 else f"{groups} groups of {shares} rows"
             out.append(FusedLayout(roles, sizes, order, kind, f"{names} {kind} ({rows})"))
 
-    if roles == ("k", "v"):
+    if len(roles) == 2:  # k, v (a fused kv) or q, k (TNT's qk)
         kv_options = [d_out // 2] if d_out % 2 == 0 else []
         q_options: list[int] = []
     else:
@@ -170,6 +170,12 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
     sized += [(kv, kv) for kv in kv_options]
     for sizes in sized:
         add(sizes, 1, "blocked")
+    if roles == ("k", "v"):  # keys narrower than values, per head (LeViT's attention downsampling)
+        for key, value in kv_dims:
+            for h in heads:
+                if h * (key + value) == d_out:
+                    add((h * key, h * value), h, "interleaved per head")
+                    add((h * key, h * value), 1, "blocked")
     if roles == ("q", "k", "v"):  # keys (and queries) narrower than values, per head
         for key, value in kv_dims:
             for h in heads:
@@ -425,11 +431,32 @@ class AttentionProbe:
             for name, p in self.module.named_parameters():
                 if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
                     p.zero_()
+        self.epsilons: list[tuple[nn.Module, str, float]] = []
         for sub in self.module.modules():  # normalised q and k (qk-norm) are then exactly scale-invariant
             for attr in ("eps", "variance_epsilon", "epsilon"):
                 if isinstance(getattr(sub, attr, None), float):
+                    self.epsilons.append((sub, attr, getattr(sub, attr)))
                     setattr(sub, attr, 0.0)
         self.args, self.kwargs = call
+        #: the child holding the output projection (set by the caller), and whether its input is what is compared
+        self.before_output: Optional[str] = None
+        self.tapped = False
+
+    def tap_before_output(self) -> bool:
+        """Compare the input of the output projection from now on, where the attention's output is zero at
+        initialisation (LeViT's residual branches end in a batch norm whose weight starts at 0); whether it can."""
+        if self.before_output is None or self.tapped:
+            return False
+        self.tapped = True
+        return True
+
+    def keep_epsilons(self) -> bool:
+        """Give the norms their epsilons back (a norm over a single channel divides zero by zero without one:
+        CSATv2's spatial attention on a one-channel map); whether there were any."""
+        for sub, attr, value in self.epsilons:
+            setattr(sub, attr, value)
+        kept, self.epsilons = bool(self.epsilons), []
+        return kept
 
     def run(self, members: Mapping[str, list[tuple[str, torch.Tensor]]], scales: Mapping[str, float],
             noise: Optional[str] = None) -> tuple[Optional[torch.Tensor], bool]:
@@ -449,7 +476,12 @@ class AttentionProbe:
                     mod = self.module.get_submodule(rel)
                     handles.append(mod.register_forward_hook(self._noise_hook(layout_for(mod, rel).out_dim, rows,
                                                                               fired)))
+                taken: list[torch.Tensor] = []
+                if self.tapped:
+                    handles.append(self.module.get_submodule(self.before_output).register_forward_pre_hook(
+                        lambda module, args: taken.append(_first_tensor(args))))
                 out = _first_tensor(self.module(*_float(self.args), **_float(self.kwargs)))
+                out = taken[0] if taken else out
             finally:
                 for handle in handles:
                     handle.remove()
@@ -475,10 +507,28 @@ class AttentionProbe:
 
 def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
                  out_dim: int = -1) -> tuple[bool, str]:
+    """:func:`_check_layout`; where the output is not linear in the v rows and the probe knows the child holding
+    the output projection, checked again (and from then on) on that child's input: an activation before the output
+    projection (LeViT's ``proj = Sequential(Hardswish, LinearNorm)``) is no part of the attention."""
+    ok, how = _check_layout(probe, members, out_dim)
+    if not ok and how == _NOT_LINEAR and probe.tap_before_output():
+        ok, how = _check_layout(probe, members, out_dim)
+    return ok, how
+
+
+_NOT_LINEAR = "the output is not linear in the v rows"
+
+
+def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                  out_dim: int = -1) -> tuple[bool, str]:
     """Whether the rows in ``members`` (role -> ``[(module path within the attention, rows)]``) are the q, k and v of
     the attention ``probe`` copies; ``(passed, what was checked or why it failed)``. ``out_dim`` is the feature
     dimension of the attention's output (1 for convolutional attention)."""
     base, _ = probe.run(members, {})
+    if base is not None and not torch.isfinite(base).all() and probe.keep_epsilons():
+        base, _ = probe.run(members, {})  # zeroed epsilons made it 0/0 (a norm over one channel): kept instead
+    if base is not None and torch.isfinite(base).all() and base.abs().max() == 0 and probe.tap_before_output():
+        base, _ = probe.run(members, {})  # the output starts at zero: the output projection's input instead
     if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
         return False, "the attention's output is empty or not finite on the probe input"
     scale = float(base.abs().max())
@@ -487,7 +537,7 @@ def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, to
     if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
         return False, "the output does not depend on the v rows"
     if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
-        return False, "the output is not linear in the v rows"
+        return False, _NOT_LINEAR
     if "q" in members:
         qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
         if qk is None or (qk - base).abs().max() > 1e-4 * scale:

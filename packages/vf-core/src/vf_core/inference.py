@@ -102,7 +102,7 @@ _Q = {"q_proj", "q", "query", "q_lin", "wq", "to_q", "query_proj", "q_linear", "
 _K = {"k_proj", "k", "key", "k_lin", "wk", "to_k", "key_proj", "k_linear", "linear_k", "kproj", "projection_key",
       "project_k", "k_head"}
 _V = {"v_proj", "v", "value", "v_lin", "wv", "to_v", "value_proj", "v_linear", "linear_v", "vproj",
-      "projection_value", "project_v", "v_head"}
+      "projection_value", "project_v", "v_head", "v_gate"}  # v_gate: values and their output gate (iFormer)
 _O = {"o_proj", "o", "out_proj", "out_lin", "wo", "dense", "c_proj", "proj", "to_out.0", "out", "linear_out",
       "output_proj", "o_linear", "proj_out", "attn_out", "to_out", "attention_out", "post_proj"}
 _QKV = {"qkv_proj", "query_key_value", "wqkv", "c_attn", "qkv", "w_pack", "qkv_linear", "to_qkv", "qkv_lin"}
@@ -174,6 +174,7 @@ class _Result:
 def _leaves(model: nn.Module) -> list[_Leaf]:
     """Every module without children that vf-core can decompose (1x1 convolutions only among Conv2d)."""
     out = []
+    matrices = []
     for name, module in model.named_modules():
         if not name or next(module.children(), None) is not None:
             continue
@@ -184,10 +185,19 @@ def _leaves(model: nn.Module) -> list[_Leaf]:
             d_out, d_in = layout.matrix(module).shape
         except (UnsupportedLayerError, AttributeError, RuntimeError, ValueError):
             continue
+        matrices.append((name, module, d_out, d_in))
+    # a wrapper holds its linear layer (q_proj.linear, and o_proj.gate_proj next to it); TNT's attn_out holds qk, v
+    # and proj: an attention, not a wrapper
+    children: dict[str, set] = defaultdict(set)
+    for name, *_ in matrices:
+        parent, _, local = name.rpartition(".")
+        children[parent].add(local.lower())
+    for name, module, d_out, d_in in matrices:
         parts = name.split(".")
         if len(parts) >= 2 and parts[-1].isdigit():  # a Sequential's entry: to_out.0, mlp.0
             group, local = ".".join(parts[:-2]), ".".join(parts[-2:])
-        elif len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS:
+        elif (len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS
+              and not children[".".join(parts[:-1])] & (_Q | _K | _V | _QKV | _KV | _QK)):
             group, local = ".".join(parts[:-2]), parts[-2]  # a projection wrapping its linear: q_proj.linear
         else:
             group, local = ".".join(parts[:-1]), parts[-1]
@@ -208,7 +218,7 @@ def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: 
 def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
                result: _Result) -> None:
     for group, members in groups.items():
-        if _latent_attention(group, members, result):
+        if _latent_attention(group, members, result) or _query_key_attention(group, members, result):
             continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
         # ``in_proj`` is q, k and v fused only in a module that says it is an attention (DeBERTa's
@@ -224,6 +234,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
                 q = q if fused_hits[0].local in _KV - _QKV else None
             else:
                 fused_hits = []
+        if q is None and ((k and v) or any(leaf.local in _KV - _QKV for leaf in fused_hits)):
+            q = _one_matrix_child(group, _Q, by_name, modules)  # LeViT's q.ln.linear, EfficientFormerV2's q.proj.conv
         separate = [x for x in (q, k, v) if x is not None]
         if not fused_hits and len(separate) < 2:
             continue  # not an attention module
@@ -254,6 +266,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             nested = [leaf for leaf in by_name.values() if leaf.local in _O and leaf.group.rsplit(".", 1)[0] == group
                       and leaf.group != group and leaf.name not in result.claimed]
             o = nested[0] if len(nested) == 1 else None
+        if o is None:  # in a container with its activation and norm: LeViT's proj.ln.linear
+            o = _one_matrix_child(group, _O, by_name, modules)
         if o is None:
             # no output projection of its own (Flux-style single-stream blocks, whose block-level projection also
             # takes the MLP's output; timm's bottleneck attention, where the next convolution follows): q, k, v only
@@ -275,6 +289,44 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             found += [_Found(x, r, group) for r, x in added.items() if x is not None]
         result.found += found
         result.claimed |= {f.leaf.name for f in found}
+
+
+def _one_matrix_child(group: str, names: set, by_name: dict[str, _Leaf],
+                      modules: dict[str, nn.Module]) -> Optional[_Leaf]:
+    """The projection held in a child module of the attention ``group`` spelled like one (``names``) that holds
+    exactly one matrix, around it only activations, norms, subsampling, pooling or depthwise convolutions: LeViT's
+    ``q = Sequential(Subsample, LinearNorm)`` and ``proj = Sequential(Hardswish, LinearNorm)``, EfficientFormerV2's
+    pooled ``LocalGlobalQuery``."""
+    prefix = f"{group}." if group else ""
+    for name in sorted(names):
+        path = prefix + name
+        if path not in modules or path in by_name:
+            continue
+        inside = [leaf for leaf in by_name.values() if leaf.name.startswith(path + ".")]
+        if len(inside) == 1:
+            return inside[0]
+    return None
+
+
+_QK = {"qk", "qk_proj", "to_qk", "query_key"}
+
+
+def _query_key_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
+    """Queries and keys fused in one projection next to a separate value projection (TNT's ``qk`` + ``v``): q/k
+    split like a fused projection (checked numerically with the values' rows), ``v`` (v) and the output projection
+    (o). Whether ``group`` is one (and then recorded)."""
+    fused = [leaf for local, leaf in members.items() if local in _QK]
+    v = [leaf for local, leaf in members.items() if local in _V]
+    if len(fused) != 1 or len(v) != 1 or any(local in _Q | _K | _QKV | _KV for local in members):
+        return False
+    o = [leaf for local, leaf in members.items() if local in _O]
+    found = [_Found(fused[0], None, group, fused=("q", "k")), _Found(v[0], "v", group)]
+    found += [_Found(o[0], "o", group)] if len(o) == 1 else []
+    if len(o) != 1:
+        result.without_output.append(group)
+    result.found += found
+    result.claimed |= {f.leaf.name for f in found}
+    return True
 
 
 def _latent_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
@@ -326,8 +378,9 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
                 first = min(entries, key=lambda x: int(x.name.rsplit(".", 1)[1]))
                 unit = leaf.name.rsplit(".", 1)[0]
                 units[unit].append(_Found(leaf, "f1" if leaf is first else "f2", unit))
-        elif leaf.local in ("w1", "w2", "w3"):
-            w_groups[leaf.group][leaf.local] = leaf
+        elif leaf.local in ("w1", "w2", "w3") or (leaf.local == "w0" and _sibling(leaf, "w1", by_name)
+                                                  and _sibling(leaf, "w2", by_name)):
+            w_groups[leaf.group][leaf.local] = leaf  # w0 with w1 and w2: timm's GeGluMlp (gate, up, down)
         elif leaf.group.rsplit(".", 1)[-1] in _UP - _SEQUENTIAL_MLP and leaf.local in _UP_HALVES:
             # the halves of a gated up projection held in an up container: CPM-Ant's w_in.w_0 and w_in.w_1
             unit = leaf.group.rsplit(".", 1)[0]
@@ -405,6 +458,8 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
                 all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
             continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
+        elif _resampler(unit, found):
+            continue  # a stage's downsampling layer (Sequencer's downsample.down), not half an MLP
         elif not f1 or not f2:
             have = ", ".join(f.leaf.local for f in found)
             rejected.append((unit, found, f"partial: MLP {where} has {have} but no"
@@ -419,6 +474,15 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         else:
             result.found += found
     return rejected
+
+
+_RESAMPLER = re.compile(r"(down|up)sampl|transition|merg", re.IGNORECASE)
+
+
+def _resampler(unit: str, found: list[_Found]) -> bool:
+    """Whether ``unit`` is a lone layer between stages, named like a resampler or transition (``downsample``,
+    ``upsample``, ``transition``, ``patch_merging``) that only a spelling took for half an MLP (``down``)."""
+    return len(found) == 1 and bool(_RESAMPLER.search(unit.rsplit(".", 1)[-1]))
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -438,12 +502,18 @@ def _repeats(members: list[set], transition: bool) -> bool:
 
 
 def _consistent(members: list[set]) -> bool:
-    """Whether the members of a container give each module path they share one shape (trivially, a single member)."""
+    """Whether the members of a container give each module path they share one shape (trivially, a single member);
+    members that share no path at all (iFormer's stages, whose attention sits in other blocks from stage to stage)
+    do not count as agreeing."""
     shapes: dict[str, set] = defaultdict(set)
+    holders: dict[str, int] = defaultdict(int)
     for member in members:
         for rel, _, d_out, d_in in member:
             shapes[rel].add((d_out, d_in))
-    return all(len(seen) == 1 for seen in shapes.values())
+        for rel in {rel for rel, *_ in member}:
+            holders[rel] += 1
+    shared = len(members) <= 1 or any(n > 1 for n in holders.values())
+    return shared and all(len(seen) == 1 for seen in shapes.values())
 
 
 def _assign_blocks(found: list[_Found]) -> None:
@@ -567,8 +637,10 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
                 members["q"] = [(q_rel, q_rows)]
+            if "v" not in f.fused:  # TNT's qk: the values' rows are a separate projection's
+                members.update(_separate_values(f, found))
             try:
-                probe = probe or AttentionProbe(module, call)
+                probe = probe or _probe(module, call, f, found)
                 ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
             except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
                 ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
@@ -577,6 +649,10 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
                 break
             if tried <= len(layouts):  # the reasons of the names' order
                 failures.append(how)
+        if verdict[0] is None:
+            verdict = _sole_layout(layouts, failures) or verdict
+        if verdict[0] is None and f.fused == ("q", "k", "v") and q_sep is None and f.mla == "":
+            verdict = _keys_values_only(module, call, f, own, (heads, kv_heads, head_dims), probe) or verdict
         if verdict[0] is None and failures:
             others = len(failures) - 1
             verdict = (None, f"layout not recognised: {failures[0]}"
@@ -585,6 +661,10 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
     out = {}
     for rel, by_rows in decisions.items():
         roles = next(f.fused for f in firsts.values() if f.rel == rel)
+        held = {layout.roles for layout, _ in by_rows.values() if layout is not None}
+        if len(held) > 1:  # keys and values only at one width, q, k, v at another: not one split
+            by_rows = {rows: (None, "q/k/v at some widths, k/v at others") for rows in by_rows}
+        roles = held.pop() if len(held) == 1 else roles
         if any(layout is None for layout, _ in by_rows.values()):
             why = next(how for layout, how in by_rows.values() if layout is None)
             out[rel] = FusedModule(roles, whole=True, note=f"{'/'.join(roles)} decomposed whole ({why})")
@@ -599,6 +679,52 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _separate_values(f: _Found, found: list[_Found]) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """The rows of the value projection next to ``f`` (a fused q/k), relative to their attention."""
+    v = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "v"), None)
+    if v is None:
+        return {}
+    return {"v": [(v.leaf.name[len(f.unit) + 1:] if f.unit else v.leaf.name, torch.arange(v.leaf.d_out))]}
+
+
+def _probe(module: nn.Module, call: tuple, f: _Found, found: list[_Found]) -> AttentionProbe:
+    """The probe of ``f``'s attention, told which of its children holds the output projection (whose input is
+    compared where the attention's output starts at zero)."""
+    probe = AttentionProbe(module, call)
+    out = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "o"), None)
+    if out is not None and f.unit and out.leaf.name.startswith(f.unit + "."):
+        probe.before_output = out.leaf.name[len(f.unit) + 1:].split(".")[0]
+    return probe
+
+
+def _sole_layout(layouts: list[FusedLayout], failures: list[str]) -> Optional[tuple[FusedLayout, str]]:
+    """The layout of a projection whose rows do not move the output at the probe input (its input is zero at
+    initialisation: CSATv2's attention over a one-channel map, behind a norm of width 1), where its sizes allow only
+    one layout: taken in the names' order, unchecked, and the note says so."""
+    if len(layouts) != 1 or failures != ["the output does not depend on the v rows"]:
+        return None
+    return layouts[0], (f"{layouts[0].description}, not checked (the output does not depend on its rows at the probe"
+                        " input; the only layout its sizes allow, in the names' order)")
+
+
+def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes: tuple,
+                      probe: Optional[AttentionProbe]) -> Optional[tuple[FusedLayout, str]]:
+    """The layout of a ``qkv``-named projection that holds only keys and values, its attention taking the queries
+    from outside (GCViT's global attention: a query made once per stage, passed in), where no q, k, v layout passed:
+    halves of k and v rows, checked like a fused ``kv``."""
+    heads, kv_heads, head_dims = sizes
+    for layout in candidate_layouts(("k", "v"), f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims):
+        members = {r: [(own, rows)] for r, rows in layout.rows().items()}
+        try:
+            probe = probe or _probe(module, call, f, [])
+            ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+        except Exception:  # the copy of the attention could not run
+            return None
+        if ok:
+            return layout, f"{layout.description}, {how}; keys and values only (the queries come from outside it)"
+    return None
 
 
 def _then_permuted(layouts: list[FusedLayout]):
@@ -802,7 +928,7 @@ def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = 
         if f.role and f.rel not in roles[f.role]:
             roles[f.role].append(f.rel)
     stacks = list(dict.fromkeys(f.stack for f in found))
-    alternatives = sorted({(re.escape(s) + r"\.\d+") if s else r"\d+" for s in stacks}, key=lambda a: (-len(a), a))
+    alternatives = sorted({_stack_pattern(model, s, found) for s in stacks}, key=lambda a: (-len(a), a))
     blocks = list(dict.fromkeys(f.block for f in found))
     heads = [n for n, m in model.named_modules()
              if n and n.rsplit(".", 1)[-1] in _HEAD_NAMES and next(m.parameters(), None) is not None
@@ -827,6 +953,22 @@ def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = 
     if experts:
         notes += "; experts (one matrix per expert) " + ", ".join(f"{p} ({r})" for p, r in experts.items())
     return dataclasses.replace(family, notes=notes)
+
+
+def _stack_pattern(model: nn.Module, stack: str, found: list[_Found]) -> str:
+    """The block pattern of ``stack``: any of its numbered members, or only those where roles were found when
+    another member holds a module at one of their paths (iFormer's convolution blocks hold a depthwise
+    ``mixer.module.0.c`` where its FFN blocks hold their up projection)."""
+    prefix = re.escape(stack) + r"\." if stack else ""
+    held = {f.block for f in found if f.stack == stack}
+    rels = {f.rel for f in found if f.stack == stack}
+    container = model.get_submodule(stack) if stack else model
+    others = [n for n, _ in container.named_children() if n.isdigit() and (f"{stack}.{n}" if stack else n) not in held]
+    modules = dict(container.named_modules())
+    if not any(f"{n}.{rel}" in modules for n in others for rel in rels):
+        return prefix + r"\d+"
+    numbers = sorted((b.rsplit(".", 1)[-1] for b in held), key=int)
+    return prefix + "(?:" + "|".join(numbers) + r")(?![0-9])"
 
 
 def _expert_params(model: nn.Module, block_pattern: str) -> dict[str, str]:
