@@ -85,9 +85,11 @@ from .fused_layouts import (
     capture_calls,
     check_layout,
     direct_call,
+    enclosing_call,
     head_sizes,
     key_value_dims,
     permuted_layouts,
+    two_stream_call,
 )
 from .layouts import layout_for
 from .plugins import list_families
@@ -544,7 +546,7 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             decisions[f.rel][f.leaf.d_out] = (None, "the latent that keys and values share, and the rotary key, of"
                                                     " multi-head latent attention")
             continue
-        call = calls.get(id(module)) or direct_call(module, f.leaf.d_in, f.leaf.conv)
+        call = calls.get(id(module)) or _call_alone(model, f, found)
         if call is None:
             decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
             continue
@@ -569,7 +571,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
                 members["q"] = [(q_rel, q_rows)]
             try:
                 probe = probe or AttentionProbe(module, call)
-                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1,
+                                       kv_only=f.fused == ("k", "v") and q_sep is not None)
             except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
                 ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
             if ok:
@@ -599,6 +602,20 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _call_alone(model: nn.Module, f: _Found, found: list[_Found]) -> Optional[tuple[tuple, dict]]:
+    """Arguments for the attention of ``f`` where the model's probe pass did not reach it: the attention called on
+    one random sequence, else on two (a cross-attention's context, joint attention's text stream: widths among its
+    projections' inputs), else the arguments it gets when the nearest module around it runs on a random sequence."""
+    module = model.get_submodule(f.unit) if f.unit else model
+    call = direct_call(module, f.leaf.d_in, f.leaf.conv)
+    if call is None and not f.leaf.conv:
+        widths = [g.leaf.d_in for g in found if g.unit == f.unit and g.block == f.block and g.role != "o"]
+        call = two_stream_call(module, f.leaf.d_in, widths)
+    if call is None and f.unit and not f.leaf.conv:
+        call = enclosing_call(model, f.unit)
+    return call
 
 
 def _then_permuted(layouts: list[FusedLayout]):
