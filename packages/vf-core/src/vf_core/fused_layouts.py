@@ -386,8 +386,8 @@ def direct_call(attention: nn.Module, width: int, conv: bool = False) -> Optiona
 def two_stream_call(attention: nn.Module, width: int, others: Sequence[int]) -> Optional[tuple[tuple, dict]]:
     """Arguments for calling on its own an attention that needs a second sequence (a cross-attention's context,
     the text stream of joint attention, a perceiver's latents): random ``(1, 8, width)`` and ``(1, 8, other)``
-    sequences (``width`` first), both among the input widths of its projections (``others``); the first pair that runs and
-    gives a finite tensor, or None."""
+    sequences (``width`` first), both among the input widths of its projections (``others``); the first pair that
+    runs and gives a finite tensor, or None."""
     device, dtype = _first_param(attention)
     gen = torch.Generator().manual_seed(0)
     probe = copy.deepcopy(attention).float()
@@ -580,7 +580,8 @@ def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, to
         qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
         if qk is None or (qk - base).abs().max() > 1e-4 * scale:
             if kv_only and qk is not None and _nonlinear(probe, members, "k", base, scale):
-                return True, "checked numerically (linear in the v rows, not in the k rows; the scores also depend on q alone)"
+                return True, ("checked numerically (linear in the v rows, not in the k rows; the scores also depend on"
+                              " q alone)")
             return False, "scaling q by 2 and k by 1/2 changes the output"
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:

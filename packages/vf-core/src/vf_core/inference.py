@@ -27,7 +27,8 @@
 - **MLPs**: ``f1`` = up (and gate), ``f2`` = down, as the declared families do: ``fc1/fc2``, ``c_fc/c_proj``,
   ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
-  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
+  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes, else by one call of the MLP), timm's SwiGLU
+  ``fc1_g/fc1_x``, the halves
   of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, Megatron's
   ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out`` (as a pair), ProphetNet's linear ``intermediate`` and
   ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
@@ -113,8 +114,8 @@ _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1", "proj_up",
-       "proj_up_gate"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1",
+       "proj_up", "proj_up_gate"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
          "ffn_output", "w_out", "dense2", "linear_fc2", "proj_down"}
 _MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
