@@ -92,12 +92,17 @@ def _base_gradients(model: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
         output = output_tensor(model(*args, **kwargs)).float()
         base = output.detach().clone()
         output.pow(2).mean().backward()
-    out: dict[str, bool] = {}
+    out: dict[str, Any] = {}
+    modules = dict(model.named_modules())
     for name, p in params.items():
         hit = p.grad is not None and bool(p.grad.abs().sum() > 0)
         owner, _, attr = name.rpartition(".")
         if attr == "weight":
             out[owner] = hit
+            if hit and p.dim() >= 2:  # which output rows got a gradient (GPT-2's Conv1D stores them as columns)
+                transposed = type(modules.get(owner)).__name__ == "Conv1D"
+                grad = p.grad.t() if transposed else p.grad.flatten(1)
+                out[owner + "#rows"] = grad.abs().sum(dim=1) > 0
         elif p.dim() == 3:
             out[name] = hit
         p.grad = None
@@ -107,6 +112,28 @@ def _base_gradients(model: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
 def _short(text: str, n: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _part_reached(vf, v, reached: dict[str, Any]) -> bool:
+    """For a slice of a fused projection (``to_kv.k``): whether its own rows of the base weight got a gradient (the
+    keys of a cross-attention over a single context token do not), by the slices' rows; True otherwise."""
+    rows = reached.get(v.module + "#rows")
+    layer = vf.decomposed_layers().get(v.module)
+    parts = getattr(layer, "parts", None)
+    if rows is None or parts is None or len(parts) < 2:
+        return True
+    key = v.name[len(v.module) + 1:].split(".")[0]
+    if key not in parts:
+        return True
+    start = 0
+    for name, part in parts.items():
+        count = int(part.dense_weight().shape[0])
+        if name == key:
+            break
+        start += count
+    inverse = getattr(layer, "row_inverse", None)
+    order = torch.argsort(inverse) if inverse is not None else torch.arange(rows.numel())
+    return bool(rows[order[start:start + count].to(rows.device)].any())
 
 
 def check(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -161,7 +188,8 @@ def check(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
     sigma = list(vf.vectors.select(kind="sigma"))
     # a matrix whose base weight gets no gradient from this output (a layer the output does not depend on)
     # cannot pass one to its singular values either
-    used = [v for v in sigma if reached.get(v.module, reached.get(v.name.split("[")[0], True))]
+    used = [v for v in sigma if reached.get(v.module, reached.get(v.name.split("[")[0], True))
+            and _part_reached(vf, v, reached)]
     no_grad = [v.name for v in used if v.expert is None
                and (v.parameter.grad is None or not bool(v.parameter.grad.abs().sum() > 0))]
     record.update(sigma_vectors=len(sigma), unused=len(sigma) - len(used), no_grad=len(no_grad))

@@ -129,16 +129,28 @@ def test_experts_as_linear_modules_are_mlps(names):
 
 
 class _MaskedAttention(_Attention):
-    """An attention that needs a second argument: it cannot be called on a random sequence alone."""
+    """An attention that needs a boolean mask besides the sequence: it cannot be called on random sequences alone."""
 
     def forward(self, x, mask):
-        return super().forward(x) * mask
+        q, k, v = self.qkv(x).chunk(3, -1)
+        scores = (q @ k.transpose(-1, -2) / 3.0).masked_fill(~mask, float("-inf"))
+        return self.proj(torch.softmax(scores, -1) @ v)
 
 
 class _MaskedBlock(_Block):
-    def forward(self, x):
-        x = x + self.attn(x, torch.ones(()))
+    def forward(self, x, mask):
+        x = x + self.attn(x, mask)
         return x + self.mlp.fc2(torch.relu(self.mlp.fc1(x)))
+
+
+class _MaskedNet(_Net):
+    """Its blocks need the mask it makes: no module around the attention runs on a random sequence either."""
+
+    def forward(self, x):
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()
+        for block in self.layers:
+            x = block(x, mask)
+        return self.classifier(x.mean(1))
 
 
 def test_fused_layout_checked_on_a_direct_call():
@@ -150,9 +162,9 @@ def test_fused_layout_checked_on_a_direct_call():
 
 
 def test_fused_layout_not_checkable_is_decomposed_whole():
-    """No probe input can be built for this model, and its attention needs a mask besides the sequence: the fused
-    qkv is one matrix, and the note says why."""
-    net = _Net([_MaskedBlock(attention=_MaskedAttention(8, names=("proj",), fused=True)) for _ in range(2)])
+    """No probe input can be built for this model, and its attention (and its blocks) need a mask besides the
+    sequence: the fused qkv is one matrix, and the note says why."""
+    net = _MaskedNet([_MaskedBlock(attention=_MaskedAttention(8, names=("proj",), fused=True)) for _ in range(2)])
     family = infer_family(net)
     assert family.fused["attn.qkv"].whole and "layout not checked" in family.fused["attn.qkv"].note
     x = torch.randn(2, 5, 8)

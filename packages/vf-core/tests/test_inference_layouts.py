@@ -3,7 +3,10 @@ plain torch models: fused projections whose roles are held in another order than
 k per group; DaViT's channel attention), attention across channels that is not local in positions (XCiT), fused
 layouts checked by calling the attention on its own or on an image of another size than the model states (timm
 models built at a small ``img_size``), MLPs known by their class (timm's ``RepVitMlp`` with ConvNorm-wrapped 1x1
-convolutions), and widths that change from block to block (Hiera's stages).
+convolutions), widths that change from block to block (Hiera's stages), fused keys and values checked on two
+sequences (a perceiver's cross-attention) or through the module around the attention (a Conformer's, whose scores
+also depend on the queries alone), joint attention whose streams prefix their projections (PRX), and square
+SwiGLU projections told apart by a call (Ideogram 4).
 """
 
 from __future__ import annotations
@@ -524,3 +527,153 @@ def test_gated_values_and_blocks_where_roles_were_found():
     assert family.roles["v"] == ("mixer.module.v_gate.c",) and family.roles["f1"] == ("mixer.module.0.c",)
     assert "stages\\.1\\.blocks\\.(?:0|1|2|3)(?![0-9])" in family.block_pattern, family.block_pattern  # not 4
     _exact_and_trainable(net, torch.randn(2, 3, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------- calls, streams
+class _CrossKV(nn.Module):
+    """A perceiver's cross-attention: queries from the sequence, keys and values fused in ``to_kv`` from a context
+    of another width; it needs both, so it cannot be called on one random sequence."""
+
+    def __init__(self, d_ctx: int = 6) -> None:
+        super().__init__()
+        self.to_q, self.to_kv, self.to_out = nn.Linear(D, D), nn.Linear(d_ctx, 2 * D), nn.Linear(D, D)
+
+    def forward(self, x, context):
+        k, v = self.to_kv(context).chunk(2, -1)
+        return self.to_out(torch.softmax(self.to_q(x) @ k.transpose(-1, -2) / 3.0, -1) @ v)
+
+
+class _CrossBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.mlp = _CrossKV(), _Mlp()
+
+    def forward(self, x, context):
+        x = x + self.attn(x, context)
+        return x + self.mlp(x)
+
+
+class _CrossNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(D, 6)
+        self.blocks = nn.ModuleList([_CrossBlock(), _CrossBlock()])
+
+    def forward(self, x):
+        context = self.embed(x)[:, :3]
+        for block in self.blocks:
+            x = block(x, context)
+        return x
+
+
+def test_fused_keys_values_checked_on_two_sequences():
+    net = _CrossNet()
+    fused = infer_family(net).fused["attn.to_kv"]
+    assert not fused.whole and "k/v blocked (8/8 rows), checked numerically" in fused.note, fused.note
+    vf = _exact_and_trainable(net, torch.randn(2, 5, D))
+    assert {"blocks.0.attn.to_kv.k.sigma", "blocks.0.attn.to_kv.v.sigma"} <= {v.name for v in vf.vectors}
+
+
+class _ShawAttention(nn.Module):
+    """A Conformer's attention (Granite Speech): a relative-position term computed from the queries alone (so scaling
+    q by 2 and k by 1/2 moves the scores), over distances its encoder computes and passes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_q, self.to_kv, self.to_out = nn.Linear(D, D), nn.Linear(D, 2 * D), nn.Linear(D, D)
+        self.rel_pos = nn.Embedding(9, D)
+
+    def forward(self, x, dists):
+        q = self.to_q(x)
+        k, v = self.to_kv(x).chunk(2, -1)
+        scores = q @ k.transpose(-1, -2) + torch.einsum("bid,ijd->bij", q, self.rel_pos(dists))
+        return self.to_out(torch.softmax(scores / 3.0, -1) @ v)
+
+
+class _ShawBlock(_CrossBlock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = _ShawAttention()
+
+
+class _ShawEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_ShawBlock(), _ShawBlock()])
+
+    def forward(self, x):
+        pos = torch.arange(x.shape[1])
+        dists = (pos[:, None] - pos[None, :]).clamp(-4, 4) + 4
+        for block in self.blocks:
+            x = block(x, dists)
+        return x
+
+
+class _TokenModel(nn.Module):
+    """Its forward takes token ids (no probe input is built for it), its encoder a sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.encoder = nn.Embedding(11, D), _ShawEncoder()
+
+    def forward(self, ids):
+        return self.encoder(self.embed(ids))
+
+
+def test_fused_keys_values_checked_through_the_enclosing_module():
+    net = _TokenModel()
+    fused = infer_family(net).fused["attn.to_kv"]
+    assert not fused.whole and "linear in the v rows, not in the k rows" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randint(0, 11, (2, 5)))
+
+
+class _StreamAttention(nn.Module):
+    """Joint attention whose streams prefix their projections (PRX): the image stream's ``img_qkv_proj``, the text
+    stream's keys and values only (``txt_kv_proj``), one output projection ``to_out.0``; queries and keys normalised
+    (as PRX's are), so the check's scaling of one stream's q and k rows leaves the scores unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.img_qkv_proj, self.txt_kv_proj = nn.Linear(D, 3 * D), nn.Linear(6, 2 * D)
+        self.to_out = nn.ModuleList([nn.Linear(D, D)])
+
+    def forward(self, x, text):
+        q, k, v = self.img_qkv_proj(x).chunk(3, -1)
+        tk, tv = self.txt_kv_proj(text).chunk(2, -1)
+        q, k, v = F.normalize(q, dim=-1), F.normalize(torch.cat([tk, k], 1), dim=-1), torch.cat([tv, v], 1)
+        return self.to_out[0](torch.softmax(q @ k.transpose(-1, -2) * 2.0, -1) @ v)
+
+
+class _StreamBlock(_CrossBlock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = _StreamAttention()
+
+
+def test_stream_prefixed_projections_of_joint_attention():
+    net = _CrossNet()
+    net.blocks = nn.ModuleList([_StreamBlock(), _StreamBlock()])
+    family = infer_family(net)
+    assert family.roles["o"] == ("attn.to_out.0",)
+    assert family.fused["attn.img_qkv_proj"].roles == ("q", "k", "v")
+    assert family.fused["attn.txt_kv_proj"].roles == ("k", "v")
+    assert not any(fm.whole for fm in family.fused.values()), family.notes
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+class _SquareSwiGLU(nn.Module):
+    """Ideogram 4's feed-forward: ``w1``, ``w2`` and ``w3`` all square, so only a call tells the down projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1, self.w2, self.w3 = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def test_mlp_down_projection_told_by_a_call():
+    net = _Net([_Block(_Attention(D, D), _SquareSwiGLU()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["f1"] == ("mlp.w1", "mlp.w3") and family.roles["f2"] == ("mlp.w2",)
+    _exact_and_trainable(net, torch.randn(2, 5, D))

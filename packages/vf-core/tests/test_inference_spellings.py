@@ -119,8 +119,9 @@ ALL = ("q", "k", "v", "o", "f1", "f2")
     (("query.dense", "key.dense", "value.dense", "out.proj"), ("up_proj.linear", "down_proj.linear")),
     (("q", "k", "v", "o"), ("linear_fc1", "linear_fc2")),  # Megatron's names (ERNIE-Image)
     (("q", "k", "v", "o"), ("linear_in", "linear_out")),  # Flux 2's feed-forward
+    (("q", "k", "v", "out_proj"), ("proj_up", "proj_down")),  # xLSTM's feed-forward
 ], ids=["projection_query", "project_q", "q_head", "to_out", "wrapped-linear", "wrapped-dense", "linear_fc1",
-        "linear_in"])
+        "linear_in", "proj_up"])
 def test_more_spellings_are_recognised(names, mlp):
     net = _Net([_Block(_Attention(names), _Mlp(*mlp)) for _ in range(2)])
     family = infer_family(net)

@@ -39,7 +39,7 @@ from torch import nn
 from .layouts import layout_for
 
 __all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "permuted_layouts", "head_sizes", "key_value_dims",
-           "probe_inputs", "capture_calls", "direct_call", "check_layout"]
+           "probe_inputs", "capture_calls", "direct_call", "two_stream_call", "enclosing_call", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -389,6 +389,91 @@ def direct_call(attention: nn.Module, width: int, conv: bool = False) -> Optiona
     return None
 
 
+def two_stream_call(attention: nn.Module, width: int, others: Sequence[int]) -> Optional[tuple[tuple, dict]]:
+    """Arguments for calling on its own an attention that needs a second sequence (a cross-attention's context,
+    the text stream of joint attention, a perceiver's latents): random ``(1, 8, width)`` and ``(1, 8, other)``
+    sequences (``width`` first), both among the input widths of its projections (``others``); the first pair that
+    runs and gives a finite tensor, or None."""
+    device, dtype = _first_param(attention)
+    gen = torch.Generator().manual_seed(0)
+    probe = copy.deepcopy(attention).float()
+    probe.eval()
+    widths = list(dict.fromkeys((width, *others)))[:4]
+    for first, other in itertools.product(widths, widths):
+        x, y = torch.randn(1, 8, first, generator=gen).to(device), torch.randn(1, 8, other, generator=gen).to(device)
+        try:
+            with torch.no_grad():
+                out = _first_tensor(probe(x, y))
+        except Exception:  # this pair of widths or the signature does not suit the module
+            continue
+        if out is not None and out.is_floating_point() and out.dim() >= 3 and torch.isfinite(out).all():
+            return (x.to(dtype), y.to(dtype)), {}
+    return None
+
+
+def enclosing_call(model: nn.Module, path: str, limit: int = 3) -> Optional[tuple[tuple, dict]]:
+    """The arguments the attention at ``path`` receives when the nearest module around it that runs on a random
+    ``(1, 8, width)`` sequence is called (a Conformer encoder that computes its attention's relative distances
+    itself, where neither the model's probe pass nor the attention alone can run); ``width`` is tried among the
+    input widths of the enclosing module's first layers. None where no enclosing module (below the model) runs."""
+    attention = model.get_submodule(path)
+    parts = path.split(".")
+    device, dtype = _first_param(attention)
+    for depth in range(len(parts) - 1, 0, -1):
+        outer = model.get_submodule(".".join(parts[:depth]))
+        if isinstance(outer, (nn.ModuleList, nn.ModuleDict, nn.Sequential)):
+            continue
+        widths: list[int] = []
+        for module in outer.modules():
+            if isinstance(module, nn.Linear) and module.in_features not in widths:
+                widths.append(module.in_features)
+            if len(widths) >= limit:
+                break
+        for width in widths:
+            x = torch.randn(1, 8, width, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+            calls, _ = _call_until(outer, [attention], (x,), {})
+            if id(attention) in calls:
+                return calls[id(attention)]
+    return None
+
+
+def _call_until(outer: nn.Module, modules: Sequence[nn.Module], args: tuple,
+                kwargs: dict) -> tuple[dict[int, tuple[tuple, dict]], str]:
+    """Call ``outer`` (eval mode, no gradients) and keep the arguments of the first call of each of ``modules`` that
+    runs through, stopping as soon as all are kept; ``outer``'s train/eval flags are restored."""
+    wanted = {id(m) for m in modules}
+    calls: dict[int, tuple[tuple, dict]] = {}
+    started: dict[int, tuple[tuple, dict]] = {}
+
+    def pre_hook(module, a, kw):
+        started.setdefault(id(module), (a, dict(kw)))
+
+    def hook(module, a, output):
+        if id(module) in started:
+            calls.setdefault(id(module), started[id(module)])
+        if wanted <= set(calls):
+            raise _Captured
+
+    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in modules]
+    handles += [m.register_forward_hook(hook) for m in modules]
+    modes = [(m, m.training) for m in outer.modules()]
+    reason = ""
+    try:
+        outer.eval()
+        with torch.no_grad():
+            outer(*args, **kwargs)
+    except _Captured:
+        pass
+    except Exception as exc:  # the input did not suit the module
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes:
+            module.training = mode
+    return calls, reason
+
+
 # ---------------------------------------------------------------------------------------------- checking
 def _float(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
@@ -506,13 +591,13 @@ class AttentionProbe:
 
 
 def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
-                 out_dim: int = -1) -> tuple[bool, str]:
+                 out_dim: int = -1, kv_only: bool = False) -> tuple[bool, str]:
     """:func:`_check_layout`; where the output is not linear in the v rows and the probe knows the child holding
     the output projection, checked again (and from then on) on that child's input: an activation before the output
     projection (LeViT's ``proj = Sequential(Hardswish, LinearNorm)``) is no part of the attention."""
-    ok, how = _check_layout(probe, members, out_dim)
+    ok, how = _check_layout(probe, members, out_dim, kv_only)
     if not ok and how == _NOT_LINEAR and probe.tap_before_output():
-        ok, how = _check_layout(probe, members, out_dim)
+        ok, how = _check_layout(probe, members, out_dim, kv_only)
     return ok, how
 
 
@@ -520,10 +605,13 @@ _NOT_LINEAR = "the output is not linear in the v rows"
 
 
 def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
-                  out_dim: int = -1) -> tuple[bool, str]:
+                  out_dim: int = -1, kv_only: bool = False) -> tuple[bool, str]:
     """Whether the rows in ``members`` (role -> ``[(module path within the attention, rows)]``) are the q, k and v of
     the attention ``probe`` copies; ``(passed, what was checked or why it failed)``. ``out_dim`` is the feature
-    dimension of the attention's output (1 for convolutional attention)."""
+    dimension of the attention's output (1 for convolutional attention). With ``kv_only`` (a fused k+v next to a
+    query projection of its own), scores that are not scale-free in q and k (a relative-position term computed from
+    the queries alone, as in Shaw's attention) still pass where the output is linear in the v rows and not in the k
+    rows: with halves of equal size, that places every key row."""
     base, _ = probe.run(members, {})
     if base is not None and not torch.isfinite(base).all() and probe.keep_epsilons():
         base, _ = probe.run(members, {})  # zeroed epsilons made it 0/0 (a norm over one channel): kept instead
@@ -541,6 +629,9 @@ def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, t
     if "q" in members:
         qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
         if qk is None or (qk - base).abs().max() > 1e-4 * scale:
+            if kv_only and qk is not None and _nonlinear(probe, members, "k", base, scale):
+                return True, ("checked numerically (linear in the v rows, not in the k rows; the scores also depend on"
+                              " q alone)")
             return False, "scaling q by 2 and k by 1/2 changes the output"
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
@@ -554,6 +645,16 @@ def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, t
                 return True, "checked numerically; q before k assumed (the attention is not local in positions)"
             return False, "the q rows of one position change other positions' outputs"
     return True, "checked numerically"
+
+
+def _nonlinear(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
+               base: torch.Tensor, scale: float) -> bool:
+    """Whether the output changes, and not affinely, when the rows of ``role`` are scaled by 0 and by 2."""
+    zero, _ = probe.run(members, {role: 0.0})
+    double, _ = probe.run(members, {role: 2.0})
+    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
+        return False
+    return bool(((double - zero) - 2 * (base - zero)).abs().max() > 1e-3 * scale)
 
 
 def _spread(moved: torch.Tensor, base: torch.Tensor, out_dim: int) -> float:

@@ -27,7 +27,8 @@
 - **MLPs**: ``f1`` = up (and gate), ``f2`` = down, as the declared families do: ``fc1/fc2``, ``c_fc/c_proj``,
   ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
-  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
+  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes, else by one call of the MLP), timm's SwiGLU
+  ``fc1_g/fc1_x``, the halves
   of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, Megatron's
   ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out`` (as a pair), ProphetNet's linear ``intermediate`` and
   ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
@@ -85,9 +86,11 @@ from .fused_layouts import (
     capture_calls,
     check_layout,
     direct_call,
+    enclosing_call,
     head_sizes,
     key_value_dims,
     permuted_layouts,
+    two_stream_call,
 )
 from .layouts import layout_for
 from .plugins import list_families
@@ -111,9 +114,10 @@ _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1",
+       "proj_up", "proj_up_gate"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
-         "ffn_output", "w_out", "dense2", "linear_fc2"}
+         "ffn_output", "w_out", "dense2", "linear_fc2", "proj_down"}
 _MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
 _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
@@ -218,7 +222,8 @@ def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: 
 def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
                result: _Result) -> None:
     for group, members in groups.items():
-        if _latent_attention(group, members, result) or _query_key_attention(group, members, result):
+        if (_latent_attention(group, members, result) or _query_key_attention(group, members, result)
+                or _stream_attention(group, members, result)):
             continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
         # ``in_proj`` is q, k and v fused only in a module that says it is an attention (DeBERTa's
@@ -329,6 +334,59 @@ def _query_key_attention(group: str, members: dict[str, _Leaf], result: _Result)
     return True
 
 
+# joint attention whose streams prefix their projections: JoyImage's img_attn_qkv, txt_attn_proj; PRX's txt_kv_proj
+_STREAM = re.compile(r"^(img|image|txt|text|context|ctx|visual|vis|audio|video)_(?:attn_)?(.+)$")
+
+
+def _stream_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
+    """Joint attention whose streams prefix their projections (JoyImage's ``img_attn_qkv``, ``img_attn_proj``,
+    ``txt_attn_qkv``, ``txt_attn_proj``; PRX's ``img_qkv_proj``, ``txt_kv_proj`` and a shared ``to_out.0``): each
+    stream's q, k and v (separate or fused) and output projection, the unprefixed ones as one more stream; a stream
+    may bring keys and values only, as long as one brings queries. Whether ``group`` is one (and then recorded: its
+    modules, or the problem found)."""
+    streams: dict[str, dict[str, _Leaf]] = defaultdict(dict)
+    for local, leaf in members.items():
+        match = _STREAM.match(local)
+        stream, name = (match.group(1), match.group(2)) if match else ("", local)
+        if name in _SPELLINGS:
+            streams[stream][name] = leaf
+    if not any(s and ({"k", "v"} <= set(_stream_roles(own)) or set(own) & (_QKV | _KV)) for s, own in streams.items()):
+        return False
+    where = group or "the model"
+    found: list[_Found] = []
+    for stream, own in streams.items():
+        label = f"the {stream} stream" if stream else "its unprefixed projections"
+        separate = {role: _pick(own, names, f"{role} of {label}", group, result)
+                    for role, names in (("q", _Q), ("k", _K), ("v", _V), ("o", _O))}
+        fused = [(name, leaf) for name, leaf in own.items() if name in _QKV | _KV]
+        if len(fused) > 1 or (fused and (separate["k"] or separate["v"])):
+            result.problem(group, f"ambiguous: attention {where} has several projections for the keys and values of"
+                                  f" {label} ({', '.join(leaf.local for leaf in own.values())})")
+            return True
+        if fused:
+            name, leaf = fused[0]
+            roles = ("q", "k", "v") if name in _QKV and separate["q"] is None else ("k", "v")
+            found.append(_Found(leaf, None, group, fused=roles))
+        elif bool(separate["k"]) != bool(separate["v"]) or (separate["q"] and not separate["k"]):
+            have = ", ".join(x.local for x in separate.values() if x)
+            result.problem(group, f"partial: attention {where} has {have} for {label} but not both keys and values")
+            return True
+        found += [_Found(x, role, group) for role, x in separate.items() if x is not None]
+    if not any(f.role == "q" or "q" in f.fused for f in found):
+        result.problem(group, f"partial: attention {where} has keys and values for each stream but no query")
+        return True
+    if not any(f.role == "o" for f in found):
+        result.without_output.append(group)
+    result.found += found
+    result.claimed |= {f.leaf.name for f in found}
+    return True
+
+
+def _stream_roles(own: dict[str, _Leaf]) -> list[str]:
+    """The roles a stream's separate projections spell (q, k, v)."""
+    return [role for role, names in (("q", _Q), ("k", _K), ("v", _V)) if set(own) & names]
+
+
 def _latent_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
     """Multi-head latent attention (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite...): the query from ``q_proj`` or
     ``q_a_proj`` + ``q_b_proj`` (q), the keys' and values' shared latent (and rotary key) from
@@ -437,6 +495,47 @@ def _mlp_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], units: dic
         up, down = (b, a) if b.d_out > b.d_in else (a, b)
         units[path] = [_Found(up, "f1", path), _Found(down, "f2", path)]
         taken |= {a.name, b.name}
+
+
+def _mlp_by_call(modules: dict[str, nn.Module], units: dict[str, list[_Found]]) -> None:
+    """MLPs whose shapes do not tell the down projection (``w1``, ``w2``, ``w3`` all square: Ideogram 4's SwiGLU),
+    told apart by calling the MLP once on a random sequence: the up (and gate) projections read the same input, the
+    down projection, called last, reads what they made. Left ambiguous where the call fails or shows otherwise."""
+    for unit, found in units.items():
+        if not any(f.role == "?" for f in found) or unit not in modules or any(f.leaf.conv for f in found):
+            continue
+        inputs: dict[str, torch.Tensor] = {}
+        order: list[str] = []
+
+        def keep(name: str):
+            def hook(module, args):
+                if args and isinstance(args[0], torch.Tensor) and name not in inputs:
+                    inputs[name] = args[0].detach()
+                    order.append(name)
+            return hook
+
+        mlp = modules[unit]
+        handles = [f.leaf.module.register_forward_pre_hook(keep(f.leaf.name)) for f in found]
+        weight = found[0].leaf.module.weight
+        x = torch.randn(1, 4, found[0].leaf.d_in, generator=torch.Generator().manual_seed(0))
+        modes = [(m, m.training) for m in mlp.modules()]
+        try:
+            mlp.eval()
+            with torch.no_grad():
+                mlp(x.to(weight.device, weight.dtype))
+        except Exception:  # the MLP does not run on its own: left ambiguous
+            continue
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in modes:
+                module.training = mode
+        if len(order) != len(found):
+            continue
+        last, ups = order[-1], order[:-1]
+        if all(torch.equal(inputs[n], inputs[ups[0]]) for n in ups) and not (
+                inputs[last].shape == inputs[ups[0]].shape and torch.equal(inputs[last], inputs[ups[0]])):
+            found[:] = [dataclasses.replace(f, role="f2" if f.leaf.name == last else "f1") for f in found]
 
 
 def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
@@ -614,7 +713,7 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             decisions[f.rel][f.leaf.d_out] = (None, "the latent that keys and values share, and the rotary key, of"
                                                     " multi-head latent attention")
             continue
-        call = calls.get(id(module)) or direct_call(module, f.leaf.d_in, f.leaf.conv)
+        call = calls.get(id(module)) or _call_alone(model, f, found)
         if call is None:
             decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
             continue
@@ -641,7 +740,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
                 members.update(_separate_values(f, found))
             try:
                 probe = probe or _probe(module, call, f, found)
-                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1,
+                                       kv_only=f.fused == ("k", "v") and q_sep is not None)
             except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
                 ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
             if ok:
@@ -725,6 +825,20 @@ def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes
         if ok:
             return layout, f"{layout.description}, {how}; keys and values only (the queries come from outside it)"
     return None
+
+
+def _call_alone(model: nn.Module, f: _Found, found: list[_Found]) -> Optional[tuple[tuple, dict]]:
+    """Arguments for the attention of ``f`` where the model's probe pass did not reach it: the attention called on
+    one random sequence, else on two (a cross-attention's context, joint attention's text stream: widths among its
+    projections' inputs), else the arguments it gets when the nearest module around it runs on a random sequence."""
+    module = model.get_submodule(f.unit) if f.unit else model
+    call = direct_call(module, f.leaf.d_in, f.leaf.conv)
+    if call is None and not f.leaf.conv:
+        widths = [g.leaf.d_in for g in found if g.unit == f.unit and g.block == f.block and g.role != "o"]
+        call = two_stream_call(module, f.leaf.d_in, widths)
+    if call is None and f.unit and not f.leaf.conv:
+        call = enclosing_call(model, f.unit)
+    return call
 
 
 def _then_permuted(layouts: list[FusedLayout]):
@@ -889,6 +1003,7 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
     named = dict(model.named_modules())
     candidates = _mlp_candidates(leaves, by_name, result.claimed)
     _mlp_by_class(named, leaves, candidates, result.claimed)
+    _mlp_by_call(named, candidates)
     rejected = _mlp(candidates, result)
     # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
     attention = {f.unit for f in result.found}
