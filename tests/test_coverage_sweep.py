@@ -42,6 +42,8 @@ SAMPLE = {
     "transformers:deberta": "DeBERTa's fused in_proj, interleaved per head",
     "transformers:pvt_v2": "query/key/value/proj, dense1/dense2 (vision)",
     "transformers:codegen": "qkv_proj holding q, v, k per group: the roles' row blocks reordered",
+    "transformers:granite_speech": "a fused to_kv checked through its encoder (relative positions only it computes)",
+    "transformers:xlstm": "proj_up_gate + proj_up / proj_down",
     # timm
     "timm:vision_transformer": "declared timm-vit",
     "timm:eva": "EVA: fused qkv, SwiGLU",
@@ -50,6 +52,7 @@ SAMPLE = {
     "timm:efficientformer": "keys narrower than values per head; hybrid stage (attention in one block)",
     "timm:convnext": "declared timm-convnext (MLP only)",
     "timm:xcit": "attention across channels, not local in positions: q before k",
+    "timm:tnt": "queries and keys fused (qk) next to a separate v; a wrapper holding its projections",
     # diffusers
     "diffusers:UNet2DModel[Unet2DModelTesterConfig]": "declared unet2d",
     "diffusers:UNet2DConditionModel[sd-like]": "declared unet2d-condition",
@@ -58,6 +61,9 @@ SAMPLE = {
     "diffusers:SD3Transformer2DModel[SD3TransformerTesterConfig]": "declared sd3",
     "diffusers:FluxTransformer2DModel": "declared flux",
     "diffusers:AuraFlowTransformer2DModel": "joint attention (add_q_proj...), inferred",
+    "diffusers:JoyImageEditTransformer3DModel": "joint attention with stream-prefixed fused projections (img_attn_qkv)",
+    "diffusers:ConsisIDTransformer3DModel": "a perceiver's fused to_kv, called on two sequences",
+    "diffusers:Ideogram4Transformer2DModel": "square w1/w2/w3: the down projection told by a call",
     "diffusers:WanTransformer3DModel": "video denoiser, cross-attention, inferred",
     "diffusers:HunyuanVideoTransformer3DModel[HunyuanVideoTransformerTesterConfig]":
         "single-stream blocks: attention without an output projection",
