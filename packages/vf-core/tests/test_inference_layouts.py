@@ -524,3 +524,52 @@ def test_gated_values_and_blocks_where_roles_were_found():
     assert family.roles["v"] == ("mixer.module.v_gate.c",) and family.roles["f1"] == ("mixer.module.0.c",)
     assert "stages\\.1\\.blocks\\.(?:0|1|2|3)(?![0-9])" in family.block_pattern, family.block_pattern  # not 4
     _exact_and_trainable(net, torch.randn(2, 3, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------- fallback layouts
+class _NarrowKeyAttention(nn.Module):
+    """SHViT's single-head attention: ``qkv`` holds q and k of width ``qk_dim``, then the values (wider), blocked;
+    no heads stated."""
+
+    def __init__(self, qk_dim: int = 2) -> None:
+        super().__init__()
+        self.qk_dim = qk_dim
+        self.qkv, self.proj = nn.Linear(D, 2 * qk_dim + D), nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, D], -1)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+def test_queries_and_keys_narrower_than_values_by_attribute():
+    net = _Net([_Block(_NarrowKeyAttention(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "q/k/v blocked (2/2/8 rows), checked numerically" == fused.note, fused.note
+    assert list(fused.split(net.blocks[0].attn.qkv)) == [2, 2, 8] and fused.order is None
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+class _HeadWidthOnlyAttention(nn.Module):
+    """EfficientViT's (MIT) attention: q, k, v of each head together in ``qkv``, only the head width ``dim`` stated
+    (an attribute no size reader knows), no number of heads."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        self.dim = dim
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, -1, 3 * self.dim).transpose(1, 2).chunk(3, -1)  # (b, heads, n, dim)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+def test_interleaved_per_head_of_an_unstated_head_width():
+    net = _Net([_Block(_HeadWidthOnlyAttention(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "interleaved per head (2 groups of 4/4/4 rows)" in fused.note, fused.note
+    order = list(fused.order(net.blocks[0].attn.qkv))
+    assert order[:8] == [0, 1, 2, 3, 12, 13, 14, 15]  # q: rows 0-3 of each group of 12
+    assert order[8:16] == [4, 5, 6, 7, 16, 17, 18, 19] and order[16:] == [8, 9, 10, 11, 20, 21, 22, 23]
+    _exact_and_trainable(net, torch.randn(2, 5, D))

@@ -85,6 +85,7 @@ from .fused_layouts import (
     capture_calls,
     check_layout,
     direct_call,
+    fallback_layouts,
     head_sizes,
     key_value_dims,
     permuted_layouts,
@@ -439,6 +440,33 @@ def _mlp_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], units: dic
         taken |= {a.name, b.name}
 
 
+# an inverted bottleneck's 1x1 expansion and projection around its depthwise convolution (MIT's EfficientViT and
+# LowFormer: inverted_conv, depth_conv, point_conv; diffusers' GLUMBConv: conv_inverted, conv_depth, conv_point)
+_INVERTED = {"inverted_conv", "conv_inverted"}
+_POINT = {"point_conv", "conv_point"}
+
+
+def _inverted_bottlenecks(leaves: list[_Leaf], units: dict[str, list[_Found]], claimed: set) -> None:
+    """Inverted bottlenecks spelled ``inverted_conv`` + ``point_conv`` (a projection module wrapping its
+    convolution, ``inverted_conv.conv``, counts as the projection): the expansion plays f1 and the projection f2, as
+    EfficientNet's ``conv_pw`` and ``conv_pwl`` do in the declared family; as a pair only (a depthwise-separable
+    convolution's lone ``point_conv`` is no MLP)."""
+    taken = claimed | {f.leaf.name for fs in units.values() for f in fs}
+    pairs: dict[str, dict[str, list[_Leaf]]] = defaultdict(lambda: defaultdict(list))
+    for leaf in leaves:
+        parts = leaf.name.lower().split(".")
+        wrapped = len(parts) >= 2 and parts[-1] in _WRAPPED and parts[-2] in _INVERTED | _POINT
+        spelled = parts[-2] if wrapped else parts[-1]
+        if leaf.name in taken or spelled not in _INVERTED | _POINT:
+            continue
+        unit = ".".join(leaf.name.split(".")[: -2 if wrapped else -1])
+        pairs[unit]["f1" if spelled in _INVERTED else "f2"].append(leaf)
+    for unit, by_role in pairs.items():
+        if unit in units or len(by_role["f1"]) != 1 or len(by_role["f2"]) != 1:
+            continue
+        units[unit] = [_Found(by_role["f1"][0], "f1", unit), _Found(by_role["f2"][0], "f2", unit)]
+
+
 def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
     return (f"{leaf.group}.{local}" if leaf.group else local) in by_name
 
@@ -631,7 +659,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
         tried = 0
-        for layout in _then_permuted(layouts):
+        fallback = lambda: fallback_layouts(f.fused, f.leaf.d_out, module, heads, layouts)  # noqa: E731
+        for layout in _then_permuted(layouts, fallback):
             tried += 1
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
@@ -727,10 +756,13 @@ def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes
     return None
 
 
-def _then_permuted(layouts: list[FusedLayout]):
-    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered."""
+def _then_permuted(layouts: list[FusedLayout], fallback=None):
+    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered, then
+    those ``fallback()`` makes (:func:`~vf_core.fused_layouts.fallback_layouts`)."""
     yield from layouts
     yield from permuted_layouts(layouts)
+    if fallback is not None:
+        yield from fallback()
 
 
 def _latent_heads_layout(attention: nn.Module, model: nn.Module, f: _Found,
@@ -889,6 +921,7 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
     named = dict(model.named_modules())
     candidates = _mlp_candidates(leaves, by_name, result.claimed)
     _mlp_by_class(named, leaves, candidates, result.claimed)
+    _inverted_bottlenecks(leaves, candidates, result.claimed)
     rejected = _mlp(candidates, result)
     # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
     attention = {f.unit for f in result.found}
