@@ -573,3 +573,42 @@ def test_interleaved_per_head_of_an_unstated_head_width():
     assert order[:8] == [0, 1, 2, 3, 12, 13, 14, 15]  # q: rows 0-3 of each group of 12
     assert order[8:16] == [4, 5, 6, 7, 16, 17, 18, 19] and order[16:] == [8, 9, 10, 11, 20, 21, 22, 23]
     _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+# ---------------------------------------------------------------------------------------------- attention by class
+class ConvAttention(nn.Module):
+    """CPUBone's attention, known by its class only: ``pwise`` holds q, k, v per head (``num_heads``), the output
+    projection is folded into ``upsampling.0``."""
+
+    num_heads, head_dim = 2, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pwise = nn.Conv2d(D, 3 * D, 1, bias=False)
+        self.upsampling = nn.Sequential(nn.Conv2d(D, D, 1), nn.Identity())
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        qkv = self.pwise(x).reshape(b, self.num_heads, 3 * self.head_dim, h * w).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, -1)
+        out = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v  # (b, heads, hw, head_dim)
+        return self.upsampling(out.transpose(-1, -2).reshape(b, D, h, w))
+
+
+class _ConvAttentionBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.channel_mixer = ConvAttention(), ChannelMlp()
+
+    def forward(self, x):
+        x = x + self.attn(x)
+        return x + self.channel_mixer(x)
+
+
+def test_attention_known_by_its_class():
+    net = nn.Sequential(nn.Conv2d(3, D, 1), nn.Sequential(_ConvAttentionBlock(), _ConvAttentionBlock()))
+    family = infer_family(net)
+    assert family.roles["o"] == ("attn.upsampling.0",)
+    fused = family.fused["attn.pwise"]
+    assert not fused.whole and "interleaved per head (2 groups of 4/4/4 rows)" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 3, 4, 4))

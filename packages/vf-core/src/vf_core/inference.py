@@ -309,6 +309,31 @@ def _one_matrix_child(group: str, names: set, by_name: dict[str, _Leaf],
     return None
 
 
+# a module whose class says attention (CPUBone's ConvAttention, with its fused ``pwise`` and its output projection
+# folded into ``upsampling.0``)
+_ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
+
+
+def _attention_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], result: _Result) -> None:
+    """Attentions named by their class and not by their projections: a module whose class name says attention,
+    holding exactly two matrices that no spelling took, first a fused q, k, v (three times as many rows as the
+    other's inputs), then an output projection mapping those back to the fused projection's input width. The fused rows are
+    split like any fused projection's, checked numerically (decomposed whole where no layout passes)."""
+    taken = set(result.claimed)
+    for path, module in modules.items():
+        if not path or not _ATTENTION_CLASS.search(type(module).__name__):
+            continue
+        inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
+        if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
+            continue
+        fused, out = inside  # the fused projection reads the input first (not a channel gate's reduction)
+        if fused.d_out == 3 * out.d_in and out.d_out == fused.d_in:
+            found = [_Found(fused, None, path, fused=("q", "k", "v")), _Found(out, "o", path)]
+            result.found += found
+            result.claimed |= {f.leaf.name for f in found}
+            taken |= {f.leaf.name for f in found}
+
+
 _QK = {"qk", "qk_proj", "to_qk", "query_key"}
 
 
@@ -919,6 +944,7 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
     result = _Result()
     _attention(groups, by_name, dict(model.named_modules()), result)
     named = dict(model.named_modules())
+    _attention_by_class(named, leaves, result)
     candidates = _mlp_candidates(leaves, by_name, result.claimed)
     _mlp_by_class(named, leaves, candidates, result.claimed)
     _inverted_bottlenecks(leaves, candidates, result.claimed)
