@@ -44,7 +44,8 @@ The result is verified, not trusted: within a stack every block must have every 
 complete and its shapes chained (an MLP's up projections feed its down projection), and no module may fit two roles;
 widths may change from block to block (a hierarchical model's stages, an MLP ratio per block), which the log line
 says. An MLP is also known by its class (timm's ``RepVitMlp``, SHViT's ``FFN``: two matrices under any names, one
-mapping the other's output back). A block may lack a
+mapping the other's output back), and so is an attention (CPUBone's ``ConvAttention``: a fused q, k, v, then its
+output projection); an inverted bottleneck's ``inverted_conv`` and ``point_conv`` are f1 and f2. A block may lack a
 whole attention or a whole MLP that others have (a hybrid stack: Mamba, convolution or linear-attention layers next
 to attention layers), which the log line says ("attention (q, k, v, o) in 1 of 4 blocks"); roles held by a block's
 3-D expert parameters count as present (MoE blocks next to dense ones). Otherwise
@@ -317,8 +318,8 @@ _ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
 def _attention_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], result: _Result) -> None:
     """Attentions named by their class and not by their projections: a module whose class name says attention,
     holding exactly two matrices that no spelling took, first a fused q, k, v (three times as many rows as the
-    other's inputs), then an output projection mapping those back to the fused projection's input width. The fused rows are
-    split like any fused projection's, checked numerically (decomposed whole where no layout passes)."""
+    other's inputs), then an output projection mapping those back to the fused projection's input width. The fused
+    rows are split like any fused projection's, checked numerically (decomposed whole where no layout passes)."""
     taken = set(result.claimed)
     for path, module in modules.items():
         if not path or not _ATTENTION_CLASS.search(type(module).__name__):
