@@ -677,3 +677,91 @@ def test_mlp_down_projection_told_by_a_call():
     family = infer_family(net)
     assert family.roles["f1"] == ("mlp.w1", "mlp.w3") and family.roles["f2"] == ("mlp.w2",)
     _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+# ---------------------------------------------------------------------------------------------- fallback layouts
+class _NarrowKeyAttention(nn.Module):
+    """SHViT's single-head attention: ``qkv`` holds q and k of width ``qk_dim``, then the values (wider), blocked;
+    no heads stated."""
+
+    def __init__(self, qk_dim: int = 2) -> None:
+        super().__init__()
+        self.qk_dim = qk_dim
+        self.qkv, self.proj = nn.Linear(D, 2 * qk_dim + D), nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, D], -1)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+def test_queries_and_keys_narrower_than_values_by_attribute():
+    net = _Net([_Block(_NarrowKeyAttention(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "q/k/v blocked (2/2/8 rows), checked numerically" == fused.note, fused.note
+    assert list(fused.split(net.blocks[0].attn.qkv)) == [2, 2, 8] and fused.order is None
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+class _HeadWidthOnlyAttention(nn.Module):
+    """EfficientViT's (MIT) attention: q, k, v of each head together in ``qkv``, only the head width ``dim`` stated
+    (an attribute no size reader knows), no number of heads."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        self.dim = dim
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, -1, 3 * self.dim).transpose(1, 2).chunk(3, -1)  # (b, heads, n, dim)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return self.proj(att.transpose(1, 2).reshape(b, n, D))
+
+
+def test_interleaved_per_head_of_an_unstated_head_width():
+    net = _Net([_Block(_HeadWidthOnlyAttention(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "interleaved per head (2 groups of 4/4/4 rows)" in fused.note, fused.note
+    order = list(fused.order(net.blocks[0].attn.qkv))
+    assert order[:8] == [0, 1, 2, 3, 12, 13, 14, 15]  # q: rows 0-3 of each group of 12
+    assert order[8:16] == [4, 5, 6, 7, 16, 17, 18, 19] and order[16:] == [8, 9, 10, 11, 20, 21, 22, 23]
+    _exact_and_trainable(net, torch.randn(2, 5, D))
+
+
+# ---------------------------------------------------------------------------------------------- attention by class
+class ConvAttention(nn.Module):
+    """CPUBone's attention, known by its class only: ``pwise`` holds q, k, v per head (``num_heads``), the output
+    projection is folded into ``upsampling.0``."""
+
+    num_heads, head_dim = 2, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pwise = nn.Conv2d(D, 3 * D, 1, bias=False)
+        self.upsampling = nn.Sequential(nn.Conv2d(D, D, 1), nn.Identity())
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        qkv = self.pwise(x).reshape(b, self.num_heads, 3 * self.head_dim, h * w).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, -1)
+        out = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v  # (b, heads, hw, head_dim)
+        return self.upsampling(out.transpose(-1, -2).reshape(b, D, h, w))
+
+
+class _ConvAttentionBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.channel_mixer = ConvAttention(), ChannelMlp()
+
+    def forward(self, x):
+        x = x + self.attn(x)
+        return x + self.channel_mixer(x)
+
+
+def test_attention_known_by_its_class():
+    net = nn.Sequential(nn.Conv2d(3, D, 1), nn.Sequential(_ConvAttentionBlock(), _ConvAttentionBlock()))
+    family = infer_family(net)
+    assert family.roles["o"] == ("attn.upsampling.0",)
+    fused = family.fused["attn.pwise"]
+    assert not fused.whole and "interleaved per head (2 groups of 4/4/4 rows)" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 3, 4, 4))

@@ -443,3 +443,54 @@ def test_gated_w0_w1_then_w2():
     family = infer_family(net)
     assert family.roles["f1"] == ("mlp.w0", "mlp.w1") and family.roles["f2"] == ("mlp.w2",)
     _exact_and_trainable(net, ALL)
+
+
+class _ConvAct(nn.Module):
+    """MIT EfficientViT's ConvNormAct: the convolution wrapped as ``.conv``."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int = 1, k: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class _Main(nn.Module):
+    """An inverted bottleneck (``inverted``, ``depth``, ``point``) or, without ``inverted``, a depthwise-separable
+    convolution whose lone ``point_conv`` is no MLP."""
+
+    def __init__(self, inverted: bool) -> None:
+        super().__init__()
+        wide = 2 * D if inverted else D
+        if inverted:
+            self.inverted_conv = _ConvAct(D, wide)
+        self.depth_conv = _ConvAct(wide, wide, groups=wide, k=3)
+        self.point_conv = _ConvAct(wide, D)
+
+    def forward(self, x):
+        y = self.inverted_conv(x) if hasattr(self, "inverted_conv") else x
+        return x + self.point_conv(self.depth_conv(y))
+
+
+class _MBBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.separable, self.main = _Main(inverted=False), _Main(inverted=True)
+
+    def forward(self, x):
+        return self.main(self.separable(x))
+
+
+def test_inverted_bottleneck_is_an_mlp():
+    net = nn.Sequential(nn.Conv2d(3, D, 1), nn.Sequential(_MBBlock(), _MBBlock()))
+    family = infer_family(net)
+    assert family.roles == {"f1": ("main.inverted_conv.conv",), "f2": ("main.point_conv.conv",)}
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        expected = net(x)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    assert {v.role for v in vf.vectors} == {"f1", "f2"}
+    assert not any("separable" in v.module for v in vf.vectors)
+    with torch.no_grad():
+        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)

@@ -39,7 +39,8 @@ from torch import nn
 from .layouts import layout_for
 
 __all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "permuted_layouts", "head_sizes", "key_value_dims",
-           "probe_inputs", "capture_calls", "direct_call", "two_stream_call", "enclosing_call", "check_layout"]
+           "fallback_layouts", "probe_inputs", "capture_calls", "direct_call", "two_stream_call", "enclosing_call",
+           "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,51 @@ def permuted_layouts(layouts: Sequence[FusedLayout]) -> list[FusedLayout]:
             held = ", ".join(roles[perm.index(j)] for j in range(len(roles)))
             out.append(FusedLayout(roles, layout.sizes, order, layout.kind,
                                    f"{layout.description}, held in the order {held}"))
+    return out
+
+
+#: attributes of an attention giving the width of its queries and keys where values are wider (SHViT's ``qk_dim``)
+_QK_WIDTHS = ("qk_dim", "key_dim")
+
+
+def fallback_layouts(roles: tuple[str, ...], d_out: int, attention: nn.Module, heads: Sequence[int] = (),
+                     tried: Sequence[FusedLayout] = ()) -> list[FusedLayout]:
+    """Layouts tried only after :func:`candidate_layouts` and :func:`permuted_layouts` all failed, for attentions
+    that state no head sizes that fit:
+
+    - queries and keys narrower than the values, their width an attribute of the attention (SHViT's single-head
+      ``qk_dim``; times the heads where it has them): q and k rows first, the values the rest, blocked or per head;
+    - equal shares per role interleaved per head, for every head width that divides a share (EfficientViT's
+      multi-scale linear attention keeps q, k, v of each head together and names only its head width ``dim``).
+
+    Each is checked numerically like any candidate; those already in ``tried`` are left out."""
+    out: list[FusedLayout] = []
+    seen = {(layout.sizes, layout.order) for layout in tried}
+    names = "/".join(roles)
+
+    def add(sizes: tuple[int, ...], groups: int, kind: str) -> None:
+        if any(s <= 0 or s % groups for s in sizes) or sum(sizes) != d_out:
+            return
+        order = None if groups == 1 else _grouped(roles, sizes, groups)
+        if (sizes, order) in seen:
+            return
+        seen.add((sizes, order))
+        shares = "/".join(str(s // groups) for s in sizes)
+        rows = f"{shares} rows" if groups == 1 else f"{groups} groups of {shares} rows"
+        out.append(FusedLayout(roles, sizes, order, kind, f"{names} {kind} ({rows})"))
+
+    if roles == ("q", "k", "v"):
+        for width in _ints([attention], _QK_WIDTHS):
+            for h in dict.fromkeys((1, *heads)):
+                sizes = (h * width, h * width, d_out - 2 * h * width)
+                add(sizes, 1, "blocked")
+                if h > 1:
+                    add(sizes, h, "interleaved per head")
+    if d_out % len(roles) == 0:
+        share = d_out // len(roles)
+        for head in range(2, share):
+            if share % head == 0:
+                add((share,) * len(roles), share // head, "interleaved per head")
     return out
 
 

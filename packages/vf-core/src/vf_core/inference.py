@@ -45,7 +45,8 @@ The result is verified, not trusted: within a stack every block must have every 
 complete and its shapes chained (an MLP's up projections feed its down projection), and no module may fit two roles;
 widths may change from block to block (a hierarchical model's stages, an MLP ratio per block), which the log line
 says. An MLP is also known by its class (timm's ``RepVitMlp``, SHViT's ``FFN``: two matrices under any names, one
-mapping the other's output back). A block may lack a
+mapping the other's output back), and so is an attention (CPUBone's ``ConvAttention``: a fused q, k, v, then its
+output projection); an inverted bottleneck's ``inverted_conv`` and ``point_conv`` are f1 and f2. A block may lack a
 whole attention or a whole MLP that others have (a hybrid stack: Mamba, convolution or linear-attention layers next
 to attention layers), which the log line says ("attention (q, k, v, o) in 1 of 4 blocks"); roles held by a block's
 3-D expert parameters count as present (MoE blocks next to dense ones). Otherwise
@@ -87,6 +88,7 @@ from .fused_layouts import (
     check_layout,
     direct_call,
     enclosing_call,
+    fallback_layouts,
     head_sizes,
     key_value_dims,
     permuted_layouts,
@@ -311,6 +313,31 @@ def _one_matrix_child(group: str, names: set, by_name: dict[str, _Leaf],
         if len(inside) == 1:
             return inside[0]
     return None
+
+
+# a module whose class says attention (CPUBone's ConvAttention, with its fused ``pwise`` and its output projection
+# folded into ``upsampling.0``)
+_ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
+
+
+def _attention_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], result: _Result) -> None:
+    """Attentions named by their class and not by their projections: a module whose class name says attention,
+    holding exactly two matrices that no spelling took, first a fused q, k, v (three times as many rows as the
+    other's inputs), then an output projection mapping those back to the fused projection's input width. The fused
+    rows are split like any fused projection's, checked numerically (decomposed whole where no layout passes)."""
+    taken = set(result.claimed)
+    for path, module in modules.items():
+        if not path or not _ATTENTION_CLASS.search(type(module).__name__):
+            continue
+        inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
+        if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
+            continue
+        fused, out = inside  # the fused projection reads the input first (not a channel gate's reduction)
+        if fused.d_out == 3 * out.d_in and out.d_out == fused.d_in:
+            found = [_Found(fused, None, path, fused=("q", "k", "v")), _Found(out, "o", path)]
+            result.found += found
+            result.claimed |= {f.leaf.name for f in found}
+            taken |= {f.leaf.name for f in found}
 
 
 _QK = {"qk", "qk_proj", "to_qk", "query_key"}
@@ -538,6 +565,33 @@ def _mlp_by_call(modules: dict[str, nn.Module], units: dict[str, list[_Found]]) 
             found[:] = [dataclasses.replace(f, role="f2" if f.leaf.name == last else "f1") for f in found]
 
 
+# an inverted bottleneck's 1x1 expansion and projection around its depthwise convolution (MIT's EfficientViT and
+# LowFormer: inverted_conv, depth_conv, point_conv; diffusers' GLUMBConv: conv_inverted, conv_depth, conv_point)
+_INVERTED = {"inverted_conv", "conv_inverted"}
+_POINT = {"point_conv", "conv_point"}
+
+
+def _inverted_bottlenecks(leaves: list[_Leaf], units: dict[str, list[_Found]], claimed: set) -> None:
+    """Inverted bottlenecks spelled ``inverted_conv`` + ``point_conv`` (a projection module wrapping its
+    convolution, ``inverted_conv.conv``, counts as the projection): the expansion plays f1 and the projection f2, as
+    EfficientNet's ``conv_pw`` and ``conv_pwl`` do in the declared family; as a pair only (a depthwise-separable
+    convolution's lone ``point_conv`` is no MLP)."""
+    taken = claimed | {f.leaf.name for fs in units.values() for f in fs}
+    pairs: dict[str, dict[str, list[_Leaf]]] = defaultdict(lambda: defaultdict(list))
+    for leaf in leaves:
+        parts = leaf.name.lower().split(".")
+        wrapped = len(parts) >= 2 and parts[-1] in _WRAPPED and parts[-2] in _INVERTED | _POINT
+        spelled = parts[-2] if wrapped else parts[-1]
+        if leaf.name in taken or spelled not in _INVERTED | _POINT:
+            continue
+        unit = ".".join(leaf.name.split(".")[: -2 if wrapped else -1])
+        pairs[unit]["f1" if spelled in _INVERTED else "f2"].append(leaf)
+    for unit, by_role in pairs.items():
+        if unit in units or len(by_role["f1"]) != 1 or len(by_role["f2"]) != 1:
+            continue
+        units[unit] = [_Found(by_role["f1"][0], "f1", unit), _Found(by_role["f2"][0], "f2", unit)]
+
+
 def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
     return (f"{leaf.group}.{local}" if leaf.group else local) in by_name
 
@@ -730,7 +784,8 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
         tried = 0
-        for layout in _then_permuted(layouts):
+        fallback = lambda: fallback_layouts(f.fused, f.leaf.d_out, module, heads, layouts)  # noqa: E731
+        for layout in _then_permuted(layouts, fallback):
             tried += 1
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
@@ -841,10 +896,13 @@ def _call_alone(model: nn.Module, f: _Found, found: list[_Found]) -> Optional[tu
     return call
 
 
-def _then_permuted(layouts: list[FusedLayout]):
-    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered."""
+def _then_permuted(layouts: list[FusedLayout], fallback=None):
+    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered, then
+    those ``fallback()`` makes (:func:`~vf_core.fused_layouts.fallback_layouts`)."""
     yield from layouts
     yield from permuted_layouts(layouts)
+    if fallback is not None:
+        yield from fallback()
 
 
 def _latent_heads_layout(attention: nn.Module, model: nn.Module, f: _Found,
@@ -1001,9 +1059,11 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
     result = _Result()
     _attention(groups, by_name, dict(model.named_modules()), result)
     named = dict(model.named_modules())
+    _attention_by_class(named, leaves, result)
     candidates = _mlp_candidates(leaves, by_name, result.claimed)
     _mlp_by_class(named, leaves, candidates, result.claimed)
     _mlp_by_call(named, candidates)
+    _inverted_bottlenecks(leaves, candidates, result.claimed)
     rejected = _mlp(candidates, result)
     # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
     attention = {f.unit for f in result.found}
