@@ -5,8 +5,9 @@ layouts checked by calling the attention on its own or on an image of another si
 models built at a small ``img_size``), MLPs known by their class (timm's ``RepVitMlp`` with ConvNorm-wrapped 1x1
 convolutions), widths that change from block to block (Hiera's stages), fused keys and values checked on two
 sequences (a perceiver's cross-attention) or through the module around the attention (a Conformer's, whose scores
-also depend on the queries alone), joint attention whose streams prefix their projections (PRX), and square
-SwiGLU projections told apart by a call (Ideogram 4).
+also depend on the queries alone), joint attention whose streams prefix their projections (PRX), square
+SwiGLU projections told apart by a call (Ideogram 4), an attention requiring rotary angles and a feed-forward with
+up and gate fused (StableAudio 3), and differential attention's fused q1, q2, k1, k2, v left whole.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ proposes layouts from the sizes it reads (heads, key-value heads, head dimension
    affects every position that attends to it).
 
 Where the model's probe pass does not reach the attention (a vision tower behind token ids, a denoiser whose inputs
-cannot be guessed), the attention is called on its own on a random sequence (:func:`direct_call`). An attention that
+cannot be guessed), the attention is called on its own on a random sequence (:func:`direct_call`), with an identity
+rotation where it requires a rotary position (:func:`rotary_call`). An attention that
 is not local in positions (XCiT's attention across channels, where a query's noise spreads like a key's) passes
 with q before k as in the names. The first candidate that passes every check is the layout; when none does, the same
 layouts with the roles' row blocks reordered are tried (:func:`permuted_layouts`: CodeGen's q, v, k per group), so
