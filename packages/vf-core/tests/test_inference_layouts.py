@@ -772,3 +772,26 @@ def test_differential_attention_is_not_split_as_q_k_v():
     fused = infer_family(net).fused["self_attn.to_qkv"]
     assert fused.whole and "not linear in the v rows" in fused.note, fused.note
     _exact_and_trainable(net, torch.randn(2, 5, D), roles=(None, "o", "f1", "f2"))
+
+
+class _NormalisedValues(nn.Module):
+    """MViTv2's attention: queries, keys and values each under a norm of its own (``norm_v``), so zeroing the v rows
+    is 0/0 and doubling them changes nothing: the values' rows cannot be checked, the other checks still run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads = 2
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.norm_v = nn.LayerNorm(D)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), self.norm_v(v)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2) * 2.0, -1) @ v)
+
+
+def test_normalised_values_pass_on_the_other_checks_and_say_so():
+    net = _Net([_Block(_NormalisedValues(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "the values are normalised: their rows not checked" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 5, D))

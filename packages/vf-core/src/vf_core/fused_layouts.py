@@ -684,35 +684,52 @@ def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, t
     if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
         return False, "the attention's output is empty or not finite on the probe input"
     scale = float(base.abs().max())
-    zero, _ = probe.run(members, {"v": 0.0})
-    double, _ = probe.run(members, {"v": 2.0})
-    if any(t is not None and not torch.isfinite(t).all() for t in (zero, double)):
-        return False, "the output is not finite with the v rows scaled"  # 0/0: a norm over them (keys' rows)
-    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
-        return False, "the output does not depend on the v rows"
-    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
-        return False, _NOT_LINEAR
-    if not _linear_in_noise(probe, members, "v", base, scale):
-        return False, _NOT_LINEAR
+    problem, unchecked = _values_problem(probe, members, base, scale)
+    if problem:
+        return False, problem
     if "q" in members:
         qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
         if qk is None or (qk - base).abs().max() > 1e-4 * scale:
             if kv_only and qk is not None and _nonlinear(probe, members, "k", base, scale):
                 return True, ("checked numerically (linear in the v rows, not in the k rows; the scores also depend on"
-                              " q alone)")
+                              " q alone)" + unchecked)
             return False, "scaling q by 2 and k by 1/2 changes the output"
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
-            return True, "checked numerically; q before k assumed (the projection is not called as a module)"
+            return True, ("checked numerically; q before k assumed (the projection is not called as a module)"
+                          + unchecked)
         if _spread(moved, base, out_dim) > 1e-4 * scale:
             # a key at one position reaches every position; a query only its own. Where the keys' rows spread no
             # less, the attention is not local in positions (attention across channels: XCiT's XCA), and the
             # check cannot tell q from k: q before k, as in the names
             moved, fired = probe.run(members, {}, noise="k")
             if fired and moved is not None and moved.shape == base.shape and _spread(moved, base, out_dim) > 1e-4 * scale:
-                return True, "checked numerically; q before k assumed (the attention is not local in positions)"
+                return True, ("checked numerically; q before k assumed (the attention is not local in positions)"
+                              + unchecked)
             return False, "the q rows of one position change other positions' outputs"
-    return True, "checked numerically"
+    return True, "checked numerically" + unchecked
+
+
+def _values_problem(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                    base: torch.Tensor, scale: float) -> tuple[str, str]:
+    """Why the rows of ``members["v"]`` are not the values (``""`` where they pass), and a note for what could not be
+    checked: the output must depend on them, change affinely when they are zeroed and doubled, and move linearly
+    when noise is added to them. Values under a norm of their own (MViTv2's ``norm_v``: zeroing them is 0/0, doubling
+    them changes nothing) cannot be checked: they pass on the other checks alone, and the note says so; rows of
+    which only some are normalised (differential attention's k2 and v taken together) do not."""
+    zero, _ = probe.run(members, {"v": 0.0})
+    double, _ = probe.run(members, {"v": 2.0})
+    if any(t is not None and not torch.isfinite(t).all() for t in (zero, double)):
+        if double is not None and torch.isfinite(double).all() and (double - base).abs().max() <= 1e-4 * scale:
+            return "", " (the values are normalised: their rows not checked)"
+        return "the output is not finite with the v rows scaled", ""  # 0/0: a norm over some of them
+    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
+        return "the output does not depend on the v rows", ""
+    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
+        return _NOT_LINEAR, ""
+    if not _linear_in_noise(probe, members, "v", base, scale):
+        return _NOT_LINEAR, ""
+    return "", ""
 
 
 def _linear_in_noise(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
