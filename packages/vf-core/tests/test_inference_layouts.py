@@ -5,8 +5,9 @@ layouts checked by calling the attention on its own or on an image of another si
 models built at a small ``img_size``), MLPs known by their class (timm's ``RepVitMlp`` with ConvNorm-wrapped 1x1
 convolutions), widths that change from block to block (Hiera's stages), fused keys and values checked on two
 sequences (a perceiver's cross-attention) or through the module around the attention (a Conformer's, whose scores
-also depend on the queries alone), joint attention whose streams prefix their projections (PRX), and square
-SwiGLU projections told apart by a call (Ideogram 4).
+also depend on the queries alone), joint attention whose streams prefix their projections (PRX), square
+SwiGLU projections told apart by a call (Ideogram 4), an attention requiring rotary angles and a feed-forward with
+up and gate fused (StableAudio 3), and differential attention's fused q1, q2, k1, k2, v left whole.
 """
 
 from __future__ import annotations
@@ -765,3 +766,120 @@ def test_attention_known_by_its_class():
     fused = family.fused["attn.pwise"]
     assert not fused.whole and "interleaved per head (2 groups of 4/4/4 rows)" in fused.note, fused.note
     _exact_and_trainable(net, torch.randn(2, 3, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------- rotary, gated
+def _rotate(t, angles):
+    """A partial rotary position: the first ``angles.shape[-1]`` channels of each head turned, the rest left."""
+    r = angles.shape[-1]
+    head, rest = t[..., :r], t[..., r:]
+    a, b = head.chunk(2, -1)
+    turned = head * angles.cos() + torch.cat([-b, a], -1) * angles.sin()
+    return torch.cat([turned, rest], -1)
+
+
+class _RotaryAttention(nn.Module):
+    """StableAudio 3's self-attention: ``forward(x, rope)`` with the rotary angles required (its model computes
+    them), a fused ``to_qkv`` (``n_proj`` = 5: differential attention's q1, q2, k1, k2, v), normalised q and k."""
+
+    heads, dim_heads = 2, 4
+
+    def __init__(self, n_proj: int = 3) -> None:
+        super().__init__()
+        self.n_proj = n_proj
+        self.to_qkv, self.to_out = nn.Linear(D, n_proj * D, bias=False), nn.Linear(D, D)
+
+    def attend(self, q, k, v, rope):
+        q, k = (_rotate(F.normalize(t, dim=-1), rope[-t.shape[-3]:, None]) for t in (q, k))
+        scores = torch.einsum("bihd,bjhd->bhij", q, k) * 2.0
+        return torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, -1), v)
+
+    def forward(self, x, rope):
+        parts = [t.unflatten(-1, (self.heads, self.dim_heads)) for t in self.to_qkv(x).chunk(self.n_proj, -1)]
+        if self.n_proj == 3:
+            out = self.attend(*parts, rope)
+        else:
+            q1, q2, k1, k2, v = parts
+            out = self.attend(q1, k1, v, rope) - self.attend(q2, k2, v, rope)
+        return self.to_out(out.flatten(-2))
+
+
+class _GatedFeedForward(nn.Module):
+    """StableAudio 3's feed-forward: up and gate fused in ``proj_in``, its output chunked in two, then ``proj_out``."""
+
+    def __init__(self, hidden: int = 12) -> None:
+        super().__init__()
+        self.proj_in, self.proj_out = nn.Linear(D, 2 * hidden), nn.Linear(hidden, D)
+
+    def forward(self, x):
+        up, gate = self.proj_in(x).chunk(2, -1)
+        return self.proj_out(up * F.silu(gate))
+
+
+class _RotaryBlock(nn.Module):
+    def __init__(self, n_proj: int) -> None:
+        super().__init__()
+        self.self_attn, self.ff = _RotaryAttention(n_proj), _GatedFeedForward()
+
+    def forward(self, x, rope):
+        x = x + self.self_attn(x, rope)
+        return x + self.ff(x)
+
+
+class _RotaryNet(nn.Module):
+    """Its forward computes the angles every block needs: neither the model (no probe input) nor a block (no
+    angles) can be called on a random sequence."""
+
+    def __init__(self, n_proj: int = 3) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_RotaryBlock(n_proj), _RotaryBlock(n_proj)])
+        self.register_buffer("inv_freq", 1.0 / 100 ** torch.arange(0, 1, 0.5))
+
+    def forward(self, x):
+        angles = torch.outer(torch.arange(x.shape[1], dtype=x.dtype), self.inv_freq)
+        rope = torch.cat([angles, angles], -1)  # (length, 4): the whole head of 4 channels turned
+        for block in self.blocks:
+            x = block(x, rope)
+        return x
+
+
+def test_attention_requiring_rotary_angles_called_with_an_identity_rotation():
+    net = _RotaryNet()
+    family = infer_family(net)
+    fused = family.fused["self_attn.to_qkv"]
+    assert not fused.whole and "q/k/v blocked (8/8/8 rows), checked numerically" in fused.note, fused.note
+    assert family.roles["f1"] == ("ff.proj_in",) and family.roles["f2"] == ("ff.proj_out",)
+    vf = _exact_and_trainable(net, torch.randn(2, 5, D))
+    assert {"blocks.0.self_attn.to_qkv.q.sigma", "blocks.1.ff.proj_in.sigma"} <= {v.name for v in vf.vectors}
+
+
+def test_differential_attention_is_not_split_as_q_k_v():
+    """q1, q2, k1, k2, v fused: normalised keys make the scalings blind (q1 as q, q2 and k1 as k, k2 and v as v
+    pass them), noise added to the v rows is not: decomposed whole, still exact and trainable."""
+    net = _RotaryNet(n_proj=5)
+    fused = infer_family(net).fused["self_attn.to_qkv"]
+    assert fused.whole and "not linear in the v rows" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 5, D), roles=(None, "o", "f1", "f2"))
+
+
+class _NormalisedValues(nn.Module):
+    """MViTv2's attention: queries, keys and values each under a norm of its own (``norm_v``), so zeroing the v rows
+    is 0/0 and doubling them changes nothing: the values' rows cannot be checked, the other checks still run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads = 2
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.norm_v = nn.LayerNorm(D)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        q, k, v = F.normalize(q, dim=-1), F.normalize(k, dim=-1), self.norm_v(v)
+        return self.proj(torch.softmax(q @ k.transpose(-1, -2) * 2.0, -1) @ v)
+
+
+def test_normalised_values_pass_on_the_other_checks_and_say_so():
+    net = _Net([_Block(_NormalisedValues(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "the values are normalised: their rows not checked" in fused.note, fused.note
+    _exact_and_trainable(net, torch.randn(2, 5, D))

@@ -18,7 +18,8 @@ proposes layouts from the sizes it reads (heads, key-value heads, head dimension
    affects every position that attends to it).
 
 Where the model's probe pass does not reach the attention (a vision tower behind token ids, a denoiser whose inputs
-cannot be guessed), the attention is called on its own on a random sequence (:func:`direct_call`). An attention that
+cannot be guessed), the attention is called on its own on a random sequence (:func:`direct_call`), with an identity
+rotation where it requires a rotary position (:func:`rotary_call`). An attention that
 is not local in positions (XCiT's attention across channels, where a query's noise spreads like a key's) passes
 with q before k as in the names. The first candidate that passes every check is the layout; when none does, the same
 layouts with the roles' row blocks reordered are tried (:func:`permuted_layouts`: CodeGen's q, v, k per group), so
@@ -39,8 +40,8 @@ from torch import nn
 from .layouts import layout_for
 
 __all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "permuted_layouts", "head_sizes", "key_value_dims",
-           "fallback_layouts", "probe_inputs", "capture_calls", "direct_call", "two_stream_call", "enclosing_call",
-           "check_layout"]
+           "fallback_layouts", "probe_inputs", "capture_calls", "direct_call", "rotary_call", "two_stream_call",
+           "enclosing_call", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -435,6 +436,68 @@ def direct_call(attention: nn.Module, width: int, conv: bool = False) -> Optiona
     return None
 
 
+#: names of a rotary-position argument an attention may require: angles, or a (cos, sin) pair
+_ROTARY_ARGS = ("rope", "rotary_emb", "rotary_pos_emb", "rotary_embeddings", "freqs_cis", "freqs",
+                "image_rotary_emb", "position_embeddings", "pos_emb")
+
+
+def rotary_call(attention: nn.Module, model: nn.Module, width: int) -> Optional[tuple[tuple, dict]]:
+    """Arguments for calling on its own an attention whose only other required argument is a rotary position
+    (StableAudio 3's ``forward(hidden_states, rope)``): a random ``(1, 8, width)`` sequence and a rotation by angle
+    zero, the identity, in the shapes such attentions take (angles ``(L, d)`` or ``(1, L, d)``, a pair of ones and
+    zeros as cos and sin), ``d`` a head dimension or its half (partial rotary). An identity rotation keeps the scores
+    ``q.k``, so the layout check holds as without one. The first that runs and gives a finite tensor whose positions
+    differ (a rotation read otherwise, complex numbers multiplied by zero, would blank the scores), or None."""
+    required = _required_rotary(attention)
+    if required is None:
+        return None
+    device, dtype = _first_param(attention)
+    x = torch.randn(1, 8, width, generator=torch.Generator().manual_seed(0)).to(device)
+    probe = copy.deepcopy(attention).float()
+    probe.eval()
+    for rotation in _identity_rotations(8, _rotary_dims(attention, model, width), device):
+        try:
+            with torch.no_grad():
+                out = _first_tensor(probe(x, **{required: rotation}))
+        except Exception:  # this shape does not suit the attention
+            continue
+        if (out is not None and out.is_floating_point() and out.dim() >= 3 and torch.isfinite(out).all()
+                and not torch.allclose(out, out[:, :1].expand_as(out))):
+            rotation = tuple(r.to(dtype) for r in rotation) if isinstance(rotation, tuple) else rotation.to(dtype)
+            return (x.to(dtype),), {required: rotation}
+    return None
+
+
+def _required_rotary(attention: nn.Module) -> Optional[str]:
+    """The name of the rotary argument ``attention.forward`` requires besides its input, or None where it requires
+    anything else (or nothing else)."""
+    try:
+        params = list(inspect.signature(attention.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(required) != 2 or required[1].name not in _ROTARY_ARGS:
+        return None
+    return required[1].name
+
+
+def _rotary_dims(attention: nn.Module, model: nn.Module, width: int) -> list[int]:
+    """Widths a rotation may span: the head dimensions read or derived from the heads, and their halves."""
+    heads, _, head_dims = head_sizes(attention, model)
+    dims = list(head_dims) + [width // h for h in heads if width % h == 0]
+    dims += [d // 2 for d in dims]
+    return [d for d in dict.fromkeys(dims) if d > 0 and d % 2 == 0]
+
+
+def _identity_rotations(length: int, dims: Sequence[int], device: torch.device):
+    """Rotations by angle zero over ``length`` positions: angles, then (cos, sin) pairs, in 2-D and 3-D."""
+    for d in dims:
+        for shape in ((length, d), (1, length, d)):
+            yield torch.zeros(*shape, device=device)
+        for shape in ((length, d), (1, length, d)):
+            yield torch.ones(*shape, device=device), torch.zeros(*shape, device=device)
+
+
 def two_stream_call(attention: nn.Module, width: int, others: Sequence[int]) -> Optional[tuple[tuple, dict]]:
     """Arguments for calling on its own an attention that needs a second sequence (a cross-attention's context,
     the text stream of joint attention, a perceiver's latents): random ``(1, 8, width)`` and ``(1, 8, other)``
@@ -666,31 +729,85 @@ def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, t
     if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
         return False, "the attention's output is empty or not finite on the probe input"
     scale = float(base.abs().max())
-    zero, _ = probe.run(members, {"v": 0.0})
-    double, _ = probe.run(members, {"v": 2.0})
-    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
-        return False, "the output does not depend on the v rows"
-    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
-        return False, _NOT_LINEAR
+    problem, unchecked = _values_problem(probe, members, base, scale)
+    if problem:
+        return False, problem
     if "q" in members:
         qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
         if qk is None or (qk - base).abs().max() > 1e-4 * scale:
             if kv_only and qk is not None and _nonlinear(probe, members, "k", base, scale):
                 return True, ("checked numerically (linear in the v rows, not in the k rows; the scores also depend on"
-                              " q alone)")
+                              " q alone)" + unchecked)
             return False, "scaling q by 2 and k by 1/2 changes the output"
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
-            return True, "checked numerically; q before k assumed (the projection is not called as a module)"
+            return True, ("checked numerically; q before k assumed (the projection is not called as a module)"
+                          + unchecked)
         if _spread(moved, base, out_dim) > 1e-4 * scale:
             # a key at one position reaches every position; a query only its own. Where the keys' rows spread no
             # less, the attention is not local in positions (attention across channels: XCiT's XCA), and the
             # check cannot tell q from k: q before k, as in the names
             moved, fired = probe.run(members, {}, noise="k")
             if fired and moved is not None and moved.shape == base.shape and _spread(moved, base, out_dim) > 1e-4 * scale:
-                return True, "checked numerically; q before k assumed (the attention is not local in positions)"
+                return True, ("checked numerically; q before k assumed (the attention is not local in positions)"
+                              + unchecked)
             return False, "the q rows of one position change other positions' outputs"
-    return True, "checked numerically"
+    return True, "checked numerically" + unchecked
+
+
+def _values_problem(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                    base: torch.Tensor, scale: float) -> tuple[str, str]:
+    """Why the rows of ``members["v"]`` are not the values (``""`` where they pass), and a note for what could not be
+    checked: the output must depend on them, change affinely when they are zeroed and doubled, and move linearly
+    when noise is added to them. Values under a norm of their own (MViTv2's ``norm_v``: zeroing them is 0/0, doubling
+    them changes nothing) cannot be checked: they pass on the other checks alone, and the note says so; rows of
+    which only some are normalised (differential attention's k2 and v taken together) do not."""
+    zero, _ = probe.run(members, {"v": 0.0})
+    double, _ = probe.run(members, {"v": 2.0})
+    if any(t is not None and not torch.isfinite(t).all() for t in (zero, double)):
+        if double is not None and torch.isfinite(double).all() and (double - base).abs().max() <= 1e-4 * scale:
+            return "", " (the values are normalised: their rows not checked)"
+        return "the output is not finite with the v rows scaled", ""  # 0/0: a norm over some of them
+    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
+        return "the output does not depend on the v rows", ""
+    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
+        return _NOT_LINEAR, ""
+    if not _linear_in_noise(probe, members, "v", base, scale):
+        return _NOT_LINEAR, ""
+    return "", ""
+
+
+def _linear_in_noise(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
+                     base: torch.Tensor, scale: float) -> bool:
+    """Whether the output moves linearly when the same noise is added to the rows of ``role`` once, then twice: true
+    of values, not of rows a norm rescales (normalised keys, qk-norm, hide from the scalings of the other checks:
+    differential attention's ``q1, q2, k1, k2, v`` must not pass as q, k, v)."""
+    once, twice = (_run_with_noise(probe, members, role, times) for times in (1.0, 2.0))
+    if once is None or twice is None or not (torch.isfinite(once).all() and torch.isfinite(twice).all()):
+        return False
+    return bool(((twice - base) - 2 * (once - base)).abs().max() <= 1e-4 * max(scale, float(twice.abs().max())))
+
+
+def _run_with_noise(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
+                    times: float) -> Optional[torch.Tensor]:
+    """The probe's output with ``times`` a fixed noise (of the rows' own size) added to the rows of ``role``."""
+    saved = []
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        try:
+            for rel, rows in members[role]:
+                mod = probe.module.get_submodule(rel)
+                matrix = layout_for(mod, rel).matrix(mod)
+                rows = rows.to(matrix.device)
+                value = matrix[rows].clone()
+                saved.append((matrix, rows, value))
+                noise = torch.randn(value.shape, generator=gen).to(value) * value.std().clamp_min(1e-6)
+                matrix[rows] = value + times * noise
+            out, _ = probe.run(members, {})
+        finally:
+            for matrix, rows, value in saved:
+                matrix[rows] = value
+    return out
 
 
 def _nonlinear(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,

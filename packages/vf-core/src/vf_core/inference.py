@@ -92,6 +92,7 @@ from .fused_layouts import (
     head_sizes,
     key_value_dims,
     permuted_layouts,
+    rotary_call,
     two_stream_call,
 )
 from .layouts import layout_for
@@ -516,12 +517,24 @@ def _mlp_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], units: dic
         inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
         if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
             continue
-        a, b = inside
-        if (a.d_out, a.d_in) != (b.d_in, b.d_out):
+        pair = _up_and_down(*inside)
+        if pair is None:
             continue
-        up, down = (b, a) if b.d_out > b.d_in else (a, b)
+        up, down = pair
         units[path] = [_Found(up, "f1", path), _Found(down, "f2", path)]
-        taken |= {a.name, b.name}
+        taken |= {up.name, down.name}
+
+
+def _up_and_down(a: _Leaf, b: _Leaf) -> Optional[tuple[_Leaf, _Leaf]]:
+    """``(up, down)`` of two matrices where one maps the other's output back to its input width (``up`` the one that
+    widens, the first where both are square), or reads half of it: a gated MLP whose up and gate are fused in one
+    matrix whose output is chunked in two (StableAudio 3's ``proj_in``, like ``gate_up_proj``); else None."""
+    if (a.d_out, a.d_in) == (b.d_in, b.d_out):
+        return (b, a) if b.d_out > b.d_in else (a, b)
+    for up, down in ((a, b), (b, a)):
+        if up.d_out == 2 * down.d_in and up.d_in == down.d_out:
+            return up, down
+    return None
 
 
 def _mlp_by_call(modules: dict[str, nn.Module], units: dict[str, list[_Found]]) -> None:
@@ -884,10 +897,13 @@ def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes
 
 def _call_alone(model: nn.Module, f: _Found, found: list[_Found]) -> Optional[tuple[tuple, dict]]:
     """Arguments for the attention of ``f`` where the model's probe pass did not reach it: the attention called on
-    one random sequence, else on two (a cross-attention's context, joint attention's text stream: widths among its
-    projections' inputs), else the arguments it gets when the nearest module around it runs on a random sequence."""
+    one random sequence, else on one with an identity rotation where it requires a rotary position, else on two (a
+    cross-attention's context, joint attention's text stream: widths among its projections' inputs), else the
+    arguments it gets when the nearest module around it runs on a random sequence."""
     module = model.get_submodule(f.unit) if f.unit else model
     call = direct_call(module, f.leaf.d_in, f.leaf.conv)
+    if call is None and not f.leaf.conv:
+        call = rotary_call(module, model, f.leaf.d_in)  # one that requires a rotary position: an identity one
     if call is None and not f.leaf.conv:
         widths = [g.leaf.d_in for g in found if g.unit == f.unit and g.block == f.block and g.role != "o"]
         call = two_stream_call(module, f.leaf.d_in, widths)
