@@ -30,8 +30,15 @@ from vf_core.testing.contract import output_tensor, relative_error
 ATOL = 1e-4
 
 _ATTENTION = re.compile(r"attention|attn|multihead|selfatt|crossatt", re.I)
-_MLP = re.compile(r"mlp|feedforward|feed_forward|ffn|intermediate|densereludense|denseactdense|densegated|"
-                  r"experts?$|moe|swiglu|geglu|(^|[a-z])ff($|[A-Z0-9_])|fusedmlp|convmlp|glu$", re.I)
+_MLP_WORDS = re.compile(r"mlp|feedforward|feed_forward|ffn|intermediate|densereludense|denseactdense|densegated|"
+                        r"experts?$|moe|swiglu|geglu|fusedmlp|convmlp|glu$", re.I)
+#: "FF" as a word of a class name (T5LayerFF, FFBlock, ff_layer), not two letters inside one (EfficientViT, Diffusion)
+_FF_WORD = re.compile(r"(^|[a-z0-9_])FF($|[A-Z0-9_])|(^|_)ff($|_)")
+
+
+def _says_mlp(name: str) -> bool:
+    """Whether a class name says MLP, feed-forward or experts."""
+    return bool(_MLP_WORDS.search(name) or _FF_WORD.search(name))
 
 
 def _matrices(module: nn.Module) -> int:
@@ -73,12 +80,12 @@ def structure(model: nn.Module) -> dict[str, bool]:
     attention = mlp = False
     for m in model.modules():
         name = type(m).__name__
-        if not (attention and mlp) and (_ATTENTION.search(name) or _MLP.search(name)):
+        if not (attention and mlp) and (_ATTENTION.search(name) or _says_mlp(name)):
             if _ATTENTION.search(name) and _channel_gate(m):
                 continue
             if _matrices(m) >= 2:
                 attention = attention or bool(_ATTENTION.search(name))
-                mlp = mlp or bool(_MLP.search(name)) and not _ATTENTION.search(name)
+                mlp = mlp or bool(_says_mlp(name)) and not _ATTENTION.search(name)
     return {"attention": attention, "mlp": mlp}
 
 
