@@ -361,55 +361,23 @@ def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[
     arguments of the first call of each of ``modules`` that runs through: ``({id(module): (args, kwargs)}, why some
     are missing)``. Where the pass fails on an image, other sizes are tried (``_OTHER_SIDES``). The model's
     train/eval flags are restored; its weights are not touched."""
-    wanted = {id(m) for m in modules}
-    calls: dict[int, tuple[tuple, dict]] = {}
     inputs = probe_inputs(model)
     if inputs is None:
-        return calls, f"no probe input could be built for {type(model).__name__}"
-
-    started: dict[int, tuple[tuple, dict]] = {}
-
-    def pre_hook(module, args, kwargs):
-        started.setdefault(id(module), (args, dict(kwargs)))
-
-    def hook(module, args, output):  # kept once the module has run on them (an image of the wrong size may not)
-        if id(module) in started:
-            calls.setdefault(id(module), started[id(module)])
-        if wanted <= set(calls):
-            raise _Captured
-
-    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in modules]
-    handles += [m.register_forward_hook(hook) for m in modules]
-    modes = [(m, m.training) for m in model.modules()]
-    reason = ""
+        return {}, f"no probe input could be built for {type(model).__name__}"
     image = any(isinstance(a, torch.Tensor) and a.dim() == 4 for a in (*inputs[0], *inputs[1].values()))
-    sides = (None, *_OTHER_SIDES) if image else (None,)
-    try:
-        model.eval()
-        for side in sides:
-            inputs = probe_inputs(model, side) if side else inputs
-            if inputs is None:
-                break
-            try:
-                with torch.no_grad():
-                    model(*inputs[0], **inputs[1])
-                reason = ""
-                break
-            except _Captured:
-                reason = ""
-                break
-            except Exception as exc:  # the probe input did not suit the model: another size, else left unchecked
-                if not reason:
-                    reason = (f"the probe forward pass failed ({type(exc).__name__}:"
-                              f" {' '.join(str(exc).split())[:160]})")
-                calls.clear()
-                started.clear()
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes:
-            module.training = mode
-    if not wanted <= set(calls) and not reason:
+    calls: dict[int, tuple[tuple, dict]] = {}
+    reason = ""
+    for side in (None, *_OTHER_SIDES) if image else (None,):
+        inputs = probe_inputs(model, side) if side else inputs
+        if inputs is None:
+            break
+        calls, failed = _call_until(model, modules, *inputs)
+        if not failed:
+            reason = ""
+            break
+        calls = {}  # the probe input did not suit the model: another size, else left unchecked
+        reason = reason or f"the probe forward pass failed ({failed})"
+    if not {id(m) for m in modules} <= set(calls) and not reason:
         reason = "the attention module was not called by the probe forward pass"
     return calls, reason
 
@@ -557,7 +525,7 @@ def _call_until(outer: nn.Module, modules: Sequence[nn.Module], args: tuple,
     def pre_hook(module, a, kw):
         started.setdefault(id(module), (a, dict(kw)))
 
-    def hook(module, a, output):
+    def hook(module, a, output):  # kept once the module has run on them (an image of the wrong size may not)
         if id(module) in started:
             calls.setdefault(id(module), started[id(module)])
         if wanted <= set(calls):
