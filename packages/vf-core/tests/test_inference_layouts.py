@@ -19,24 +19,13 @@ from torch import nn
 
 from vf_core import VectorFitConfig, get_vectorfit_model
 from vf_core.inference import infer_family
+from vf_core_test_utils import assert_inferred_exact_and_trainable
 
 D = 8
 
 
 def _exact_and_trainable(net, x, roles=("q", "k", "v", "o", "f1", "f2")):
-    torch.manual_seed(0)
-    net.eval()
-    with torch.no_grad():
-        expected = net(x)
-    vf = get_vectorfit_model(net, VectorFitConfig())
-    assert vf.family.origin == "inferred"
-    assert {v.role for v in vf.vectors} == set(roles)
-    with torch.no_grad():
-        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
-    vf(x).pow(2).mean().backward()
-    assert all(v.parameter.grad is not None and v.parameter.grad.abs().sum() > 0
-               for v in vf.vectors.select(kind="sigma"))
-    return vf
+    return assert_inferred_exact_and_trainable(net, x, roles)
 
 
 class _Mlp(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from vf_core import InferenceError, VectorFitConfig, get_vectorfit_model
 from vf_core.inference import infer_family
+from vf_core_test_utils import assert_inferred_exact_and_trainable
 
 D, H = 8, 16
 
@@ -93,18 +94,7 @@ class _Net(nn.Module):
 
 def _exact_and_trainable(net, roles):
     torch.manual_seed(0)
-    x = torch.randn(2, 5, D)
-    with torch.no_grad():
-        expected = net(x)
-    vf = get_vectorfit_model(net, VectorFitConfig())
-    assert vf.family.origin == "inferred"
-    assert {v.role for v in vf.vectors} == set(roles)
-    with torch.no_grad():
-        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
-    vf(x).pow(2).mean().backward()
-    assert all(v.parameter.grad is not None and v.parameter.grad.abs().sum() > 0
-               for v in vf.vectors.select(kind="sigma"))
-    return vf
+    return assert_inferred_exact_and_trainable(net, torch.randn(2, 5, D), roles)
 
 
 ALL = ("q", "k", "v", "o", "f1", "f2")
