@@ -84,17 +84,13 @@ from .fused_layouts import (
     _grouped,
     _ints,
     candidate_layouts,
-    capture_calls,
     check_layout,
-    direct_call,
-    enclosing_call,
     fallback_layouts,
     head_sizes,
     key_value_dims,
     permuted_layouts,
-    rotary_call,
-    two_stream_call,
 )
+from .probe_calls import capture_calls, direct_call, enclosing_call, rotary_call, two_stream_call
 from .layouts import layout_for
 from .plugins import list_families
 from .roles import ROLES
