@@ -9,22 +9,7 @@ from torch import nn
 
 from vf_core import DecomposedLayer, VectorFitConfig, get_vectorfit_model
 
-from vf_core_test_utils import TINY_ROLES, TinyNet
-
-
-def _snapshot(model: nn.Module):
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            {n: p.requires_grad for n, p in model.named_parameters()},
-            {n: type(m) for n, m in model.named_modules()})
-
-
-def _assert_untouched(model: nn.Module, snap) -> None:
-    state, flags, types = snap
-    assert {n: type(m) for n, m in model.named_modules()} == types
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    assert model.state_dict().keys() == state.keys()
-    for k, v in model.state_dict().items():
-        assert v.dtype == state[k].dtype and torch.equal(v, state[k]), k
+from vf_core_test_utils import TINY_ROLES, TinyNet, assert_untouched, snapshot
 
 
 def _count_decomposed(model: nn.Module) -> int:
@@ -72,11 +57,11 @@ def test_a_failure_at_any_target_leaves_the_model_as_it_was(tiny_net, monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(layer_module, "decompose", flaky)
-    snap = _snapshot(tiny_net)
+    snap = snapshot(tiny_net)
     with pytest.raises(RuntimeError, match=f"SVD {fail_at}"):
         get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
     assert calls[-1] == fail_at - 1  # the earlier targets were in the model when it failed
-    _assert_untouched(tiny_net, snap)
+    assert_untouched(tiny_net, snap)
     vf = get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))  # and it still decomposes
     assert len(vf.decomposed_layers()) == 12
 
@@ -94,10 +79,10 @@ def test_an_interrupt_while_streaming_leaves_the_model_as_it_was(tiny_net, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(layer_module, "decompose", interrupted)
-    snap = _snapshot(tiny_net)
+    snap = snapshot(tiny_net)
     with pytest.raises(KeyboardInterrupt):
         get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
-    _assert_untouched(tiny_net, snap)
+    assert_untouched(tiny_net, snap)
 
 
 def test_a_failure_while_wrapping_undoes_the_swaps_and_the_freezing(tiny_net, monkeypatch):
@@ -107,10 +92,10 @@ def test_a_failure_while_wrapping_undoes_the_swaps_and_the_freezing(tiny_net, mo
         raise RuntimeError("wrapper failed")
 
     monkeypatch.setattr(model_module, "_freeze_except", broken)
-    snap = _snapshot(tiny_net)
+    snap = snapshot(tiny_net)
     with pytest.raises(RuntimeError, match="wrapper failed"):
         get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
-    _assert_untouched(tiny_net, snap)
+    assert_untouched(tiny_net, snap)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
