@@ -37,6 +37,48 @@ def blocks(tokenizer, text_file: Path):
     return torch.tensor(ids[: n * BLOCK]).view(n, BLOCK)
 
 
+def train_steps(model, loss_at, steps: int, ckpt: Path, *, lr: float, warmup: float = 0.05,
+                log_every: int = 20, save_every: int = 100) -> list[dict]:
+    """AdamW (weight decay 0.01) for ``steps`` steps of ``loss_at(step)``, linear warm-up then cosine decay,
+    gradients clipped at 1; checkpointed to ``ckpt`` every ``save_every`` steps and resumed from it. Returns the
+    loss log (``step, loss, seconds``); the model is left in eval mode."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warm = max(1, int(steps * warmup))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return lr * (step + 1) / warm
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+    start, log = 0, []
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, log = state["step"], state["log"]
+        print(f"resumed at step {start}", flush=True)
+    model.train()
+    t0 = time.time()
+    for step in range(start, steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = loss_at(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if (step + 1) % log_every == 0:
+            log.append({"step": step + 1, "loss": round(float(loss), 4), "seconds": round(time.time() - t0, 1)})
+            print(log[-1], flush=True)
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "log": log},
+                       ckpt)
+    model.eval()
+    return log
+
+
 def pretrain(steps: int, cache: Path, *, batch: int = 16, lr: float = 1e-3, seed: int = 0, threads: int = 0) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -57,41 +99,14 @@ def pretrain(steps: int, cache: Path, *, batch: int = 16, lr: float = 1e-3, seed
     config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **CONFIG)
     model = GPT2LMHeadModel(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warm = max(1, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return lr * (step + 1) / warm
-        return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-    ckpt, start, log = out / "checkpoint.pt", 0, []
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, log = state["step"], state["log"]
-        print(f"resumed at step {start}", flush=True)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=g)
-    model.train()
-    t0 = time.time()
-    for step in range(start, steps):
-        idx = order[(torch.arange(batch) + step * batch) % len(data)]
-        x = data[idx]
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if (step + 1) % 20 == 0:
-            log.append({"step": step + 1, "loss": round(float(loss), 4), "seconds": round(time.time() - t0, 1)})
-            print(log[-1], flush=True)
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "log": log},
-                       ckpt)
+
+    def loss_at(step: int):
+        x = data[order[(torch.arange(batch) + step * batch) % len(data)]]
+        return model(input_ids=x, labels=x).loss
+
+    log = train_steps(model, loss_at, steps, out / "checkpoint.pt", lr=lr)
     model.eval()
     model.save_pretrained(str(final))
     tokenizer.save_pretrained(str(final))
@@ -99,7 +114,7 @@ def pretrain(steps: int, cache: Path, *, batch: int = 16, lr: float = 1e-3, seed
             "steps": steps, "batch": batch, "block": BLOCK, "lr": lr, "blocks": len(data),
             "epochs": round(steps * batch / len(data), 2), "log": log}
     (out / "pretrain.json").write_text(json.dumps(info, indent=2) + "\n")
-    ckpt.unlink()
+    (out / "checkpoint.pt").unlink()
     return final
 
 

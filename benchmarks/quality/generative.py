@@ -81,11 +81,10 @@ def _table(title: str, rows: list[dict], metrics: list, digits: int) -> list[str
 def collate(generation: Path = GENERATION, diffusion: Path = DIFFUSION) -> tuple[list[str], dict]:
     """``(markdown lines, summary)`` of both benchmarks' records (empty when there are none)."""
     lines, summary = [], {}
-    gen = [json.loads(p.read_text()) for p in sorted(generation.glob("*.json"))] if generation.is_dir() else []
+    gen = [json.loads(p.read_text()) for p in sorted(generation.rglob("*.json"))] if generation.is_dir() else []
     by_task: dict = {}
     for r in gen:
-        task = (r.get("metrics") or {}).get("task") or ("causal-lm" if "eval_perplexity" in r.get("metrics", {})
-                                                        else None)
+        task = r.get("task") or ("causal-lm" if "eval_perplexity" in r.get("metrics", {}) else None)
         if task in GENERATION_METRICS:
             by_task.setdefault(task, []).append(r)
     for task, records in by_task.items():
