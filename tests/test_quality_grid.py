@@ -167,8 +167,15 @@ def test_generative_tables_collate_the_records_as_they_are(tmp_path):
             "task": "causal-lm", "eval_perplexity": ppl, "trainable_params": 98304}}))
     (diff / "vectorfit__s0.json").write_text(json.dumps({"method": "vectorfit", "seed": 0, "trainable_params": 6016,
                                                          "fidelity_%": 42.0, "prior_%": 88.9}))
+    (gen / "question-answering").mkdir()  # the reading tasks' records sit in a folder per task
+    for seed, em, f1 in ((0, 60.0, 70.0), (1, 64.0, 74.0)):
+        (gen / "question-answering" / f"full__s{seed}.json").write_text(json.dumps({
+            "method": "full", "seed": seed, "task": "question-answering",
+            "metrics": {"eval_exact_match": em, "eval_f1": f1, "trainable_params": 22566146}}))
     lines, summary = generative.collate(gen, diff)
     text = "\n".join(lines)
+    assert "| full fine-tuning | 22,566,146 | 62.00 ± 2.83 | 72.00 ± 2.83 | 0,1 |" in text
+    assert "No ROUGE or EM/F1 records" not in text
     assert "| base model, not adapted | 0 | 250.00 | – |" in text
     assert "| LoRA r=8 | 98,304 | 101.00 ± 1.41 | 0,1 |" in text
     assert "| VectorFit (AVF) | 6,016 | 42.0 | 88.9 | 0 |" in text

@@ -84,7 +84,8 @@ def collate(generation: Path = GENERATION, diffusion: Path = DIFFUSION) -> tuple
     gen = [json.loads(p.read_text()) for p in sorted(generation.rglob("*.json"))] if generation.is_dir() else []
     by_task: dict = {}
     for r in gen:
-        task = r.get("task") or ("causal-lm" if "eval_perplexity" in r.get("metrics", {}) else None)
+        metrics = r.get("metrics") or {}
+        task = r.get("task") or metrics.get("task") or ("causal-lm" if "eval_perplexity" in metrics else None)
         if task in GENERATION_METRICS:
             by_task.setdefault(task, []).append(r)
     for task, records in by_task.items():
