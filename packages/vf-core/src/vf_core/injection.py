@@ -75,7 +75,7 @@ def plan_injection(model: nn.Module, config) -> Plan:
         else:
             weight, own_name = getattr(target.module, "weight", None), target.name + ".weight"
         shared = owners.get(id(weight), []) if weight is not None else []
-        if len(shared) > 1 and not config.decompose_tied:
+        if len(shared) > 1 and not config.decompose_tied and not _one_module(model, target.module, shared):
             raise TiedWeightError(
                 f"module {target.name!r} has a weight tied to {sorted(set(shared) - {own_name})};"
                 " decomposing it would untie them silently. Leave it out of target_modules, or set"
@@ -87,6 +87,21 @@ def plan_injection(model: nn.Module, config) -> Plan:
                 " Check the checkpoint it was loaded from")
         fingerprints[target.name] = fingerprint(matrix)
     return Plan(family, targets, heads, fingerprints)
+
+
+def _one_module(model: nn.Module, module: nn.Module, names: list[str]) -> bool:
+    """Whether every name of a shared weight is ``module``'s own weight: one module object registered under several
+    names (a block reused across stages), not two modules tied together. Swapping it everywhere keeps it shared."""
+    return all(n.rpartition(".")[2] == "weight" and model.get_submodule(n.rpartition(".")[0]) is module
+               for n in names)
+
+
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """The names of each module object registered under more than one name, by ``id``."""
+    names: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return {key: found for key, found in names.items() if len(found) > 1}
 
 
 def _build_one(target: Target, plan: Plan, config, cache) -> Union[DecomposedLayer, DecomposedExperts]:
@@ -132,10 +147,11 @@ def inject(model: nn.Module, plan: Plan, config) -> Injected:
     cache = default_cache() if config.svd_cache else None
     layers: dict[str, Union[DecomposedLayer, DecomposedExperts]] = {}
     replaced: dict[str, object] = {}
+    aliases = _aliases(model)
     try:
         for target in plan.targets:
             layer = _build_one(target, plan, config, cache)
-            replaced[target.name] = _swap_one(model, target.name, layer)
+            replaced[target.name] = _swap_one(model, target.name, layer, aliases)
             layers[target.name] = layer
             del layer
             return_freed_memory()  # this decomposition's temporaries, kept by the allocator otherwise
@@ -150,8 +166,9 @@ def inject(model: nn.Module, plan: Plan, config) -> Injected:
 
 def _undo(model: nn.Module, replaced: dict[str, object]) -> None:
     """Put back what ``replaced`` holds, latest first."""
+    aliases = _aliases(model)
     for name, old in reversed(list(replaced.items())):
-        _swap_one(model, name, old)
+        _swap_one(model, name, old, aliases)
 
 
 def _owner(model: nn.Module, name: str) -> nn.Module:
@@ -167,9 +184,11 @@ def _current_expert_param(owner: nn.Module, name: str) -> Union[DecomposedExpert
     return PlainExpertParams({attr: owner._parameters[attr]})
 
 
-def _swap_one(model: nn.Module, name: str, new: Union[nn.Module, PlainExpertParams]):
+def _swap_one(model: nn.Module, name: str, new: Union[nn.Module, PlainExpertParams],
+              aliases: Optional[dict[int, list[str]]] = None):
     """Put ``new`` in place of what ``name`` holds now and return that: a module for a module, a
-    :class:`DecomposedExperts` or :class:`PlainExpertParams` for a 3-D expert parameter."""
+    :class:`DecomposedExperts` or :class:`PlainExpertParams` for a 3-D expert parameter. A module registered under
+    several names (``aliases``, from :func:`_aliases`) is replaced under all of them, so it stays one module."""
     if isinstance(new, (DecomposedExperts, PlainExpertParams)):
         owner = _owner(model, name)
         old = _current_expert_param(owner, name)
@@ -185,7 +204,10 @@ def _swap_one(model: nn.Module, name: str, new: Union[nn.Module, PlainExpertPara
         return old
     old_module = model.get_submodule(name)
     new.train(old_module.training)  # keep the model's train/eval mode
-    model.set_submodule(name, new)
+    for where in (aliases or {}).get(id(old_module), [name]):
+        model.set_submodule(where, new)
+    if aliases and id(old_module) in aliases:
+        aliases[id(new)] = aliases.pop(id(old_module))
     return old_module
 
 
@@ -194,9 +216,10 @@ def swap_in(model: nn.Module, layers: dict[str, Union[nn.Module, PlainExpertPara
     :class:`DecomposedExperts` or the plain parameters to restore); returns what they replaced. Restores
     everything if a swap fails."""
     replaced: dict[str, object] = {}
+    aliases = _aliases(model)
     try:
         for name, layer in layers.items():
-            replaced[name] = _swap_one(model, name, layer)
+            replaced[name] = _swap_one(model, name, layer, aliases)
     except BaseException:
         _undo(model, replaced)
         raise
