@@ -42,10 +42,10 @@ def tokenizer_for_seq2seq(corpus_tokenizer: Path):
 
 
 def sources(tokenizer, texts: list[str], length: int = LENGTH) -> list[list[int]]:
-    """Token ids of consecutive texts joined until about ``length`` tokens (no special tokens)."""
+    """Token ids of consecutive texts joined by a space until about ``length`` tokens (no special tokens)."""
     out, cur = [], []
     for t in texts:
-        ids = tokenizer(t, add_special_tokens=False)["input_ids"]
+        ids = tokenizer((" " if cur else "") + t, add_special_tokens=False)["input_ids"]  # a space between texts
         if cur and len(cur) + len(ids) > length:
             out.append(cur)
             cur = []

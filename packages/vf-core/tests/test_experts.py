@@ -330,11 +330,11 @@ def test_assignment_refused_deepcopy_and_atomic():
     real = injection._swap_one
     seen = []
 
-    def failing(m, name, new):
+    def failing(m, name, new, *aliases):
         seen.append(name)
         if len(seen) == 3:
             raise RuntimeError("boom")
-        return real(m, name, new)
+        return real(m, name, new, *aliases)
 
     try:
         injection._swap_one = failing
