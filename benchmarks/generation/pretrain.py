@@ -107,23 +107,36 @@ def pretrain(steps: int, cache: Path, *, batch: int = 16, lr: float = 1e-3, seed
         return model(input_ids=x, labels=x).loss
 
     log = train_steps(model, loss_at, steps, out / "checkpoint.pt", lr=lr)
+    return save_base(model, tokenizer, out, {"config": CONFIG, "steps": steps, "batch": batch, "block": BLOCK,
+                                              "lr": lr, "blocks": len(data),
+                                              "epochs": round(steps * batch / len(data), 2), "log": log})
+
+
+def save_base(model, tokenizer, out: Path, info: dict) -> Path:
+    """Save a pre-trained base as a transformers folder ``out/model`` (weights and tokenizer), its record as
+    ``out/pretrain.json`` (``info`` with the vocabulary and parameter count), and drop the training checkpoint."""
+    final = out / "model"
     model.eval()
     model.save_pretrained(str(final))
     tokenizer.save_pretrained(str(final))
-    info = {"config": CONFIG, "vocab": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": steps, "batch": batch, "block": BLOCK, "lr": lr, "blocks": len(data),
-            "epochs": round(steps * batch / len(data), 2), "log": log}
+    info = {"config": info.pop("config"), "vocab": len(tokenizer),
+            "parameters": sum(p.numel() for p in model.parameters()), **info}
     (out / "pretrain.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out / "checkpoint.pt").unlink()
+    (out / "checkpoint.pt").unlink(missing_ok=True)
     return final
 
 
-if __name__ == "__main__":
+def command_line(build, default_steps: int) -> None:
+    """``--steps N --threads T``: build (or find) the base with ``build(steps, cache, threads=...)``."""
     import sys
 
     sys.path.insert(0, str(HERE))
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=1200)
+    p = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or " ").splitlines()[0])
+    p.add_argument("--steps", type=int, default=default_steps)
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
-    print(pretrain(a.steps, HERE / "cache", threads=a.threads))
+    print(build(a.steps, HERE / "cache", threads=a.threads))
+
+
+if __name__ == "__main__":
+    command_line(pretrain, 1200)

@@ -16,9 +16,8 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +74,7 @@ def pretrain_seq2seq(steps: int, cache: Path, *, batch: int = 16, lr: float = 1e
     from transformers import BartConfig, BartForConditionalGeneration
 
     from corpus import build
-    from pretrain import train_steps
+    from pretrain import save_base, train_steps
 
     if threads:
         torch.set_num_threads(threads)
@@ -107,23 +106,13 @@ def pretrain_seq2seq(steps: int, cache: Path, *, batch: int = 16, lr: float = 1e
         return model(input_ids=src, attention_mask=(src != pad).long(), labels=labels).loss
 
     log = train_steps(model, loss_at, steps, out / "checkpoint.pt", lr=lr)
-    model.save_pretrained(str(final))
-    tok.save_pretrained(str(final))
-    info = {"config": CONFIG, "vocab": len(tok), "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": steps, "batch": batch, "source_tokens": LENGTH, "lr": lr, "sources": len(data),
-            "epochs": round(steps * batch / len(data), 2), "objective": "text infilling, 30% in spans of 1-5",
-            "log": log}
-    (out / "pretrain.json").write_text(json.dumps(info, indent=2) + "\n")
-    (out / "checkpoint.pt").unlink()
-    return final
+    return save_base(model, tok, out, {"config": CONFIG, "steps": steps, "batch": batch, "source_tokens": LENGTH,
+                                       "lr": lr, "sources": len(data), "epochs": round(steps * batch / len(data), 2),
+                                       "objective": "text infilling, 30% in spans of 1-5", "log": log})
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.path.insert(0, str(HERE))
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--threads", type=int, default=0)
-    a = p.parse_args()
-    print(pretrain_seq2seq(a.steps, HERE / "cache", threads=a.threads))
+    from pretrain import command_line
+
+    command_line(pretrain_seq2seq, 1500)
