@@ -13,7 +13,7 @@ before adaptation (``vectorfit evaluate``).
 Two reading tasks run the same way (``--task``; data from :mod:`reading`, held out by film and by debate window):
 ``question-answering``: the pre-trained MiniLM (it ships offline) with a new span head on 600 training questions
 about film plot synopses and debate transcripts, 2 epochs, scored by exact match and F1 on all 185 held-out
-questions; ``seq2seq``: a 4.1M-parameter BART pre-trained here by denoising the same film reviews
+questions; ``seq2seq``: a small T5 pre-trained here by denoising the same film reviews
 (:mod:`seq2seq_base`), fine-tuned to write a synopsis's cast list and to answer those questions in words, 3 epochs,
 scored by ROUGE-1/2/L on all 204 held-out sources (greedy decoding).
 
@@ -178,7 +178,7 @@ def reading_tables() -> list[str]:
     if cached.is_file() and not kept.is_file():
         kept.write_text(cached.read_text())
     pre = json.loads(kept.read_text()) if kept.is_file() else {}
-    about = {"seq2seq": "a BART **pre-trained here from scratch** by denoising the film reviews"
+    about = {"seq2seq": "a small T5 **pre-trained here from scratch** by denoising the film reviews"
                         f" ({pre.get('parameters', 0):,} parameters, {pre.get('steps', '?')} steps of batch"
                         f" {pre.get('batch', '?')}; no pre-trained seq2seq model ships in a package registry), fine-tuned"
                         " to write film synopses' cast lists and to answer the reading questions in words (1,132"
@@ -276,7 +276,7 @@ def main() -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--task", default="causal-lm", choices=list(TASKS), help="which table to fill")
     p.add_argument("--pretrain-steps", type=int, default=1200)
-    p.add_argument("--seq2seq-steps", type=int, default=1500, help="pre-training steps of the seq2seq base")
+    p.add_argument("--seq2seq-steps", type=int, default=1200, help="pre-training steps of the seq2seq base")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
