@@ -11,10 +11,11 @@ VectorFit with and without AVF, LoRA r=1 and r=8, BitFit and full fine-tuning, s
 before adaptation (``vectorfit evaluate``).
 
 Two reading tasks run the same way (``--task``; data from :mod:`reading`, held out by film and by debate window):
-``question-answering``: the pre-trained MiniLM (it ships offline) with a new span head on 600 training questions
+``question-answering``: the pre-trained MiniLM (it ships offline) with a new span head on 300 training questions
 about film plot synopses and debate transcripts, 2 epochs, scored by exact match and F1 on all 185 held-out
 questions; ``seq2seq``: a small T5 pre-trained here by denoising the same film reviews
-(:mod:`seq2seq_base`), fine-tuned to write a synopsis's cast list and to answer those questions in words, 3 epochs,
+(:mod:`seq2seq_base`), fine-tuned to write a synopsis's cast list and to answer those questions in words (400
+training sources), 3 epochs,
 scored by ROUGE-1/2/L on all 204 held-out sources (greedy decoding).
 
 Outputs under ``results/``: ``runs/<method>__s<seed>.json`` (causal-lm; ``runs/<task>/<method>__s<seed>.json`` for the others; one per finished run, skipped when present: the script
@@ -74,10 +75,10 @@ class Task:
 
 TASKS = {
     "causal-lm": Task("causal-lm", BUDGET, ["eval_perplexity"], RESULTS / "runs", True),
-    "seq2seq": Task("seq2seq", ["--epochs", "3", "--batch-size", "16", "--eval-batch-size", "64", "--max-length",
-                                "384", "--max-target-length", "64", "--scheduler", "linear"],
+    "seq2seq": Task("seq2seq", ["--max-train", "400", "--epochs", "3", "--batch-size", "16", "--eval-batch-size", "64",
+                                "--max-length", "384", "--max-target-length", "64", "--scheduler", "linear"],
                     ["eval_rougeL", "eval_rouge1", "eval_rouge2"], RESULTS / "runs" / "seq2seq", True),
-    "question-answering": Task("question-answering", ["--max-train", "600", "--epochs", "2", "--batch-size", "16",
+    "question-answering": Task("question-answering", ["--max-train", "300", "--epochs", "2", "--batch-size", "16",
                                                       "--eval-batch-size", "64", "--max-length", "256",
                                                       "--scheduler", "linear"],
                                ["eval_exact_match", "eval_f1"], RESULTS / "runs" / "question-answering", False),
@@ -181,10 +182,10 @@ def reading_tables() -> list[str]:
     about = {"seq2seq": "a small T5 **pre-trained here from scratch** by denoising the film reviews"
                         f" ({pre.get('parameters', 0):,} parameters, {pre.get('steps', '?')} steps of batch"
                         f" {pre.get('batch', '?')}; no pre-trained seq2seq model ships in a package registry), fine-tuned"
-                        " to write film synopses' cast lists and to answer the reading questions in words (1,132"
-                        " training sources, 3 epochs, batch 16); ROUGE on all 204 held-out sources, greedy decoding."
+                        " to write film synopses' cast lists and to answer the reading questions in words (400 of the"
+                        " 1,132 training sources, 3 epochs, batch 16); ROUGE on all 204 held-out sources, greedy decoding."
                         " The targets are read off the text, not written by people (benchmarks/generation/reading.py).",
-             "question-answering": "the pre-trained MiniLM (all-MiniLM-L6-v2) with a new span head, 600 training"
+             "question-answering": "the pre-trained MiniLM (all-MiniLM-L6-v2) with a new span head, 300 training"
                                    " questions about film synopses (who plays whom) and debate transcripts (who said a"
                                    " quoted phrase), 2 epochs, batch 16; exact match and F1 (SQuAD v1.1 scoring) on all"
                                    " 185 held-out questions (held out by film and by transcript window)."}
