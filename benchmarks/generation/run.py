@@ -189,7 +189,7 @@ def reading_tables() -> list[str]:
                                    " questions about film synopses (who plays whom) and debate transcripts (who said a"
                                    " quoted phrase), 2 epochs, batch 16; exact match and F1 (SQuAD v1.1 scoring) on all"
                                    " 185 held-out questions (held out by film and by transcript window)."}
-    lines = []
+    lines, panels = [], []
     for name in ("seq2seq", "question-answering"):
         task = TASKS[name]
         records = [json.loads(p.read_text()) for p in sorted(task.records.glob("*.json"))]
@@ -201,7 +201,37 @@ def reading_tables() -> list[str]:
         rows = _rows(records, metrics, lambda r, k: r["metrics"].get(k))
         lines += ["", *_table(f"## `{name}`: {about[name]} Each method's default learning rate; mean ± standard"
                               " deviation over seeds.", rows, metrics, 2)]
+        panels.append((name, metrics[0][1] if name == "seq2seq" else metrics[-1][1], rows,
+                       metrics[0][0] if name == "seq2seq" else metrics[-1][0]))
+    if panels:
+        _plot_reading(panels)
+        lines += ["", "![headline metric against trainable parameters](reading.png)"]
     return lines
+
+
+def _plot_reading(panels: list) -> None:
+    """``results/reading.png``: per reading task, its headline metric (mean ± sd) against trainable parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (name, label, rows, key) in zip(axes[0], panels):
+        base = [r for r in rows if r["method"] == "base" and r.get(key)]
+        for r in rows:
+            if r["method"] != "base" and r.get(key):
+                ax.errorbar(r["params"], r[key]["mean"], yerr=r[key]["sd"] or 0, fmt="o", capsize=3, label=r["label"])
+        if base:
+            ax.axhline(base[0][key]["mean"], color="grey", ls="--", label="base, not adapted")
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_ylabel(f"{label} (higher is better)")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "reading.png", dpi=120)
+    plt.close(fig)
 
 
 def report() -> str:
