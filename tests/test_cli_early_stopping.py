@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vectorfit import main
+from vectorfit_test_utils import write_pixels  # noqa: E402
 from vectorfit.early_stopping import EarlyStopping, greater_is_better, validation_indices
 
 WORDS = {"pos": ["good", "great", "fun"], "neg": ["bad", "awful", "dull"]}
@@ -153,15 +154,7 @@ def test_text_validation_without_stopping_runs_the_whole_budget(tiny_text, tmp_p
 def pixels(tmp_path_factory) -> Path:
     pytest.importorskip("timm")
     pytest.importorskip("accelerate")
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("es-data") / "pixels.csv"
-    rows = []
-    for i in range(60):
-        label = i % 3
-        rows.append(",".join(str(min(255, max(0, int(rng.gauss(60 + 70 * label, 25))))) for _ in range(64))
-                    + f",{label}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return write_pixels(tmp_path_factory.mktemp("es-data") / "pixels.csv")
 
 
 def test_vision_early_stopping(pixels, tmp_path, capsys):

@@ -4,7 +4,6 @@ and a tiny pixel CSV (no network)."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ pytest.importorskip("accelerate")
 
 from vf_core import VectorFitModel  # noqa: E402
 from vectorfit import main  # noqa: E402
+from vectorfit_test_utils import write_pixels  # noqa: E402
 
 MODEL = ["--model", "test_efficientnet", "--random-init", "--image-size", "16"]
 COMMON = ["--batch-size", "16", "--eval-batch-size", "32", "--no-progress"]
@@ -23,15 +23,7 @@ COMMON = ["--batch-size", "16", "--eval-batch-size", "32", "--no-progress"]
 @pytest.fixture(scope="session")
 def pixels(tmp_path_factory) -> Path:
     """60 8x8 grayscale 'images' in 3 classes told apart by brightness, in mnist_5k.csv's layout."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("data") / "pixels.csv"
-    rows = []
-    for i in range(60):
-        label = i % 3
-        rows.append(",".join(str(min(255, max(0, int(rng.gauss(60 + 70 * label, 25))))) for _ in range(64))
-                    + f",{label}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return write_pixels(tmp_path_factory.mktemp("data") / "pixels.csv")
 
 
 def _train(out: Path, data: Path, *extra) -> int:

@@ -8,6 +8,7 @@ to every singular-value vector whose base weight gets one. Each case skips when 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -38,13 +39,20 @@ SAMPLE = {
     "transformers:prophetnet": "linear intermediate/output feed-forward",
     "transformers:moshi": "projections wrapping their linear (q_proj.linear)",
     "transformers:afmoe": "an attention output gate (gate_proj) next to q/k/v/o",
+    "transformers:deberta": "DeBERTa's fused in_proj, interleaved per head",
     "transformers:pvt_v2": "query/key/value/proj, dense1/dense2 (vision)",
+    "transformers:codegen": "qkv_proj holding q, v, k per group: the roles' row blocks reordered",
+    "transformers:granite_speech": "a fused to_kv checked through its encoder (relative positions only it computes)",
+    "transformers:xlstm": "proj_up_gate + proj_up / proj_down",
     # timm
     "timm:vision_transformer": "declared timm-vit",
     "timm:eva": "EVA: fused qkv, SwiGLU",
     "timm:maxxvit": "MaxViT/CoAtNet: qkv interleaved per head, transition blocks",
     "timm:swin_transformer": "declared timm-swin",
+    "timm:efficientformer": "keys narrower than values per head; hybrid stage (attention in one block)",
     "timm:convnext": "declared timm-convnext (MLP only)",
+    "timm:xcit": "attention across channels, not local in positions: q before k",
+    "timm:tnt": "queries and keys fused (qk) next to a separate v; a wrapper holding its projections",
     # diffusers
     "diffusers:UNet2DModel[Unet2DModelTesterConfig]": "declared unet2d",
     "diffusers:UNet2DConditionModel[sd-like]": "declared unet2d-condition",
@@ -53,30 +61,34 @@ SAMPLE = {
     "diffusers:SD3Transformer2DModel[SD3TransformerTesterConfig]": "declared sd3",
     "diffusers:FluxTransformer2DModel": "declared flux",
     "diffusers:AuraFlowTransformer2DModel": "joint attention (add_q_proj...), inferred",
+    "diffusers:JoyImageEditTransformer3DModel": "joint attention with stream-prefixed fused projections (img_attn_qkv)",
+    "diffusers:ConsisIDTransformer3DModel": "a perceiver's fused to_kv, called on two sequences",
+    "diffusers:Ideogram4Transformer2DModel": "square w1/w2/w3: the down projection told by a call",
     "diffusers:WanTransformer3DModel": "video denoiser, cross-attention, inferred",
+    "diffusers:HunyuanVideoTransformer3DModel[HunyuanVideoTransformerTesterConfig]":
+        "single-stream blocks: attention without an output projection",
+    "diffusers:MochiTransformer3DModel": "an adaptive norm's modulation linear is no MLP",
     "diffusers:StableAudioDiTModel": "1-D denoiser, grouped keys and values",
 }
 
 
+def _load(name: str):
+    """A module of benchmarks/coverage, under a name of its own (no clash with other ``models`` or ``check``)."""
+    spec = importlib.util.spec_from_file_location(f"coverage_sweep_{name}", os.path.join(COVERAGE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def sweep():
-    sys.path.insert(0, COVERAGE)
-    try:
-        import check
-        import models
-    finally:
-        sys.path.remove(COVERAGE)
-    return models, check
+    return _load("models"), _load("check")
 
 
 def _case(models, key: str):
-    library, name = key.split(":", 1)
-    pytest.importorskip(library)
-    build = {"transformers": models.transformers_cases, "timm": models.timm_cases,
-             "diffusers": models.diffusers_cases}[library]
-    cases = {c.key: c for c in build()}
-    assert key in cases, f"{key} is not among the sweep's models"
-    return cases[key]
+    pytest.importorskip(key.split(":", 1)[0])
+    return models.find_case(key)
 
 
 @pytest.mark.slow

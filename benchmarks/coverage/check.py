@@ -30,8 +30,15 @@ from vf_core.testing.contract import output_tensor, relative_error
 ATOL = 1e-4
 
 _ATTENTION = re.compile(r"attention|attn|multihead|selfatt|crossatt", re.I)
-_MLP = re.compile(r"mlp|feedforward|feed_forward|ffn|intermediate|densereludense|denseactdense|densegated|"
-                  r"experts?$|moe|swiglu|geglu|(^|[a-z])ff($|[A-Z0-9_])|fusedmlp|convmlp|glu$", re.I)
+_MLP_WORDS = re.compile(r"mlp|feedforward|feed_forward|ffn|intermediate|densereludense|denseactdense|densegated|"
+                        r"experts?$|moe|swiglu|geglu|fusedmlp|convmlp|glu$", re.I)
+#: "FF" as a word of a class name (T5LayerFF, FFBlock, ff_layer), not two letters inside one (EfficientViT, Diffusion)
+_FF_WORD = re.compile(r"(^|[a-z0-9_])FF($|[A-Z0-9_])|(^|_)ff($|_)")
+
+
+def _says_mlp(name: str) -> bool:
+    """Whether a class name says MLP, feed-forward or experts."""
+    return bool(_MLP_WORDS.search(name) or _FF_WORD.search(name))
 
 
 def _matrices(module: nn.Module) -> int:
@@ -52,16 +59,33 @@ def _matrices(module: nn.Module) -> int:
     return count
 
 
+def _channel_gate(module: nn.Module) -> bool:
+    """Whether ``module``'s only matrices are a squeeze-excitation bottleneck: two 1x1 convolutions or linear layers,
+    the first reducing the channels, the second restoring them (or a multiple of them). ResNeSt's ``SplitAttn`` and
+    SKNet's ``SelectiveKernelAttn`` are named attention but are channel gates of a CNN, not attention over
+    positions."""
+    mats = [m.weight.shape for m in module.modules() if next(m.children(), None) is None
+            and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2
+            and all(s == 1 for s in m.weight.shape[2:]) and not re.search(r"embed|norm", type(m).__name__, re.I)]
+    if len(mats) != 2:
+        return False
+    (a_out, a_in, *_), (b_out, b_in, *_) = mats
+    return a_out < a_in and b_in == a_out and b_out >= a_in and b_out % a_in == 0
+
+
 def structure(model: nn.Module) -> dict[str, bool]:
     """Whether the model has attention modules and MLP modules, from its module class names (a class whose name
-    says attention, or MLP/feed-forward/experts, holding at least two weight matrices), not from vf-core."""
+    says attention, or MLP/feed-forward/experts, holding at least two weight matrices; an "attention" that is only a
+    channel gate, :func:`_channel_gate`, does not count), not from vf-core."""
     attention = mlp = False
     for m in model.modules():
         name = type(m).__name__
-        if not (attention and mlp) and (_ATTENTION.search(name) or _MLP.search(name)):
+        if not (attention and mlp) and (_ATTENTION.search(name) or _says_mlp(name)):
+            if _ATTENTION.search(name) and _channel_gate(m):
+                continue
             if _matrices(m) >= 2:
                 attention = attention or bool(_ATTENTION.search(name))
-                mlp = mlp or bool(_MLP.search(name)) and not _ATTENTION.search(name)
+                mlp = mlp or bool(_says_mlp(name)) and not _ATTENTION.search(name)
     return {"attention": attention, "mlp": mlp}
 
 
@@ -75,12 +99,17 @@ def _base_gradients(model: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
         output = output_tensor(model(*args, **kwargs)).float()
         base = output.detach().clone()
         output.pow(2).mean().backward()
-    out: dict[str, bool] = {}
+    out: dict[str, Any] = {}
+    modules = dict(model.named_modules())
     for name, p in params.items():
         hit = p.grad is not None and bool(p.grad.abs().sum() > 0)
         owner, _, attr = name.rpartition(".")
         if attr == "weight":
             out[owner] = hit
+            if hit and p.dim() >= 2:  # which output rows got a gradient (GPT-2's Conv1D stores them as columns)
+                transposed = type(modules.get(owner)).__name__ == "Conv1D"
+                grad = p.grad.t() if transposed else p.grad.flatten(1)
+                out[owner + "#rows"] = grad.abs().sum(dim=1) > 0
         elif p.dim() == 3:
             out[name] = hit
         p.grad = None
@@ -90,6 +119,28 @@ def _base_gradients(model: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
 def _short(text: str, n: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _part_reached(vf, v, reached: dict[str, Any]) -> bool:
+    """For a slice of a fused projection (``to_kv.k``): whether its own rows of the base weight got a gradient (the
+    keys of a cross-attention over a single context token do not), by the slices' rows; True otherwise."""
+    rows = reached.get(v.module + "#rows")
+    layer = vf.decomposed_layers().get(v.module)
+    parts = getattr(layer, "parts", None)
+    if rows is None or parts is None or len(parts) < 2:
+        return True
+    key = v.name[len(v.module) + 1:].split(".")[0]
+    if key not in parts:
+        return True
+    start = 0
+    for name, part in parts.items():
+        count = int(part.dense_weight().shape[0])
+        if name == key:
+            break
+        start += count
+    inverse = getattr(layer, "row_inverse", None)
+    order = torch.argsort(inverse) if inverse is not None else torch.arange(rows.numel())
+    return bool(rows[order[start:start + count].to(rows.device)].any())
 
 
 def check(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -144,7 +195,8 @@ def check(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
     sigma = list(vf.vectors.select(kind="sigma"))
     # a matrix whose base weight gets no gradient from this output (a layer the output does not depend on)
     # cannot pass one to its singular values either
-    used = [v for v in sigma if reached.get(v.module, reached.get(v.name.split("[")[0], True))]
+    used = [v for v in sigma if reached.get(v.module, reached.get(v.name.split("[")[0], True))
+            and _part_reached(vf, v, reached)]
     no_grad = [v.name for v in used if v.expert is None
                and (v.parameter.grad is None or not bool(v.parameter.grad.abs().sum() > 0))]
     record.update(sigma_vectors=len(sigma), unused=len(sigma) - len(used), no_grad=len(no_grad))

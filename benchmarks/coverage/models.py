@@ -458,10 +458,11 @@ def diffusers_configs() -> dict:
     return json.loads((HERE / "diffusers_tiny.json").read_text())
 
 
-def diffusers_cases() -> list[Case]:
+def diffusers_cases(classes: Optional[list[str]] = None) -> list[Case]:
+    """The denoisers' cases (of ``classes`` only, when given: listing every denoiser imports them all)."""
     configs = diffusers_configs()["configs"]
     cases = []
-    for cls_name in denoiser_classes():
+    for cls_name in classes if classes is not None else denoiser_classes():
         variants = [(r["variant"], r["init"], r["inputs"]) for r in configs if r["class"] == cls_name]
         variants += _DIFFUSERS_CONFIGS.get(cls_name, []) if not variants or cls_name == "UNet2DConditionModel" else []
         if not variants:
@@ -499,6 +500,19 @@ def _build_diffusers(cls_name: str, init: dict, inputs: Any):
     except Exception as exc:
         raise Skip(first_line(exc)) from None
     return model, (), kwargs
+
+
+def find_case(key: str) -> Case:
+    """The case of one sweep key (``transformers:gpt2``, ``timm:eva``, ``diffusers:UNet2DModel[...]``)."""
+    library, name = key.split(":", 1)
+    if library == "diffusers":
+        cases = diffusers_cases([name.split("[", 1)[0]])
+    else:
+        cases = {"transformers": transformers_cases, "timm": timm_cases}[library]()
+    found = [c for c in cases if c.key == key]
+    if not found:
+        raise KeyError(f"{key} is not among the sweep's models")
+    return found[0]
 
 
 def all_cases(libraries=("transformers", "timm", "diffusers")) -> list[Case]:

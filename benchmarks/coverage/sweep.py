@@ -138,7 +138,6 @@ def sweep(args) -> None:
         _save(path, data)
         record = run_case(case, args.timeout)
         records[case.key] = record
-        data["meta"]["sweep_seconds"] = round(data["meta"].get("sweep_seconds", 0) + record["seconds"], 1)
         _save(path, data)
         print(f"[{i + 1}/{len(todo)}] {case.key}: {record['status']}"
               f"{' - ' + record.get('reason', '') if record.get('reason') else ''} ({record['seconds']} s)",
@@ -149,8 +148,8 @@ def sweep(args) -> None:
 # ================================================================================================ report
 def _counted(rec: dict, library: str) -> bool:
     """Whether a record is in the share's denominator (see the report's "How it is counted")."""
-    if rec["status"] in ("skipped",):
-        return False
+    if rec["status"] in ("skipped", "no-blocks"):
+        return False  # a model without attention or MLP modules gets the clear error, in every library
     if library == "diffusers":
         return True
     return rec.get("attention", False) or rec.get("mlp", False)
@@ -196,7 +195,8 @@ _COUNTING = {
                            " MLP modules",
     "timm": "timm modules whose smallest model built and shows attention or MLP modules (a plain CNN gets a clear"
             " error and is not counted)",
-    "diffusers": "denoiser configurations that built",
+    "diffusers": "denoiser configurations that built, except those without any attention or MLP module (UNet1DModel's"
+                 " convolution-only configurations: no-blocks, with vf-core's clear error)",
 }
 
 
@@ -204,7 +204,8 @@ def report(args) -> str:
     path = HERE / args.records if not Path(args.records).is_absolute() else Path(args.records)
     data = _load(path)
     before_path = RESULTS / "records-before.json"
-    before = _load(before_path)["records"] if before_path.exists() and before_path != path else {}
+    before_data = _load(before_path) if before_path.exists() and before_path != path else {"records": {}, "meta": {}}
+    before = before_data["records"]
     meta = data["meta"]
     groups = _groups(data["records"])
     before_groups = _groups(before) if before else {}
@@ -232,8 +233,9 @@ def report(args) -> str:
         "",
         f"Run: {meta.get('date', '?')}, commit {meta.get('commit', '?')}, torch {meta.get('torch', '?')},"
         f" transformers {meta.get('transformers', '?')}, timm {meta.get('timm', '?')}, diffusers"
-        f" {meta.get('diffusers', '?')}; CPU, float32; {meta.get('sweep_seconds', 0) / 60:.0f} min of checking"
-        " in all. Regenerate: `nice -n 5 python benchmarks/coverage/sweep.py` (resumes from"
+        f" {meta.get('diffusers', '?')}; CPU (2 cores shared with other work), float32;"
+        f" {sum(r.get('seconds', 0) for r in data['records'].values()) / 60:.0f} min of building and checking in all."
+        " Regenerate: `nice -n 5 python benchmarks/coverage/sweep.py` (resumes from"
         " `benchmarks/coverage/results/records.json`; `--redo` checks again).",
         "",
         "## Shares",
@@ -257,6 +259,11 @@ def report(args) -> str:
             bok, bn = _share(before_groups.get(lib, []), lib)
             row += f" {bok}/{bn} = {bok / max(bn, 1):.1%} |"
         lines.append(row)
+    if before:
+        bmeta = before_data["meta"]
+        lines += ["", f"Before fixes: the same models, builders and check run on vf-core at"
+                      f" {bmeta.get('vf_core', bmeta.get('commit', '?'))} (`results/records-before.json`), before the"
+                      " inference fixes the sweep led to (docs/backends.md, \"More spellings\" and after)."]
     lines += ["", "Counted (the share's denominator):", ""]
     lines += [f"- {_TITLES[lib]}: {_COUNTING[lib]}." for lib in _COUNTING if lib in groups]
     lines += ["", "Models not counted still get a verdict below (a text model without MLP modules that is recognised"

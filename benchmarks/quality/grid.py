@@ -46,17 +46,16 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from run import LABELS, METHODS, _fmt_params, machine, portable  # noqa: E402
+from run import LABELS, METHODS, _fmt_params, machine, portable, run_logged  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------ the grid
 #: the learning rates every sweep draws from, the same for every method (log-spaced, a factor of ~3 apart)
@@ -246,15 +245,7 @@ def run_one(task: Task, method: str, lr: float, seed: int, results: Path, args) 
     tmp.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = command(task, method, lr, seed, run_dir, args)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    start = time.time()
-    with open(log, "w") as fh:
-        fh.write(" ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    wall = time.time() - start
+    proc, wall = run_logged(cmd, log, args.threads)
     text = log.read_text() if log.is_file() else ""
     failed = out.with_suffix(".failed")
     metrics_file = run_dir / "metrics.json"

@@ -133,6 +133,20 @@ def cell_name(task: Task, method: str, seed: int, lr: Optional[float] = None) ->
     return f"{task.key}__{method}__s{seed}" + (f"__lr{lr:g}" if lr is not None else "")
 
 
+def run_logged(cmd: list[str], log: Path, threads: Optional[int]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``cmd`` offline with its output (after the command line itself) in ``log``, on ``threads`` torch threads
+    when given; ``(the finished process, wall seconds)``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    start = time.time()
+    with open(log, "w") as fh:
+        fh.write(" ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return proc, time.time() - start
+
+
 def run_cell(task: Task, method: str, seed: int, lr: float, out_json: Path, tmp: Path, args, *,
              data: Optional[str] = None, plots: bool = False) -> Optional[dict]:
     """One `vectorfit train` subprocess; writes ``out_json`` when it succeeds. Returns the record or None."""
@@ -147,15 +161,7 @@ def run_cell(task: Task, method: str, seed: int, lr: float, out_json: Path, tmp:
     if not plots:
         cmd.append("--no-plots")
     tmp.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    start = time.time()
-    with open(log, "w") as fh:
-        fh.write(" ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    wall = time.time() - start
+    proc, wall = run_logged(cmd, log, args.threads)
     metrics_file = run_dir / "metrics.json"
     if proc.returncode != 0 or not metrics_file.is_file():
         tail = log.read_text().strip().splitlines()[-1:] if log.is_file() else []

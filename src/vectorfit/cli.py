@@ -6,8 +6,8 @@ loading, data handling and training engine). ``vectorfit train --model minilm ..
 task (the Hugging Face Trainer), ``--model efficientnet-lite0`` the vision backend's (accelerate). See
 ``docs/cli.md``.
 
-Subcommands: ``train``, ``evaluate``, ``merge``, ``inspect``, ``plot``, ``list``. Bad input ends with one line on
-stderr (``vectorfit: error: ...``) and exit status 2; an unexpected failure with one line and status 1
+Subcommands: ``train``, ``evaluate``, ``merge``, ``export``, ``inspect``, ``plot``, ``list``. Bad input ends with one
+line on stderr (``vectorfit: error: ...``) and exit status 2; an unexpected failure with one line and status 1
 (``VECTORFIT_DEBUG=1`` shows the traceback).
 """
 
@@ -24,6 +24,7 @@ from vf_core.tasks import Task
 
 from . import __version__
 from .commands import cmd_cache, cmd_evaluate, cmd_generate, cmd_inspect, cmd_list, cmd_merge, cmd_plot, cmd_train
+from .export import EXPORT_FORMATS, cmd_export
 from .methods import DEFAULT_AVF, DEFAULT_LR, METHODS
 from .selection import backends, list_tasks
 
@@ -227,6 +228,7 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
                "  vectorfit train --task text-regression --model minilm --data movie-ratings --output runs/mr\n"
                "  vectorfit evaluate runs/rt\n"
                "  vectorfit merge runs/rt --output runs/rt-merged\n"
+               "  vectorfit export runs/rt --format peft-lora --rank 16 --output runs/rt-lora\n"
                "  vectorfit generate runs/lm --prompt 'Once upon a time'\n"
                "  vectorfit inspect runs/rt/adapter\n"
                "  vectorfit plot runs/rt --compare-full runs/rt-full\n"
@@ -321,6 +323,26 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
     p.add_argument("--output", "-o", metavar="DIR", required=True, help="where to save the merged model")
     _eval_common(p)
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser(
+        "export", formatter_class=_Formatter, help="write a run's adapter in another format (a PEFT LoRA adapter)",
+        description="Write the adapter of a VectorFit, SVFit or SVFT run as a PEFT LoRA adapter (adapter_config.json,\n"
+                    "adapter_model.safetensors; for a diffusers model also pytorch_lora_weights.safetensors) with its\n"
+                    "fidelity report (export_report.json, export_report.txt). Each module's change U diag(s - s0) V^T\n"
+                    "is written as LoRA's B A: lossless by default (rank = the changed singular values), or truncated\n"
+                    "to --rank R or to the share --energy E of each module's ||dW||^2. See docs/export.md.")
+    p.add_argument("run", metavar="RUN_DIR", help="a `vectorfit train --output` directory")
+    p.add_argument("--format", default="peft-lora", metavar="FORMAT",
+                   help=f"the format to write: {', '.join(EXPORT_FORMATS)}")
+    p.add_argument("--rank", type=_positive_int, metavar="R", help="keep at most R terms per module (best rank-R)")
+    p.add_argument("--energy", type=float, metavar="E", help="keep per module the fewest terms holding this share"
+                   " (0 < E <= 1) of ||dW||^2")
+    p.add_argument("--uniform-rank", action="store_true", help="pad every module with zeros to the largest rank"
+                   " (exact; one r for engines that read a single rank)")
+    p.add_argument("--output", "-o", metavar="DIR", required=True, help="where to write the adapter (new or empty)")
+    p.add_argument("--json", action="store_true", help="print the fidelity report as JSON")
+    _eval_common(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "inspect", formatter_class=_Formatter, help="what an adapter, run or model contains",

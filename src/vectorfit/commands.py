@@ -502,20 +502,13 @@ def _image_folder(args: argparse.Namespace) -> Path:
 
 
 def _write_images(images: list, out: Path) -> None:
-    import math
-
-    from PIL import Image
+    from vf_core.images import paste_grid
 
     out.mkdir(parents=True, exist_ok=True)
     width = len(str(len(images) - 1))
     for i, image in enumerate(images):
         image.save(out / f"{i:0{width}d}.png")
-    columns = max(1, math.ceil(math.sqrt(len(images))))
-    w, h = images[0].size
-    grid = Image.new(images[0].mode, (columns * w, math.ceil(len(images) / columns) * h))
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % columns) * w, (i // columns) * h))
-    grid.save(out / "grid.png")
+    paste_grid(images).save(out / "grid.png")
     print(f"{len(images)} images and grid.png written to {out}")
 
 

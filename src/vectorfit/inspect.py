@@ -227,8 +227,9 @@ def _print(info: dict) -> None:
                   + "; ".join(f"{r} <- {', '.join(paths)}" for r, paths in info["role_modules"].items()))
         for rel, fused in (info.get("fused") or {}).items():
             print(f"  fused {rel}: {fused['note'] or '/'.join(fused['roles']) + ' ' + fused['split']}")
-        print(f"  parameters {_fmt(info['total_params'])}; head {', '.join(info['heads'])}"
-              f" ({_fmt(info['head_params'])})")
+        head = (f"head {', '.join(info['heads'])} ({_fmt(info['head_params'])})" if info["heads"]
+                else "no new head (the model keeps its own output layer)")
+        print(f"  parameters {_fmt(info['total_params'])}; {head}")
         print("  trainable parameters per method (head included):")
         for name, n in info["methods"].items():
             print(f"    {name:28s} {_fmt(n):>14s}  {100 * n / max(info['total_params'], 1):8.4f}%")

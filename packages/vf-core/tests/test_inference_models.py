@@ -202,22 +202,22 @@ def test_interleaved_split_merges_and_round_trips(tmp_path):
     assert not any(isinstance(m, DecomposedLayer) for m in merged.modules())
 
 
-def test_unrecognised_layout_is_decomposed_whole():
-    """CodeGen's qkv_proj (chunks of heads holding q, v, k) fits no candidate layout: one matrix, said so."""
+def test_roles_in_another_order_are_split():
+    """CodeGen's qkv_proj (chunks of heads holding q, v, k) fits no layout in the names' order: the roles' row
+    blocks are reordered until the check passes, and the note says in which order they are held."""
     model = _causal_lm("codegen", n_embd=32, n_layer=2, n_head=4, rotary_dim=4)().eval()
     args, kwargs = _tokens(model)
     with torch.no_grad():
         expected = output_tensor(model(*args, **kwargs))
     vf = get_vectorfit_model(model, VectorFitConfig())
     fused = vf.family.fused["attn.qkv_proj"]
-    assert fused.whole and "layout not recognised" in fused.note and "q+k+v as one matrix" in vf.family.notes
-    assert {v.role for v in vf.vectors} == {None, "o", "f1", "f2"}
+    assert not fused.whole and "held in the order q, v, k, checked numerically" in fused.note, fused.note
+    assert {v.role for v in vf.vectors} == {"q", "k", "v", "o", "f1", "f2"}
     with torch.no_grad():
         torch.testing.assert_close(output_tensor(vf(*args, **kwargs)), expected, atol=1e-5, rtol=1e-4)
-    # attention-only targeting still takes the whole qkv_proj (it holds q, k and v)
     vf2 = get_vectorfit_model(_causal_lm("codegen", n_embd=32, n_layer=2, n_head=4, rotary_dim=4)(),
                               VectorFitConfig(roles=["q", "v"]))
-    assert {v.module.rsplit(".", 1)[-1] for v in vf2.vectors} == {"qkv_proj"}
+    assert {(v.module.rsplit(".", 1)[-1], v.role) for v in vf2.vectors} == {("qkv_proj", "q"), ("qkv_proj", "v")}
 
 
 def test_declared_families_win():

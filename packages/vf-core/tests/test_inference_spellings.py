@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from vf_core import InferenceError, VectorFitConfig, get_vectorfit_model
 from vf_core.inference import infer_family
+from vf_core_test_utils import assert_inferred_exact_and_trainable
 
 D, H = 8, 16
 
@@ -93,18 +94,7 @@ class _Net(nn.Module):
 
 def _exact_and_trainable(net, roles):
     torch.manual_seed(0)
-    x = torch.randn(2, 5, D)
-    with torch.no_grad():
-        expected = net(x)
-    vf = get_vectorfit_model(net, VectorFitConfig())
-    assert vf.family.origin == "inferred"
-    assert {v.role for v in vf.vectors} == set(roles)
-    with torch.no_grad():
-        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)
-    vf(x).pow(2).mean().backward()
-    assert all(v.parameter.grad is not None and v.parameter.grad.abs().sum() > 0
-               for v in vf.vectors.select(kind="sigma"))
-    return vf
+    return assert_inferred_exact_and_trainable(net, torch.randn(2, 5, D), roles)
 
 
 ALL = ("q", "k", "v", "o", "f1", "f2")
@@ -117,13 +107,41 @@ ALL = ("q", "k", "v", "o", "f1", "f2")
     (("to_q", "k", "v", "to_out"), ("intermediate", "output")),  # Granite Speech; ProphetNet's feed-forward
     (("q_proj.linear", "k_proj.linear", "v_proj.linear", "o_proj.linear"), ("fc1", "fc2")),  # Moshi, Inkling
     (("query.dense", "key.dense", "value.dense", "out.proj"), ("up_proj.linear", "down_proj.linear")),
-], ids=["projection_query", "project_q", "q_head", "to_out", "wrapped-linear", "wrapped-dense"])
+    (("q", "k", "v", "o"), ("linear_fc1", "linear_fc2")),  # Megatron's names (ERNIE-Image)
+    (("q", "k", "v", "o"), ("linear_in", "linear_out")),  # Flux 2's feed-forward
+    (("q", "k", "v", "out_proj"), ("proj_up", "proj_down")),  # xLSTM's feed-forward
+], ids=["projection_query", "project_q", "q_head", "to_out", "wrapped-linear", "wrapped-dense", "linear_fc1",
+        "linear_in", "proj_up"])
 def test_more_spellings_are_recognised(names, mlp):
     net = _Net([_Block(_Attention(names), _Mlp(*mlp)) for _ in range(2)])
     family = infer_family(net)
     assert family.roles["q"] == (f"attn.{names[0]}",) and family.roles["o"] == (f"attn.{names[3]}",)
     assert family.roles["f1"] == (f"mlp.{mlp[0]}",) and family.roles["f2"] == (f"mlp.{mlp[1]}",)
     _exact_and_trainable(net, ALL)
+
+
+class _InProjAttention(nn.Module):
+    """DeBERTa's fused ``in_proj``: q, k, v of an attention (its class says so), unlike Mamba's mixer ``in_proj``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_proj, self.out_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def forward(self, x):
+        q, k, v = self.in_proj(x).chunk(3, -1)
+        return self.out_proj(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+class _InProjMixer(_InProjAttention):
+    pass
+
+
+def test_in_proj_is_fused_qkv_only_in_an_attention():
+    net = _Net([_Block(_InProjAttention(), _Mlp()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.fused["attn.in_proj"].roles == ("q", "k", "v") and family.roles["o"] == ("attn.out_proj",)
+    mixer = infer_family(_Net([_Block(_InProjMixer(), _Mlp()) for _ in range(2)]))
+    assert "attn.in_proj" not in mixer.fused and "o" not in mixer.roles  # an MLP-only family
 
 
 def test_gated_up_projection_in_an_up_container():
@@ -141,6 +159,31 @@ def test_gated_up_projection_in_an_up_container():
 
     net = _Net([_Block(_Attention(), _Gated()) for _ in range(2)])
     assert infer_family(net).roles["f1"] == ("mlp.w_in.w_0", "mlp.w_in.w_1")
+    _exact_and_trainable(net, ALL)
+
+
+def test_adaptive_norm_modulation_is_not_an_mlp():
+    """Mochi's norm1_context.linear_1 (an adaptive norm's modulation, up-spelled and alone) is no partial MLP."""
+
+    class _AdaNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear_1 = nn.Linear(D, 2 * D)
+
+        def forward(self, x):
+            scale, shift = self.linear_1(x).chunk(2, -1)
+            return x * (1 + scale) + shift
+
+    class _NormBlock(_Block):
+        def __init__(self) -> None:
+            super().__init__(_Attention(), _Mlp())
+            self.norm1_context = _AdaNorm()
+
+        def forward(self, x):
+            return super().forward(self.norm1_context(x))
+
+    net = _Net([_NormBlock() for _ in range(2)])
+    assert "norm1_context.linear_1" not in str(infer_family(net).roles)
     _exact_and_trainable(net, ALL)
 
 
@@ -307,3 +350,137 @@ def test_fused_projection_under_normalised_queries_and_keys():
     fused = infer_family(net).fused["attn.qkv"]
     assert not fused.whole and "blocked" in fused.note and "checked numerically" in fused.note, fused.note
     assert net.layers[0].attn.q_norm.eps == 1e-2  # the model itself is untouched
+
+
+class _KeyValueDims(nn.Module):
+    """timm's EfficientFormer / LeViT / TinyViT attention: per head, keys (and queries) of ``key_dim`` rows and
+    values of ``val_dim`` rows interleaved in one qkv; its ``train()`` returns None, as theirs does."""
+
+    def __init__(self, heads: int = 2, key_dim: int = 4, val_dim: int = 8) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, key_dim, val_dim
+        self.qkv = nn.Linear(D, heads * (2 * key_dim + val_dim))
+        self.proj = nn.Linear(heads * val_dim, D)
+
+    def train(self, mode: bool = True):  # noqa: D102 (returns None, unlike nn.Module.train)
+        super().train(mode)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, self.num_heads, -1).split([self.key_dim, self.key_dim, self.val_dim], -1)
+        att = torch.softmax(q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2), -1) @ v.transpose(1, 2)
+        return self.proj(att.transpose(1, 2).reshape(b, t, -1))
+
+
+def test_keys_narrower_than_values_per_head():
+    torch.manual_seed(0)
+    net = _TokenNet([_Block(_KeyValueDims(), _Mlp()) for _ in range(2)])
+    fused = infer_family(net).fused["attn.qkv"]
+    assert not fused.whole and "interleaved per head (2 groups of 4/4/8 rows)" in fused.note, fused.note
+    assert "checked numerically" in fused.note
+    ids = torch.randint(0, 20, (2, 5))
+    weight = net.layers[0].attn.qkv.weight.detach().clone()
+    with torch.no_grad():
+        expected = net(ids)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    q = vf.decomposed_layers()["layers.0.attn.qkv"].parts["q"].dense_weight()
+    rows = [h * 16 + i for h in range(2) for i in range(4)]  # per head: 4 q, 4 k, 8 v rows
+    torch.testing.assert_close(q, weight[rows], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(vf(ids), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_downsampling_layer_is_not_half_an_mlp():
+    """Sequencer's stage transition: ``downsample.down`` (down-spelled and alone, between stages) is no partial MLP;
+    a lone ``down`` elsewhere still is."""
+
+    class _Down(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = nn.Linear(D, D)
+
+        def forward(self, x):
+            return self.down(x)
+
+    class _Stage(_Block):
+        def __init__(self, name: str) -> None:
+            super().__init__(_Attention(), _Mlp())
+            self.where = name
+            self.add_module(name, _Down())
+
+        def forward(self, x):
+            return super().forward(self.get_submodule(self.where)(x))
+
+    net = _Net([_Stage("downsample") for _ in range(2)])
+    assert "downsample.down" not in str(infer_family(net).roles)
+    _exact_and_trainable(net, ALL)
+    with pytest.raises(InferenceError, match="partial: MLP layers.0.token_mixer has down but no up"):
+        get_vectorfit_model(_Net([_Stage("token_mixer") for _ in range(2)]), VectorFitConfig())
+
+
+def test_gated_w0_w1_then_w2():
+    """timm's GeGluMlp (ViTamin): gelu(w0(x)) * w1(x), then w2: w0 and w1 play f1, w2 f2."""
+
+    class _GeGlu(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w0, self.w1, self.w2 = nn.Linear(D, H), nn.Linear(D, H), nn.Linear(H, D)
+
+        def forward(self, x):
+            return self.w2(torch.nn.functional.gelu(self.w0(x)) * self.w1(x))
+
+    net = _Net([_Block(_Attention(), _GeGlu()) for _ in range(2)])
+    family = infer_family(net)
+    assert family.roles["f1"] == ("mlp.w0", "mlp.w1") and family.roles["f2"] == ("mlp.w2",)
+    _exact_and_trainable(net, ALL)
+
+
+class _ConvAct(nn.Module):
+    """MIT EfficientViT's ConvNormAct: the convolution wrapped as ``.conv``."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int = 1, k: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class _Main(nn.Module):
+    """An inverted bottleneck (``inverted``, ``depth``, ``point``) or, without ``inverted``, a depthwise-separable
+    convolution whose lone ``point_conv`` is no MLP."""
+
+    def __init__(self, inverted: bool) -> None:
+        super().__init__()
+        wide = 2 * D if inverted else D
+        if inverted:
+            self.inverted_conv = _ConvAct(D, wide)
+        self.depth_conv = _ConvAct(wide, wide, groups=wide, k=3)
+        self.point_conv = _ConvAct(wide, D)
+
+    def forward(self, x):
+        y = self.inverted_conv(x) if hasattr(self, "inverted_conv") else x
+        return x + self.point_conv(self.depth_conv(y))
+
+
+class _MBBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.separable, self.main = _Main(inverted=False), _Main(inverted=True)
+
+    def forward(self, x):
+        return self.main(self.separable(x))
+
+
+def test_inverted_bottleneck_is_an_mlp():
+    net = nn.Sequential(nn.Conv2d(3, D, 1), nn.Sequential(_MBBlock(), _MBBlock()))
+    family = infer_family(net)
+    assert family.roles == {"f1": ("main.inverted_conv.conv",), "f2": ("main.point_conv.conv",)}
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        expected = net(x)
+    vf = get_vectorfit_model(net, VectorFitConfig())
+    assert {v.role for v in vf.vectors} == {"f1", "f2"}
+    assert not any("separable" in v.module for v in vf.vectors)
+    with torch.no_grad():
+        torch.testing.assert_close(vf(x), expected, atol=1e-5, rtol=1e-4)

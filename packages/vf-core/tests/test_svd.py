@@ -227,17 +227,22 @@ def test_a_queued_write_stores_s_as_it_was_when_queued(tmp_path, monkeypatch):
 
 
 def test_building_a_model_returns_the_decompositions_memory(monkeypatch):
-    """The decompositions' freed temporaries go back to the operating system once the layers are built."""
+    """Each decomposition's freed temporaries go back to the operating system as soon as its layer is in, before
+    the next target is decomposed."""
     import vf_core.injection as injection
     from vf_core import VectorFitConfig, get_vectorfit_model
     from vf_core.heap import return_freed_memory
+    from vf_core.layers import DecomposedLayer
     from vf_core.testing.tiny import TINY_ROLES, TinyNet
 
     assert isinstance(return_freed_memory(), bool)
-    calls = []
-    monkeypatch.setattr(injection, "return_freed_memory", lambda: calls.append(1) or True)
-    get_vectorfit_model(TinyNet(), VectorFitConfig(target_modules=TINY_ROLES))
-    assert calls == [1]
+    net = TinyNet()
+    swapped_at_each_trim = []
+    monkeypatch.setattr(injection, "return_freed_memory", lambda: swapped_at_each_trim.append(
+        sum(isinstance(m, DecomposedLayer) for m in net.modules())) or True)
+    vf = get_vectorfit_model(net, VectorFitConfig(target_modules=TINY_ROLES))
+    n = len(vf.decomposed_layers())
+    assert n > 1 and swapped_at_each_trim == list(range(1, n + 1))
 
 
 def test_a_failed_cache_write_leaves_no_file_and_only_warns(tmp_path, monkeypatch):

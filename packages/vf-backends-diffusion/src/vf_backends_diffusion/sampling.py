@@ -20,10 +20,10 @@ Example::
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Optional, Sequence
 
 import torch
+from vf_core.images import paste_grid
 
 from .models import DiffusionParts, denoise
 
@@ -138,13 +138,4 @@ def to_pil(images: torch.Tensor) -> list:
 
 def image_grid(images: torch.Tensor, columns: Optional[int] = None, padding: int = 2):
     """One PIL image laying ``images`` out in rows of ``columns`` (default: about square)."""
-    from PIL import Image
-
-    pils = to_pil(images)
-    columns = columns or max(1, math.ceil(math.sqrt(len(pils))))
-    rows = math.ceil(len(pils) / columns)
-    w, h = pils[0].size
-    grid = Image.new(pils[0].mode, (columns * (w + padding) + padding, rows * (h + padding) + padding), 0)
-    for i, img in enumerate(pils):
-        grid.paste(img, (padding + (i % columns) * (w + padding), padding + (i // columns) * (h + padding)))
-    return grid
+    return paste_grid(to_pil(images), columns, padding)

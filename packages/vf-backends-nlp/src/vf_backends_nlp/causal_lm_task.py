@@ -27,12 +27,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
-from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .data_peek import data_suffix, first_record, local_text_file_or_source
 from vf_core.hub import claim_path, parse_hub_id
 from .models import TIMM_MARKER, architectures, read_config
 from .task_options import generation_arguments
@@ -46,8 +45,6 @@ CAUSAL_MODEL_TYPES = frozenset({
     "stablelm", "starcoder2", "olmo", "olmo2", "smollm3", "granite", "cohere"})
 
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-_PEEK = 64 * 1024
-_TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
 
 
 def model_architectures(spec: str) -> tuple[list[str], str] | None:
@@ -77,43 +74,20 @@ def claim_causal_model(spec: str) -> int:
     return MAYBE if parse_hub_id(spec) is not None else NO  # a hub id: resolved (cache first) when a run starts
 
 
-def _first_record(path: Path):
-    with open(path, "rb") as fh:
-        head = fh.read(_PEEK).decode("utf-8", errors="ignore")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        line = next((ln for ln in head.splitlines() if ln.strip()), "")
-        return json.loads(line)
-    text = head.lstrip()
-    if text.startswith("["):  # a JSON array: its first object, if it ends within the peek
-        decoder = json.JSONDecoder()
-        value, _ = decoder.raw_decode(text[1:].lstrip())
-        return value
-    value = json.loads(text)
-    if isinstance(value, dict) and isinstance(value.get("data"), list) and value["data"]:
-        return value["data"][0]
-    return value
-
-
 def claim_causal_data(spec: str) -> int:
     """SURE for a local .jsonl/.json file whose first record has prompt + completion or messages; MAYBE for
     other text files and ``datasets`` sources. Reads the first 64 KB at most; never raises."""
     path = Path(spec).expanduser()
-    if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+    if path.is_file() and data_suffix(path) in (".jsonl", ".ndjson", ".json"):
         try:
-            record = _first_record(path)
-        except (OSError, ValueError, StopIteration):
+            record = first_record(path)
+        except (OSError, ValueError):
             record = None
+        if isinstance(record, dict) and isinstance(record.get("data"), list) and record["data"]:
+            record = record["data"][0]  # {"data": [...]}: its first item
         if isinstance(record, dict) and ("messages" in record or {"prompt", "completion"} <= set(record)):
             return SURE
-    suffixes = [x.lower() for x in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2"):
-        suffixes.pop()
-    if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
-        return MAYBE
-    try:
-        return MAYBE if is_hf_source(spec) or looks_like_hub_dataset(spec) else NO
-    except Exception:
-        return NO
+    return local_text_file_or_source(spec)
 
 
 def _runner():

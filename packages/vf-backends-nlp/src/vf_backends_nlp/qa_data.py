@@ -44,6 +44,7 @@ from typing import Any, Optional, Union
 from vf_core.assets import DataError, train_eval_split
 
 from .data import _open_text
+from .data_peek import data_suffix, peek_text
 from .records import Records, load_records
 
 __all__ = ["QAExample", "QAData", "load_qa_data", "read_squad", "examples_from_rows", "looks_like_qa_data",
@@ -51,7 +52,6 @@ __all__ = ["QAExample", "QAData", "load_qa_data", "read_squad", "examples_from_r
 
 #: the columns of the flat form
 QUESTION, CONTEXT, ANSWERS = "question", "context", "answers"
-_PEEK = 65536
 
 
 @dataclass
@@ -81,18 +81,6 @@ class QAData:
 
 
 # ------------------------------------------------------------------------------------------------ recognising
-def _suffix(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2"):
-        suffixes.pop()
-    return suffixes[-1] if suffixes else ""
-
-
-def _peek(path: Path) -> str:
-    with _open_text(path) as fh:
-        return fh.read(_PEEK)
-
-
 def _has_qa_keys(obj: Any) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in (QUESTION, CONTEXT, ANSWERS))
 
@@ -107,10 +95,10 @@ def looks_like_qa_data(spec: str) -> bool:
             return any(_has_qa_keys(json.loads(info.read_text(encoding="utf-8")).get("features"))
                        for info in [path / "dataset_info.json", *path.glob("*/dataset_info.json")][:4]
                        if info.is_file())
-        kind = _suffix(path)
+        kind = data_suffix(path)
         if not path.is_file() or kind not in (".json", ".jsonl", ".ndjson"):
             return False
-        head = _peek(path).lstrip()
+        head = peek_text(path).lstrip()
         if head.startswith("{") and re.search(r'"data"\s*:\s*\[', head) and re.search(r'"paragraphs"\s*:', head):
             return True
         decoder = json.JSONDecoder()
@@ -126,7 +114,7 @@ def looks_like_qa_data(spec: str) -> bool:
 # ------------------------------------------------------------------------------------------------ SQuAD files
 def _read_squad_object(path: Path) -> Optional[dict]:
     """The parsed top-level object of a SQuAD file, or None when ``path`` is not one."""
-    if _suffix(path) != ".json":
+    if data_suffix(path) != ".json":
         return None
     try:
         with _open_text(path) as fh:

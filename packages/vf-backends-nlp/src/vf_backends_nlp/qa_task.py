@@ -23,12 +23,11 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .data import BUILTIN_TEXT_DATASETS
-from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .data_peek import local_text_file_or_source
 from vf_core.hub import claim_path, parse_hub_id
 from .models import MODEL_ASSETS, TIMM_MARKER, architectures, read_config
 from .qa_data import looks_like_qa_data
@@ -37,8 +36,6 @@ from .task_options import qa_arguments
 __all__ = ["QUESTION_ANSWERING", "claim_model", "claim_data"]
 
 _CAUSAL = ("ForCausalLM", "LMHeadModel")
-_TEXT_FILES = tuple(f"{s}{c}" for s in (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
-                    for c in ("", ".gz", ".bz2"))
 
 
 def claim_model(spec: str) -> int:
@@ -62,12 +59,7 @@ def claim_data(spec: str) -> int:
         return SURE
     if spec in BUILTIN_TEXT_DATASETS:
         return NO
-    path = Path(spec).expanduser()
-    if path.is_file() and path.name.lower().endswith(_TEXT_FILES):
-        return MAYBE  # columns are checked when the run reads it
-    if is_hf_source(spec) or looks_like_hub_dataset(spec):
-        return MAYBE
-    return NO
+    return local_text_file_or_source(spec)  # columns are checked when the run reads it
 
 
 def _runner():

@@ -22,17 +22,14 @@ Example::
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from vf_core.tasks import MAYBE, NO, SURE
+from vf_core.tasks import NO, SURE
 
 from .data import BUILTIN_TEXT_DATASETS
-from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .data_peek import TEXT_SUFFIXES, data_suffix, first_record, local_text_file_or_source
 from .records import DataError, Records, load_records, pick_column
 
 __all__ = ["SOURCE_COLUMNS", "TARGET_COLUMNS", "Pairs", "load_pairs", "pairs_of", "Seq2SeqDataset",
@@ -44,31 +41,6 @@ SOURCE_COLUMNS = ("source", "document", "article", "text", "input")
 TARGET_COLUMNS = ("target", "summary", "highlights", "output")
 
 
-_PEEK = 64 * 1024  # bytes read to recognise a file
-_TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
-
-
-def _first_record(path: Path, suffix: str) -> Optional[dict]:
-    """The first record of a JSON-lines / JSON file, or a CSV / TSV header as a dict of its names, from the file's
-    first 64 KB; None when that does not tell."""
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
-    with opener(path, "rb") as fh:
-        head = fh.read(_PEEK).decode("utf-8", errors="replace").lstrip("\ufeff")
-    if suffix in (".jsonl", ".ndjson"):
-        line = next((x for x in head.splitlines() if x.strip()), "")
-        row = json.loads(line)
-    elif suffix == ".json":
-        text = head.lstrip()
-        if not text.startswith("["):
-            return None
-        row, _ = json.JSONDecoder().raw_decode(text[1:].lstrip())
-    else:
-        header = head.splitlines()[0] if head else ""
-        sep = "\t" if suffix in (".tsv", ".tab") or "\t" in header else ","
-        row = {name.strip().strip('"'): "" for name in header.split(sep)}
-    return row if isinstance(row, dict) else None
-
-
 def claim_seq2seq_data(spec: str) -> int:
     """SURE for a local JSON-lines / JSON / CSV / TSV file whose first record (or header) has a source and a target
     column of the defaults (``source`` and ``target``, ``document`` and ``summary``, ``article`` and
@@ -78,23 +50,14 @@ def claim_seq2seq_data(spec: str) -> int:
     if spec in BUILTIN_TEXT_DATASETS:
         return NO
     path = Path(spec).expanduser()
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2"):
-        suffixes.pop()
-    if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
+    if path.is_file() and data_suffix(path) in TEXT_SUFFIXES:
         try:
-            row = _first_record(path, suffixes[-1])
+            row = first_record(path)
         except Exception:  # unreadable, not JSON, a broken archive: the run will say what is wrong
             row = None
-        if row is not None and any(c in row for c in SOURCE_COLUMNS) and any(c in row for c in TARGET_COLUMNS):
+        if isinstance(row, dict) and any(c in row for c in SOURCE_COLUMNS) and any(c in row for c in TARGET_COLUMNS):
             return SURE
-        return MAYBE
-    try:
-        if is_hf_source(spec) or looks_like_hub_dataset(spec):
-            return MAYBE
-    except Exception:
-        return NO
-    return NO
+    return local_text_file_or_source(spec)
 
 
 @dataclass

@@ -21,7 +21,6 @@ Cheap to import: transformers is loaded only when a command runs (:mod:`vf_backe
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from vf_core.metrics import classification_metrics, classification_stall, regression_metrics, regression_stall
 from vf_core.plugins import hookimpl
@@ -29,7 +28,7 @@ from vf_core.tasks import MAYBE, NO, SURE, Task
 
 from .causal_lm_task import CAUSAL_LM, model_architectures
 from .data import BUILTIN_TEXT_DATASETS
-from .hf_datasets import is_hf_source, looks_like_hub_dataset
+from .data_peek import local_text_file_or_source
 from vf_core.hub import claim_path, parse_hub_id
 from .models import MODEL_ASSETS, TIMM_MARKER, load_text_classifier, padding_collator
 from .qa_task import QUESTION_ANSWERING
@@ -40,7 +39,6 @@ from .task_options import generation_arguments
 
 __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "SEQ2SEQ", "TASKS", "claim_model", "claim_data", "add_arguments"]
 
-_TEXT_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json")
 
 
 #: heads of other text tasks: a directory whose architectures all end so is only MAYBE a classifier
@@ -63,15 +61,7 @@ def claim_model(spec: str) -> int:
 def claim_data(spec: str) -> int:
     if spec in BUILTIN_TEXT_DATASETS:
         return SURE
-    path = Path(spec).expanduser()
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in (".gz", ".bz2"):
-        suffixes.pop()
-    if path.is_file() and suffixes and suffixes[-1] in _TEXT_SUFFIXES:
-        return MAYBE
-    if is_hf_source(spec) or looks_like_hub_dataset(spec):
-        return MAYBE  # a datasets folder, Parquet/Arrow file or hub dataset name: read when the run starts
-    return NO
+    return local_text_file_or_source(spec)  # columns are read when the run starts
 
 
 def add_arguments(group) -> None:

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 __all__ = ["WORDS", "SPECIAL", "CHAT_TEMPLATE", "CHAT_TEMPLATE_MARKED", "word_tokenizer", "tiny_causal_lm",
-           "save_tiny_causal_lm"]
+           "save_tiny_causal_lm", "REVIEWS", "minilm_with_batch"]
+
+#: three short film reviews, a batch for tests on the packaged MiniLM
+REVIEWS = ("a gripping, beautifully shot film", "two hours I will never get back",
+           "the plot wanders but the acting holds it together")
 
 #: special tokens, in vocabulary order (ids 0..7)
 SPECIAL = ("<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -93,3 +97,16 @@ def save_tiny_causal_lm(directory: Union[str, Path], kind: str = "llama", *, cha
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def minilm_with_batch(num_labels: int = 2, texts: Sequence[str] = REVIEWS):
+    """The packaged all-MiniLM-L6-v2 as a sequence classifier (its new head seeded with 0, in eval mode) and a
+    tokenized, padded batch of ``texts`` as a dict of tensors. Raises ``vf_core.assets.AssetError`` when the model's
+    package cannot be fetched."""
+    import torch
+
+    from .models import load_sequence_classifier
+
+    torch.manual_seed(0)
+    model, tokenizer = load_sequence_classifier("minilm", num_labels=num_labels)
+    return model.eval(), dict(tokenizer(list(texts), padding=True, return_tensors="pt"))

@@ -8,7 +8,9 @@ contract tests (:mod:`vf_core.testing`); timm is imported only inside those fact
 Conventions:
 
 - ViT, DeiT, BEiT and Swin fuse ``q, k, v`` in one ``attn.qkv`` linear: it is split per role (three slices of
-  equal size), each decomposed on its own. ``attn.proj`` plays ``o``, ``mlp.fc1`` ``f1``, ``mlp.fc2`` ``f2``.
+  equal size), each decomposed on its own. ``attn.proj`` plays ``o``, ``mlp.fc1`` ``f1``, ``mlp.fc2`` ``f2``; a
+  gated MLP's input projections all play ``f1`` (SwiGLU's ``fc1_g`` and ``fc1_x``, ViTamin's GeGluMlp ``w0`` and
+  ``w1``, whose ``w2`` plays ``f2``).
 - ConvNeXt has no attention: only ``f1``/``f2`` (``mlp.fc1``/``mlp.fc2``, linear or 1x1 convolutions).
 - EfficientNet / MobileNet inverted-residual blocks: the 1x1 expansion convolution ``conv_pw`` plays ``f1`` and
   the 1x1 projection ``conv_pwl`` plays ``f2`` (a 1x1 convolution is a linear map per pixel). Depthwise
@@ -78,7 +80,10 @@ def _image_input(size: int = 32):
     return make
 
 
-_VIT_ROLES = {"o": ("attn.proj",), "f1": ("mlp.fc1",), "f2": ("mlp.fc2",)}
+# the MLP under timm's spellings: Mlp and GluMlp (fc1, fc2), SwiGLU (fc1_g, fc1_x, fc2), GeGluMlp (w0, w1, w2: ViTamin);
+# a block holds one of them, and the paths it lacks are skipped
+_VIT_ROLES = {"o": ("attn.proj",), "f1": ("mlp.fc1", "mlp.fc1_g", "mlp.fc1_x", "mlp.w0", "mlp.w1"),
+              "f2": ("mlp.fc2", "mlp.w2")}
 _QKV = {"attn.qkv": FusedModule(("q", "k", "v"))}
 _TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=3)
 

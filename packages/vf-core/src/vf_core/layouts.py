@@ -74,11 +74,25 @@ class WeightLayout:
         return flat.view(y.shape)
 
     def scale(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """``diag(s) z`` along the feature dimension."""
-        return z * s
+        """``diag(s) z`` along the feature dimension; ``s`` of shape ``(n, k)`` scales each example (the first
+        dimension of ``z``) by its own row (a mixed-adapter batch)."""
+        return z * self.along_features(s, z)
 
     def add_bias(self, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return y + bias
+        """``y + bias`` along the feature dimension; a ``(n, d_out)`` bias adds one row per example."""
+        return y + self.along_features(bias, y)
+
+    def along_features(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``v`` shaped to broadcast along the feature dimension (:attr:`out_dim`) of ``like``: a vector ``(k,)``
+        for every example, or ``(n, k)``, one row per example (``like.shape[0] == n``)."""
+        dim = self.out_dim % like.dim()
+        shape = [1] * like.dim()
+        shape[dim] = v.shape[-1]
+        if v.dim() == 2:
+            shape[0] = v.shape[0]
+        elif dim == like.dim() - 1:
+            return v
+        return v.view(shape)
 
     def gather(self, z: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Select features ``index`` of ``z`` along the feature dimension."""
@@ -170,11 +184,12 @@ class Conv2dLayout(WeightLayout):
     def add_out(self, y: torch.Tensor, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return y + self.apply_out(z, u)
 
-    def scale(self, z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return z * s[:, None, None]
+    def along_features(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Channels first, batched ``(n, c, h, w)`` or not ``(c, h, w)``; a per-example ``(n, c)`` needs a batch."""
+        if v.dim() == 2:
+            return v.view(*v.shape, *([1] * (like.dim() - 2)))
+        return v[:, None, None]
 
-    def add_bias(self, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return y + bias[:, None, None]
 
 
 #: the layer types vf-core decomposes by itself; plugins' layouts (``vectorfit_weight_layouts``) are tried first

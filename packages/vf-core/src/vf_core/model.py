@@ -16,18 +16,18 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
+from .adapters import _PEFT_ONLY, DEFAULT_ADAPTER, AdapterMixin
 from .config import VectorFitConfig
 from .families import Family
-from .injection import Plan, build_layers, plan_injection, swap_in
+from .injection import Plan, inject, plan_injection, swap_in, undo
 from .layers import DecomposedExperts, DecomposedLayer
 from .saving import read_adapter, save_adapter
 from .vectors import VectorRegistry, build_registry
@@ -40,7 +40,7 @@ BIAS_LR_SCALE = 0.3
 _KIND_WORDS = {"sigma": "singular values", "bias": "bias entries", "m": "sparse M entries"}
 
 
-class VectorFitModel(nn.Module):
+class VectorFitModel(AdapterMixin, nn.Module):
     """A model whose targeted layers are decomposed; ``forward`` is the wrapped model's.
 
     Create it with :func:`get_vectorfit_model` or :meth:`from_pretrained`. The wrapped model is ``model`` (and
@@ -48,6 +48,11 @@ class VectorFitModel(nn.Module):
     so the wrapper behaves like it: ``vf_model.config`` is the base model's config, and ``vf_model.base_model`` is
     the wrapped transformers model's own ``base_model`` (its backbone, which TRL's fused loss calls for hidden
     states), not the wrapped model.
+
+    It holds one or several adapters on its decomposition (:mod:`vf_core.adapters`): PEFT's names
+    (``load_adapter``, ``add_adapter``, ``set_adapter``, ``delete_adapter``, ``active_adapter``, ``adapters``,
+    ``disable_adapter``, ``push_to_hub``...) are its own, never the wrapped transformers model's PEFT integration;
+    ``model(..., adapter_names=[...])`` and ``generate(..., adapter_names=[...])`` give each example its adapter.
     """
 
     def __init__(self, model: nn.Module, config: VectorFitConfig, plan: Plan, layers: dict[str, DecomposedLayer],
@@ -66,6 +71,7 @@ class VectorFitModel(nn.Module):
         self.register_state_dict_post_hook(_keep_trained_entries)
         self.register_load_state_dict_pre_hook(_before_load)
         self.register_load_state_dict_post_hook(_forgive_frozen_entries)
+        self._init_adapters()
 
     # ------------------------------------------------------------------------------------------ basics
     @property
@@ -95,7 +101,9 @@ class VectorFitModel(nn.Module):
                                           if id(v.parameter) in owners}
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model(*args, **kwargs)
+        """The wrapped model's forward; ``adapter_names=[...]`` (one per example, ``"__base__"`` for none) runs each
+        example with its own adapter."""
+        return self._call_model(args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -103,7 +111,12 @@ class VectorFitModel(nn.Module):
         except AttributeError:
             if name == "model":
                 raise
-            return getattr(self.model, name)
+            if name in _PEFT_ONLY:
+                raise AttributeError(f"{type(self).__name__} has no {name!r}: it belongs to transformers' PEFT"
+                                     " integration, which does not apply to VectorFit adapters (see load_adapter,"
+                                     " set_adapter, disable_adapter)") from None
+            found = getattr(self.model, name)
+            return self._generate(found) if name == "generate" else found
 
     def get_base_model(self) -> nn.Module:
         """The wrapped model (PEFT's name), with its decomposed layers in place."""
@@ -224,18 +237,26 @@ class VectorFitModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: Union[str, os.PathLike], *,
+                        selected_adapters: Optional[list[str]] = None,
                         is_main_process: Optional[bool] = None) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trained tensors, heads, fingerprints).
 
+        With several adapters, PEFT's layout: ``default`` in ``save_directory``, each other adapter in
+        ``save_directory/<name>``; ``selected_adapters`` (default: all) chooses which.
         Under ``torch.distributed`` only rank 0 writes (``is_main_process`` decides otherwise). Sharded (FSDP)
         vectors are gathered first, so with FSDP every rank must call it; with DDP rank 0 alone may.
         """
-        save_adapter(self, save_directory, write=_is_main_process() if is_main_process is None else is_main_process)
+        write = _is_main_process() if is_main_process is None else is_main_process
+        if selected_adapters is None and self.adapters == [DEFAULT_ADAPTER]:
+            save_adapter(self, save_directory, write=write)
+            return
+        self._save_adapters(save_directory, selected_adapters, write)
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, adapter_directory: Union[str, os.PathLike], *,
-                        is_trainable: bool = False) -> "VectorFitModel":
-        """Rebuild a saved adapter on ``model``, which must hold the exact base weights it was trained from.
+                        is_trainable: bool = False, adapter_name: str = DEFAULT_ADAPTER) -> "VectorFitModel":
+        """Rebuild a saved adapter on ``model``, which must hold the exact base weights it was trained from; it is
+        the model's adapter ``adapter_name`` (default ``default``). More adapters: :meth:`load_adapter`.
 
         Raises :class:`~vf_core.AdapterMismatchError` naming the first module whose weights differ, and
         :class:`~vf_core.AdapterFormatError` for a missing, corrupted or unknown adapter; ``model`` is left
@@ -243,6 +264,10 @@ class VectorFitModel(nn.Module):
         """
         adapter = read_adapter(model, adapter_directory)  # every check; the model is not touched yet
         vf = attach(model, adapter.config, adapter.plan, adapter.layers)
+        if adapter_name != DEFAULT_ADAPTER:
+            name = vf._new_name(adapter_name)
+            vf.__dict__["_active_adapter"] = name
+            vf.__dict__["_adapter_configs"] = {name: adapter.config}
         with torch.no_grad():
             for param, value in adapter.staged:
                 param.copy_(value)
@@ -252,29 +277,15 @@ class VectorFitModel(nn.Module):
             vf.eval()
         return vf
 
-    # ------------------------------------------------------------------------------------------ adapters off
-    @contextlib.contextmanager
-    def disable_adapter(self) -> Iterator[None]:
-        """Within the block, every vector holds its value before training: the model computes the base function.
+    def save_as_lora(self, directory: Union[str, os.PathLike], rank: Optional[int] = None,
+                     energy: Optional[float] = None, sample_inputs: Any = None, **options: Any) -> Any:
+        """Write the active adapter as a PEFT LoRA adapter (``dW = U diag(s - s0) V^T`` as ``B A``; lossless, or
+        truncated by ``rank`` or ``energy``) and return its fidelity report; see :func:`vf_core.export.save_as_lora`."""
+        from .export import save_as_lora
 
-        Example:
-            >>> import torch
-            >>> from vf_core import VectorFitConfig, get_vectorfit_model
-            >>> vf = get_vectorfit_model(torch.nn.Sequential(torch.nn.Linear(3, 3)), target_modules=["0"])
-            >>> with vf.disable_adapter():
-            ...     _ = vf(torch.ones(1, 3))
-        """
-        saved = [(v.parameter, v.parameter.detach().clone()) for v in self.vectors]
-        try:
-            with torch.no_grad():
-                for v in self.vectors:
-                    v.parameter.copy_(v.initial)
-            yield
-        finally:
-            with torch.no_grad():
-                for param, value in saved:
-                    param.copy_(value)
+        return save_as_lora(self, directory, rank=rank, energy=energy, sample_inputs=sample_inputs, **options)
 
+    # ------------------------------------------------------------------------------------------ unloading
     @torch.no_grad()
     def unload(self) -> nn.Module:
         """Return the base model with plain layers holding the weights before training (``U diag(s0) V^T``)."""
@@ -291,8 +302,16 @@ class VectorFitModel(nn.Module):
 
     # ------------------------------------------------------------------------------------------ merging
     @torch.no_grad()
-    def merge_and_unload(self) -> nn.Module:
-        """Fold ``U diag(s) V^T`` and the trained biases back into plain layers and return the base model."""
+    def merge_and_unload(self, adapter_name: Optional[str] = None, **peft_options: Any) -> nn.Module:
+        """Fold ``U diag(s) V^T`` and the trained biases of the active adapter (or of ``adapter_name``, made active
+        first, heads included) back into plain layers and return the base model. PEFT's ``progressbar`` and
+        ``safe_merge`` are accepted (the merge is exact and quick; a non-finite weight is refused when decomposing)."""
+        unknown = set(peft_options) - {"progressbar", "safe_merge"}
+        if unknown:
+            raise TypeError(f"merge_and_unload() got unexpected options {sorted(unknown)}")
+        if adapter_name is not None:
+            self.set_adapter(adapter_name)
+        self._disable(False)
         merged = {name: layer.merged() for name, layer in self.decomposed_layers().items()}
         return self._put_back(merged)
 
@@ -356,7 +375,7 @@ def _wrapper_class(base_cls: type) -> type:
     """
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model(*args, **kwargs)
+        return self._call_model(args, kwargs)
 
     try:
         forward.__signature__ = inspect.signature(base_cls.forward)  # type: ignore[attr-defined]
@@ -394,8 +413,15 @@ def get_vectorfit_model(model: nn.Module, config: Optional[Union[VectorFitConfig
     elif overrides:
         config = VectorFitConfig(**{**config.model_dump(), **overrides})
     plan = plan_injection(model, config)
-    layers = build_layers(plan, config)
-    return attach(model, config, plan, layers)
+    original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    original_num_params = sum(p.numel() for p in model.parameters())
+    # one target at a time: decomposed, swapped in, its temporaries freed (undone entirely if anything fails)
+    layers, replaced = inject(model, plan, config)
+    try:
+        return _wrap(model, config, plan, layers, original_requires_grad, original_num_params)
+    except BaseException:
+        _restore(model, replaced, original_requires_grad)
+        raise
 
 
 def attach(model: nn.Module, config: VectorFitConfig, plan: Plan,
@@ -403,7 +429,23 @@ def attach(model: nn.Module, config: VectorFitConfig, plan: Plan,
     """Swap prepared layers into ``model`` and wrap it (the only step that modifies the model)."""
     original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     original_num_params = sum(p.numel() for p in model.parameters())
-    swap_in(model, layers)
+    replaced = swap_in(model, layers)
+    try:
+        return _wrap(model, config, plan, layers, original_requires_grad, original_num_params)
+    except BaseException:
+        _restore(model, replaced, original_requires_grad)
+        raise
+
+
+def _restore(model: nn.Module, replaced: dict[str, object], requires_grad: dict[str, bool]) -> None:
+    """Undo the swaps and any freezing: ``model`` as it was before ``get_vectorfit_model``."""
+    undo(model, replaced)
+    for name, p in model.named_parameters():
+        p.requires_grad_(requires_grad.get(name, p.requires_grad))
+
+
+def _wrap(model: nn.Module, config: VectorFitConfig, plan: Plan, layers: dict[str, DecomposedLayer],
+          original_requires_grad: dict[str, bool], original_num_params: int) -> VectorFitModel:
     vf = _wrapper_class(type(model))(model, config, plan, layers, original_requires_grad, original_num_params)
     _freeze_except(model, vf)
     return vf

@@ -26,7 +26,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model import VectorFitModel
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION", "save_adapter", "read_adapter", "LoadedAdapter",
-           "read_adapter_config"]
+           "read_adapter_config", "read_adapter_values", "check_fingerprints"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -79,12 +79,14 @@ def _whole(tensor: torch.Tensor) -> torch.Tensor:
     return full() if callable(full) else tensor
 
 
-def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike], *, write: bool = True) -> None:
+def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike], *, write: bool = True,
+                 tensors: Optional[dict[str, torch.Tensor]] = None, config: Optional[VectorFitConfig] = None) -> None:
     """Write ``vf``'s adapter to ``directory``; with ``write=False`` only gather its tensors (the other ranks of a
-    sharded model, which must take part in the gathering)."""
+    sharded model, which must take part in the gathering). ``tensors`` and ``config`` write another adapter of the
+    model than the active one (its values by key, as :func:`adapter_tensors` names them)."""
     from safetensors.torch import save_file
 
-    tensors = adapter_tensors(vf)
+    tensors = adapter_tensors(vf) if tensors is None else {k: t.detach().contiguous().cpu() for k, t in tensors.items()}
     if not write:
         return
     out = Path(directory)
@@ -93,7 +95,7 @@ def save_adapter(vf: "VectorFitModel", directory: Union[str, os.PathLike], *, wr
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "vf_core_version": __version__,
-        "config": vf.vectorfit_config.model_dump(mode="json"),
+        "config": (config or vf.vectorfit_config).model_dump(mode="json"),
         "family": vf.family.name if vf.family else None,
         "base_model_class": type(vf.get_base_model()).__name__,
         "fingerprints": vf._fingerprints,
@@ -165,31 +167,69 @@ def read_adapter(model: torch.nn.Module, directory: Union[str, os.PathLike]) -> 
     directory = Path(directory)
     meta = read_adapter_config(directory)
     tensors = _read_tensors(directory)
+    config = _saved_config(meta, directory)
+    plan = plan_injection(model, config)
+    check_fingerprints(meta, plan.fingerprints)
+    layers = build_layers(plan, config)
+    _restore_structure(layers, tensors)
+    return LoadedAdapter(config, plan, layers, _stage_values(model, plan, layers, tensors))
+
+
+def _saved_config(meta: dict, directory: Path) -> VectorFitConfig:
     saved_config = dict(meta.get("config", {}))
     if saved_config.get("method", "vectorfit") == "vectorfit":
         # adapters written before the option existed hold absolute singular values, whatever today's default
         saved_config.setdefault("sigma_parametrization", "absolute")
     try:
-        config = VectorFitConfig.model_validate(saved_config)
+        return VectorFitConfig.model_validate(saved_config)
     except ConfigError as exc:
         raise AdapterFormatError(f"{str(directory / CONFIG_NAME)!r} holds an invalid config: {exc}") from None
-    plan = plan_injection(model, config)
+
+
+def check_fingerprints(meta: dict, ours: dict[str, str]) -> None:
+    """:class:`AdapterMismatchError` unless the adapter's fingerprints (``meta``) are exactly ``ours``."""
     saved = meta.get("fingerprints", {})
     for name, fp in saved.items():
-        if name not in plan.fingerprints:
+        if name not in ours:
             raise AdapterMismatchError(f"the adapter decomposes module {name!r}, which this base model does not"
                                        f" have or does not target; it was trained on a {meta.get('base_model_class')}")
-        if plan.fingerprints[name] != fp:
+        if ours[name] != fp:
             raise AdapterMismatchError(
                 f"module {name!r} of this base model has different weights from the one the adapter was trained"
                 " on (fingerprint mismatch); load the exact base checkpoint the adapter was trained from")
-    extra = [n for n in plan.fingerprints if n not in saved]
+    extra = [n for n in ours if n not in saved]
     if extra:
         raise AdapterMismatchError(f"this base model has module {extra[0]!r} that the adapter does not cover;"
                                    f" it was trained on a {meta.get('base_model_class')}")
-    layers = build_layers(plan, config)
-    _restore_structure(layers, tensors)
-    return LoadedAdapter(config, plan, layers, _stage_values(model, plan, layers, tensors))
+
+
+def read_adapter_values(vf: "VectorFitModel", directory: Union[str, os.PathLike],
+                        expected: dict[str, torch.Tensor]) -> tuple[VectorFitConfig, dict[str, torch.Tensor]]:
+    """The config and the values of the adapter in ``directory``, to hold beside ``vf``'s own adapters (nothing of
+    ``vf`` changes): the fingerprints must be ``vf``'s, SVFT's pattern the same, and every key of ``expected``
+    (``vector::<name>``, ``module::<param>`` -> the live tensor) present with its shape."""
+    directory = Path(directory)
+    meta = read_adapter_config(directory)
+    tensors = _read_tensors(directory)
+    config = _saved_config(meta, directory)
+    check_fingerprints(meta, vf._fingerprints)
+    for name, layer in vf.decomposed_layers().items():
+        for key, part in layer.parts.items():
+            for tensor_name, tensor in part.structure_tensors().items():
+                saved = tensors.get(f"pattern::{name}::{key}::{tensor_name}")
+                if saved is None or not torch.equal(saved.to(tensor.device), tensor):
+                    raise AdapterMismatchError(f"the adapter's {type(part).__name__} pattern of {name!r}[{key}] is not"
+                                               " this model's; it needs a model of its own (from_pretrained)")
+    values = {}
+    for key, live in expected.items():
+        if key not in tensors:
+            raise AdapterFormatError(f"the adapter in {str(directory)!r} has no tensor {key!r}; it is incomplete or"
+                                     " from another config")
+        if tuple(tensors[key].shape) != tuple(live.shape):
+            raise AdapterMismatchError(f"tensor {key!r} has shape {tuple(tensors[key].shape)} in the adapter but"
+                                       f" {tuple(live.shape)} in this model")
+        values[key] = tensors[key].to(device=live.device, dtype=live.dtype)
+    return config, values
 
 
 def _restore_structure(layers, tensors) -> None:

@@ -238,7 +238,8 @@ class DecompositionCache:
     """Decompositions on disk, one safetensors file per weight, keyed by fingerprint, driver and precision.
 
     Writes are queued while a model is decomposed and run on a background thread once it is built
-    (:meth:`close`), overlapping whatever follows (:meth:`flush` or :func:`wait_for_cache_writes` waits for them;
+    (:meth:`close`; those whose factors the layers do not keep themselves start at once, :meth:`write_now`),
+    overlapping whatever follows (:meth:`flush` or :func:`wait_for_cache_writes` waits for them;
     the interpreter does at exit). Each goes to a temporary file that is then renamed, so no process ever reads
     half a file; a read of an entry this process is still writing waits for it. A file that cannot be read is
     ignored (and recomputed).
@@ -248,6 +249,8 @@ class DecompositionCache:
         self.directory = Path(directory)
         self._queued: list[tuple[Path, Decomposition]] = []
         self._pending: list[Future] = []
+        self._writer: Optional[ThreadPoolExecutor] = None
+        self._early: Optional[Future] = None  # the last write started by write_now, before close
 
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.safetensors"
@@ -283,17 +286,40 @@ class DecompositionCache:
         """Start writing what was queued, on a background thread, and return at once (:meth:`flush` or
         :func:`wait_for_cache_writes` wait for the writes; the interpreter does at exit)."""
         queued, self._queued = self._queued, []
-        if not queued:
+        writer, self._writer, self._early = self._writer, None, None
+        if not queued and writer is None:
             return
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorfit-svd-cache")
-        with _IN_FLIGHT_LOCK:
-            for path, snapshot in queued:
-                future = writer.submit(self._write, path, snapshot)
-                _IN_FLIGHT[str(path)] = future
-                future.add_done_callback(lambda f, name=str(path): _done(name, f))
-                self._pending.append(future)
+        writer = writer or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorfit-svd-cache")
+        for path, snapshot in queued:
+            self._submit(writer, path, snapshot)
         self._pending.append(writer.submit(self.enforce_limit))  # after this batch's writes, on the same thread
         writer.shutdown(wait=False)  # the thread ends once the queue is written
+
+    def _submit(self, writer: ThreadPoolExecutor, path: Path, snapshot: Decomposition) -> Future:
+        with _IN_FLIGHT_LOCK:
+            future = writer.submit(self._write, path, snapshot)
+            _IN_FLIGHT[str(path)] = future
+            future.add_done_callback(lambda f, name=str(path): _done(name, f))
+            self._pending.append(future)
+        return future
+
+    def write_now(self, dec: Decomposition) -> None:
+        """Start writing the queued entry of ``dec`` at once instead of at :meth:`close`.
+
+        For a caller that keeps copies of the factors rather than the factors themselves (a half-precision model
+        stores them in its own dtype; SVFit keeps its top slices): until written, the queued float32 factors are
+        memory the model does not use, and over a whole model they would add up to twice the half-precision
+        factors. Waits for the previous such write first, so at most one is ever pending.
+        """
+        found = next((i for i, (_, queued) in enumerate(self._queued) if queued.u is dec.u), None)
+        if found is None:
+            return
+        path, snapshot = self._queued.pop(found)
+        if self._early is not None:
+            wait([self._early])  # keeps the float32 copies waiting for the disk to one decomposition
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectorfit-svd-cache")
+        self._early = self._submit(self._writer, path, snapshot)
 
     def enforce_limit(self) -> None:
         """Keep the cache within ``VECTORFIT_CACHE_MAX_GB`` (least recently used entries go first)."""

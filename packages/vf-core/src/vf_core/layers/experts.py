@@ -190,7 +190,7 @@ class DecomposedExperts(nn.Module):
         """The current ``(experts, out)`` bias, or None when the bias is not trained here."""
         if not self.bias_trained:
             return None
-        return torch.stack([self._assemble([self.parts[k].bias for k in keys]) for keys in self._by_expert])
+        return torch.stack([self._assemble([self.parts[k].value("bias") for k in keys]) for keys in self._by_expert])
 
     def _rebuild(self, what: str) -> torch.Tensor:
         if what == "bias":
@@ -214,6 +214,8 @@ class DecomposedExperts(nn.Module):
         experts module, whatever reads it how often within that forward, and dropped after it (training keeps no
         dense copy beyond what the backward pass needs)."""
         grad = torch.is_grad_enabled()
+        if any(part._override is not None for part in self.parts.values()):  # disable_adapter(): not cached
+            return self._rebuild(what)
         if not grad and not self.training:
             key = self._cache_key(what)
             hit = self._cached.get(what)

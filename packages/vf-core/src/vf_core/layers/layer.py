@@ -61,6 +61,12 @@ def _shell_of(module: nn.Module) -> nn.Module:
     return shell
 
 
+def _holds(module: nn.Module, tensor: torch.Tensor) -> bool:
+    """Whether ``module`` keeps ``tensor``'s memory itself (a buffer or parameter on the same storage)."""
+    ptr = tensor.untyped_storage().data_ptr()
+    return any(t.untyped_storage().data_ptr() == ptr for t in (*module.buffers(), *module.parameters()))
+
+
 def _row_inverse(slices: list[SliceSpec], d_out: int, name: str, device) -> Optional[torch.Tensor]:
     """For slices that take rows by index: the position of each weight row in the stacked slices (checked to be a
     permutation); None for contiguous slices."""
@@ -79,6 +85,9 @@ def _row_inverse(slices: list[SliceSpec], d_out: int, name: str, device) -> Opti
 
 class DecomposedLayer(nn.Module):
     """A linear map held as decomposed parts. Built by :meth:`build`; not usually created by hand."""
+
+    #: a mixed-adapter batch in progress (:class:`vf_core.selection.MixedBatch`), set by the wrapper's forward
+    mixed = None
 
     def __init__(self, module_name: str, layout: WeightLayout, parts: "OrderedDict[str, Part]",
                  shell: nn.Module, fingerprint_: str, had_bias: bool,
@@ -141,7 +150,10 @@ class DecomposedLayer(nn.Module):
         if not spec.targeted:
             return FrozenPart(w, b)
         dec = decompose(w, opts.svd_dtype, opts.svd_driver, cache=cache, key=key)
-        return PART_TYPES[opts.method].from_decomposition(dec, w, b, opts, name)
+        part = PART_TYPES[opts.method].from_decomposition(dec, w, b, opts, name)
+        if cache is not None and not _holds(part, dec.u):
+            cache.write_now(dec)  # the part keeps copies (its own dtype, or slices): free these once written
+        return part
 
     # ----------------------------------------------------------------------------------------- vectors
     def trainable_vectors(self) -> Iterator[tuple[str, Optional[str], str, nn.Parameter]]:
@@ -176,6 +188,18 @@ class DecomposedLayer(nn.Module):
         work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None
         return self.dense_weight(work).to(dtype)
 
+    def dense_bytes(self) -> int:
+        """The bytes of the layer's dense weight in its dtype (what one cached dense copy costs), from its parts'
+        factor shapes (``u`` rows by ``vt`` columns, or a frozen part's weight), without building it."""
+        total = 0
+        for part in self.parts.values():
+            u, vt, weight = (getattr(part, name, None) for name in ("u", "vt", "weight"))
+            if u is not None and vt is not None:
+                total += u.shape[0] * vt.shape[-1]
+            elif weight is not None:
+                total += weight.numel()
+        return total * torch.empty((), dtype=self.dtype).element_size()
+
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The current ``(d_out, d_in)`` weight ``U diag(s) V^T`` (stacked over parts), computed in ``dtype``."""
         weights = [part.dense_weight(dtype) for part in self.parts.values()]
@@ -195,7 +219,7 @@ class DecomposedLayer(nn.Module):
         return self.layout.stored(self._current_weight())
 
     def dense_bias(self) -> Optional[torch.Tensor]:
-        biases = [part.bias for part in self.parts.values()]
+        biases = [part.value("bias") for part in self.parts.values()]
         if len(biases) == 1 or all(b is None for b in biases):
             return biases[0]
         ref = next(b for b in biases if b is not None)
@@ -236,15 +260,59 @@ class DecomposedLayer(nn.Module):
         self._dense_cache = None
         return super()._apply(fn, recurse)
 
+    def _overridden(self) -> bool:
+        """Whether some part computes with values other than its parameters (``disable_adapter()``)."""
+        return any(part._override is not None for part in self.parts.values())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (torch.is_grad_enabled() or self.training) or not self._spectrum_trains():
+        mixed = self.mixed
+        if mixed is not None:
+            return self._forward_mixed(x, mixed)
+        if not self._overridden() and (not (torch.is_grad_enabled() or self.training) or not self._spectrum_trains()):
             # inference, or only biases train here: one product with the cached dense weight, as in the base layer
             return self.layout.apply_dense(x, self._dense_cached(), self.dense_bias())
+        return self._factored(x)
+
+    def _factored(self, x: torch.Tensor) -> torch.Tensor:
         outs = [part(x, self.layout) for part in self.parts.values()]
         if len(outs) == 1:
             return outs[0]
         dim = self.layout.out_dim % outs[0].dim()
         return self._in_row_order(torch.cat(outs, dim=dim), dim)
+
+    def _forward_mixed(self, x: torch.Tensor, mixed) -> torch.Tensor:
+        """One factored pass where each example (row of ``x``'s first dimension) computes with its own adapter's
+        values: the stacked values of the adapters in the batch, gathered per example
+        (:class:`vf_core.selection.MixedBatch`)."""
+        if mixed.dense_cache is not None and not torch.is_grad_enabled():
+            return self._forward_grouped(x, mixed)
+        rows = mixed.rows(x.shape[0], self.module_name)
+        saved = [(part, part._override) for part in self.parts.values()]
+        try:
+            for part in self.parts.values():
+                stacked = mixed.stacks.get(id(part))
+                if stacked:
+                    part._override = {attr: t.index_select(0, rows) for attr, t in stacked.items()}
+            return self._factored(x)
+        finally:
+            for part, override in saved:
+                part._override = override
+
+    def _forward_grouped(self, x: torch.Tensor, mixed) -> torch.Tensor:
+        """``mixed_batch_strategy="dense"``: each adapter's examples through its own cached dense weight (the arithmetic
+        of one adapter; the memory of one dense copy of this layer per adapter)."""
+        n = x.shape[0]
+        groups = mixed.groups(n, self.module_name)
+        out = None
+        for a, sel in groups:
+            weight, bias = mixed.dense(self, a, x.device)
+            if len(groups) == 1:
+                return self.layout.apply_dense(x, weight, bias)
+            y = self.layout.apply_dense(x.index_select(0, sel), weight, bias)
+            if out is None:
+                out = y.new_empty((n, *y.shape[1:]))
+            out.index_copy_(0, sel, y)
+        return out
 
     # ----------------------------------------------------------------------------------------- merging
     @torch.no_grad()

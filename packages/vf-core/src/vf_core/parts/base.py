@@ -37,6 +37,19 @@ class Part(nn.Module):
     built by :class:`~vf_core.layers.DecomposedLayer`, ``from_decomposition``."""
 
     bias: Optional[torch.Tensor]
+    #: values that stand in for the trained tensors (by attribute: ``sigma``, ``m``, ``bias``) while set: an adapter's
+    #: values other than the live parameters', ``s0``/``b0`` under ``disable_adapter()``, or per-example rows
+    #: ``(n, size)`` in a mixed-adapter batch. Set and cleared by :mod:`vf_core.selection`; never written into the
+    #: parameters, so a backward pass still pending is not disturbed.
+    _override: Optional[Mapping[str, torch.Tensor]] = None
+
+    def value(self, attr: str) -> Optional[torch.Tensor]:
+        """The tensor to compute with for ``attr`` (``sigma``, ``m``, ``bias``): its override when one is set, else
+        the part's own."""
+        override = self._override
+        if override is not None and attr in override:
+            return override[attr]
+        return getattr(self, attr)
 
     @classmethod
     def from_decomposition(cls, dec: "Decomposition", weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -75,7 +88,10 @@ class Part(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, layout) -> torch.Tensor:
-        return self.project(x, layout, self.bias)
+        bias = self.value("bias")
+        if bias is not None and bias.dim() > 1:  # one bias per example (a mixed-adapter batch): added after
+            return layout.add_bias(self.project(x, layout, None), bias)
+        return self.project(x, layout, bias)
 
 
 class FrozenPart(Part):

@@ -55,11 +55,12 @@ class SVFitPart(Part):
         return cls(dec, svfit_rank(dec.s, rank, energy, name), weight, bias, train_bias=options.bias_trained)
 
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        u, s, vt, res = (t if dtype is None else t.to(dtype) for t in (self.u, self.sigma, self.vt, self.residual))
+        u, s, vt, res = (t if dtype is None else t.to(dtype) for t in (self.u, self.value("sigma"), self.vt,
+                                                                        self.residual))
         return res + (u * s) @ vt
 
     def project(self, x: torch.Tensor, layout, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """``W_e x + b + U_r (s * V_r^T x)``: the bias fused into the residual's product, the low-rank term
         added by the last product itself."""
-        z = layout.scale(layout.apply_in(x, self.vt), self.sigma)
+        z = layout.scale(layout.apply_in(x, self.vt), self.value("sigma"))
         return layout.add_out(layout.apply_dense(x, self.residual, bias), z, self.u)

@@ -86,9 +86,10 @@ class SVFTPart(Part):
 
     def coefficient_matrix(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """``diag(s0) + M`` as a dense ``(k, k)`` matrix."""
-        dtype = dtype or self.m.dtype
+        m = self.value("m")
+        dtype = dtype or m.dtype
         core = torch.diag(self.s0.to(dtype))
-        return core.index_put((self.rows, self.cols), self.m.to(dtype), accumulate=True)
+        return core.index_put((self.rows, self.cols), m.to(dtype), accumulate=True)
 
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         u, vt = (t if dtype is None else t.to(dtype) for t in (self.u, self.vt))
@@ -99,11 +100,12 @@ class SVFTPart(Part):
         z = layout.apply_in(x, self.vt)
         w = layout.scale(z, self.s0)
         plan = self._band_plan()
+        m = self.value("m")  # (entries,), or (n, entries) per example in a mixed-adapter batch
         if plan is None:  # random / top-k positions
-            w = layout.index_add(w, self.rows, layout.scale(layout.gather(z, self.cols), self.m))
+            w = layout.index_add(w, self.rows, layout.scale(layout.gather(z, self.cols), m))
         else:  # whole diagonals: w[i] += m[i, i + off] * z[i + off]
             dim = layout.out_dim
             for off, sel, start, length in plan:
-                term = layout.scale(z.narrow(dim, start + off, length), self.m[sel])
+                term = layout.scale(z.narrow(dim, start + off, length), m[..., sel])
                 w.narrow(dim, start, length).add_(term)
         return layout.apply_out(w, self.u, bias)

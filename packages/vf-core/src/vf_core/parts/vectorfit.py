@@ -70,7 +70,8 @@ class SigmaPart(Part):
 
     def singular_values(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The current singular values ``s`` (differentiable), in ``dtype`` (default: the part's)."""
-        sigma = self.sigma if dtype is None else self.sigma.to(dtype)
+        sigma = self.value("sigma")
+        sigma = sigma if dtype is None else sigma.to(dtype)
         if self.sigma_parametrization == "relative":
             s0 = self.s0 if dtype is None else self.s0.to(dtype)
             return s0 + s0 * sigma
