@@ -94,6 +94,9 @@ def test_chat_run_resumes_and_evaluates(chat_run, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
     assert evaluated["eval_tokens"] == metrics["eval_tokens"] and evaluated["num_examples"] == 6
+    # the command's --max-length, not the run's: chats cut shorter score fewer tokens
+    assert main(["evaluate", str(chat_run), "--max-length", "6"]) == 0
+    assert 0 < json.loads(capsys.readouterr().out)["eval_tokens"] < metrics["eval_tokens"]
 
 
 def test_resume_continues_from_the_checkpoint(assets, tmp_path):

@@ -113,6 +113,12 @@ def test_merged_minilm_evaluates_alike_from_model_and_data(minilm_v2_run, squad_
     trained = _metrics(minilm_v2_run)
     assert merged_metrics["eval_f1"] == pytest.approx(trained["eval_f1"], abs=1e-6)
     assert merged_metrics["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-3)
+    # --max-length sets the windows; one no longer than the run's stride (32) is refused with both named
+    assert main(["evaluate", "--model", str(merged), "--data", str(squad_files["v2"]), "--max-length", "32"]) == 2
+    assert "--doc-stride 32 must lie in [0, --max-length 32)" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(merged), "--data", str(squad_files["v2"]), "--max-eval", "6",
+                 "--max-length", "48"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_examples"] == 6
 
 
 def test_minilm_on_squad_v1_with_lora(squad_files, tmp_path, capsys):

@@ -138,6 +138,11 @@ def test_evaluate_scores_the_run_as_training_did(vf_run, tmp_path, capsys):
         assert evaluated[key] == pytest.approx(trained[key])
     assert evaluated["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)
     assert evaluated["num_examples"] == 8 and (vf_run / "eval_metrics.json").is_file()
+    # the command's lengths instead of the run's: one new token at most, sources cut to two tokens
+    assert main(["evaluate", str(vf_run), "--max-new-tokens", "1", "--max-length", "2", "--num-beams", "2"]) == 0
+    short = json.loads(capsys.readouterr().out)
+    assert short["eval_gen_len"] <= 1 < trained["eval_gen_len"]
+    assert short["eval_loss"] != pytest.approx(trained["eval_loss"], rel=1e-4)
     # other data, its columns found by their default names (document, summary), not the run's
     other = tiny.write_pairs(tmp_path / "news.jsonl", n=10, seed=1, source="document", target="summary")
     assert main(["evaluate", str(vf_run), "--data", str(other), "--max-eval", "2"]) == 0

@@ -131,6 +131,10 @@ def test_evaluate_run_and_merged_model(vectorfit_run, tmp_path, capsys):
     merged_metrics = json.loads(capsys.readouterr().out)
     assert merged_metrics["eval_accuracy"] == pytest.approx(trained["eval_accuracy"])
     assert merged_metrics["eval_loss"] == pytest.approx(evaluated["eval_loss"], rel=1e-4, abs=1e-5)
+    # --max-length overrides the run's truncation: two tokens ([CLS] [SEP]) leave no text, so the loss moves
+    assert main(["evaluate", str(out), "--max-length", "2"]) == 0
+    cut = json.loads(capsys.readouterr().out)
+    assert cut["num_examples"] == evaluated["num_examples"] and cut["eval_loss"] != pytest.approx(evaluated["eval_loss"])
 
 
 def test_merge_from_model_and_adapter(vectorfit_run, tiny_bert, tmp_path, capsys):

@@ -270,6 +270,13 @@ def build_parser(tasks: Optional[dict[str, Task]] = None) -> argparse.ArgumentPa
                    help="the task (or classification / regression) of the data (default: the run's, else recognised)")
     p.add_argument("--max-eval", type=_positive_int, metavar="N", help="evaluate on the first N examples only")
     p.add_argument("--output", "-o", metavar="FILE", help="also write the metrics to FILE (JSON)")
+    t = p.add_argument_group("text tasks (default: the run's settings, else the task's defaults)")
+    t.add_argument("--max-length", type=_positive_int, metavar="N",
+                   help="truncate inputs to N tokens (seq2seq sources, QA windows, texts)")
+    t.add_argument("--max-target-length", type=_positive_int, metavar="N",
+                   help="seq2seq: cut the reference targets to N tokens for the loss")
+    t.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="seq2seq: tokens to generate at most")
+    t.add_argument("--num-beams", type=_positive_int, metavar="B", help="seq2seq: beam search width")
     _eval_common(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -161,7 +161,8 @@ class CausalLMRunner:
     def evaluate(self, model, ctx: TaskContext) -> dict:
         args, run = ctx.settings, ctx.run
         tokenizer = load_tokenizer(_tokenizer_source(ctx))
-        max_length = run.info.get("max_length", 128) if run is not None else _max_length(args, tokenizer)
+        given = getattr(args, "max_length", None)  # the command's --max-length, else the run's
+        max_length = run.info.get("max_length", 128) if run is not None and not given else _max_length(args, tokenizer)
         train_ds, eval_ds, _ = self._data(args, tokenizer, max_length, run)
         split = getattr(args, "split", "eval")
         data = train_ds if split == "train" else eval_ds

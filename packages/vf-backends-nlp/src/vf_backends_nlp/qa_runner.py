@@ -191,6 +191,8 @@ class QARunner(NLPRunner):
         base = Path(run.info["model_path"]) if run is not None else resolve_model_dir(args.model)
         tokenizer = load_tokenizer(base)
         settings, null = self._settings(run, base)
+        if getattr(args, "max_length", None):  # the command's --max-length, else the run's windows
+            settings = _check({**settings, "max_length": args.max_length})
         null = bool(null) or data.null_answers  # a model trained for null answers keeps them; v2 data asks for them
         windows = build_windows(tokenizer, examples, max_length=settings["max_length"], stride=settings["doc_stride"])
         metrics = evaluate_with_trainer(model, args, tokenizer=tokenizer, eval_ds=WindowDataset(windows),

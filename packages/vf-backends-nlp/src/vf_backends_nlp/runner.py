@@ -148,7 +148,7 @@ class NLPRunner:
             data = TextDataset(data.texts[:args.max_eval], data.labels[:args.max_eval], data.label_names, data.task)
         base_path = run.info.get("model_path") if run is not None else str(resolve_model_dir(args.model))
         tokenizer = load_tokenizer(base_path)
-        max_length = run.info.get("max_length", 128) if run is not None else 128
+        max_length = getattr(args, "max_length", None) or (run.info.get("max_length", 128) if run is not None else 128)
         if run is not None and run.label_names != data.label_names:
             raise TaskError(f"the data's labels {data.label_names} differ from the run's {run.label_names}")
         head = getattr(getattr(model, "config", None), "num_labels", None)

@@ -200,8 +200,8 @@ class Seq2SeqRunner:
         tokenizer = self._tokenizer(base_path)
         info = run.info if run is not None else {}
         max_new, beams = generation_settings(args, run, model)
-        max_length = _limit(tokenizer, info.get("max_length"))
-        max_target = int(info.get("max_target_length") or max_new)
+        max_length = _limit(tokenizer, getattr(args, "max_length", None) or info.get("max_length"))
+        max_target = int(getattr(args, "max_target_length", None) or info.get("max_target_length") or max_new)
         try:
             ds = Seq2SeqDataset(pairs, tokenizer, max_length, max_target)
         except DataError as exc:
