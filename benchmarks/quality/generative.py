@@ -34,7 +34,8 @@ ORDER = ["base", "vectorfit", "vectorfit-no-avf", "vectorfit-noavf", "lora-r1", 
          "bitfit", "full"]
 #: per task of the generation benchmark: (metric key in metrics.json, shown as, higher is better)
 GENERATION_METRICS = {"causal-lm": [("eval_perplexity", "eval perplexity", False)],
-                      "seq2seq": [("eval_rougeL", "eval ROUGE-L", True), ("eval_rouge1", "eval ROUGE-1", True)],
+                      "seq2seq": [("eval_rougeL", "eval ROUGE-L", True), ("eval_rouge1", "eval ROUGE-1", True),
+                                  ("eval_rouge2", "eval ROUGE-2", True)],
                       "question-answering": [("eval_exact_match", "eval EM", True), ("eval_f1", "eval F1", True)]}
 DIFFUSION_METRICS = [("fidelity_%", "subject fidelity %", True), ("prior_%", "prior preservation %", True)]
 

@@ -133,12 +133,19 @@ def cell_name(task: Task, method: str, seed: int, lr: Optional[float] = None) ->
     return f"{task.key}__{method}__s{seed}" + (f"__lr{lr:g}" if lr is not None else "")
 
 
-def run_logged(cmd: list[str], log: Path, threads: Optional[int]) -> tuple[subprocess.CompletedProcess, float]:
-    """Run ``cmd`` offline with its output (after the command line itself) in ``log``, on ``threads`` torch threads
-    when given; ``(the finished process, wall seconds)``."""
+def offline_env(threads: Optional[int]) -> dict:
+    """The environment of a benchmark's subprocess: offline (no hub), quiet tokenizers, ``threads`` CPU threads
+    when given."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def run_logged(cmd: list[str], log: Path, threads: Optional[int]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``cmd`` offline with its output (after the command line itself) in ``log``, on ``threads`` torch threads
+    when given; ``(the finished process, wall seconds)``."""
+    env = offline_env(threads)
     start = time.time()
     with open(log, "w") as fh:
         fh.write(" ".join(cmd) + "\n")
