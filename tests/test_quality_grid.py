@@ -161,6 +161,7 @@ def test_report_table_json_and_readme_section(tmp_path, monkeypatch):
     text = readme.read_text()
     assert text.startswith("# Title") and text.count(grid.START) == 1
     assert "VectorFit (AVF) is 2.0 points above LoRA r=8 with 9.0x fewer trainable parameters;" in text
+    assert "AVF adds +1.0 points over no AVF (within the seeds' spread, sd up to 1.0)" in text  # a gap of one sd
     assert "AVF adds +1.0 points over no AVF" in text and "`rt`: not started (at least 70 runs)." in text
     assert summary["tasks"]["debates"]["runs_left_at_least"] == 42  # 6 methods not started: 3 rates x 2 seeds + 1
     assert "At least 42 runs to go (about 1 h at that median" in md

@@ -555,8 +555,13 @@ def readme_section(summary: dict) -> str:
         facts = []
         points = " points" if unit else ""
 
-        def caveat(*entries) -> str:
-            return "" if all(e.get("phase") == "done" for e in entries) else " (provisional)"
+        def caveat(a: dict, b: dict) -> str:
+            """Provisional (a rate or seed still to run), and whether the gap is inside the seeds' spread."""
+            notes = [] if a.get("phase") == b.get("phase") == "done" else ["provisional"]
+            spread = max((e["sd"] for e in (a, b) if e.get("sd") is not None), default=None)
+            if spread is not None and abs(a["mean"] - b["mean"]) <= spread:
+                notes.append(f"within the seeds' spread, sd up to {spread:.{digits}f}")
+            return f" ({'; '.join(notes)})" if notes else ""
 
         if vf.get("mean") is not None and lo.get("mean") is not None:
             d = vf["mean"] - lo["mean"]
