@@ -129,6 +129,28 @@ def test_t5_trains_singular_values_only_and_resumes(assets, tmp_path):
     assert sum(t.numel() for t in saved.values()) == resumed["trainable_params"]  # the vectors, not the base
 
 
+def test_bert2bert_generates_with_the_ids_its_config_holds(assets, tmp_path, capsys):
+    """A warm-started EncoderDecoderModel keeps its decoder start / end ids in config.json only: the run, generation
+    and the merged model take them from there (not an internal error in generate)."""
+    b2b = tiny.save_tiny_bert2bert(assets["root"] / "bert2bert")
+    out = tmp_path / "b2b"
+    assert _train(out, b2b, assets["pairs"], "--max-steps", "2", "--lr", "1e-2", "--no-plots") == 0
+    metrics = _metrics(out)
+    _check_scores(metrics)
+    assert metrics["task"] == "seq2seq" and metrics["trainable_breakdown"]["bias"] > 0  # BERT has biases
+    from transformers import AutoModelForSeq2SeqLM
+    from vf_core import VectorFitModel
+
+    vf = VectorFitModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(b2b), out / "adapter")
+    assert len(vf.vectors) == 2 * (2 * 6 + 2 * 10)  # encoder: q k v o f1 f2; decoder: + cross-attention q k v o
+    greedy = _generate(out, capsys)
+    merged = tmp_path / "merged"
+    assert main(["merge", str(out), "--output", str(merged)]) == 0
+    assert _generate(merged, capsys) == greedy
+    config = AutoModelForSeq2SeqLM.from_pretrained(merged).generation_config
+    assert (config.decoder_start_token_id, config.eos_token_id, config.pad_token_id) == (2, 1, 0)
+
+
 def test_evaluate_scores_the_run_as_training_did(vf_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(vf_run)]) == 0

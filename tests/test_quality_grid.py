@@ -100,6 +100,16 @@ def test_next_runs_take_every_methods_earliest_phase_first():
                                                         (3e-3, 2): (.8, -.2)})]) == []
 
 
+def test_runs_left_counts_the_sweep_so_far_and_the_final_seeds():
+    assert grid.runs_left(grid.plan_method("lora-r8", {}), {}) == 7  # 3 rates x seeds 0, 1, then seed 2
+    rising = _scores({1e-3: 0.6, 3e-3: 0.7, 1e-2: 0.8})  # seed 0 at an edge: one more rate for both seeds
+    assert grid.runs_left(grid.plan_method("lora-r8", rising), rising) == 2 * 4 - 3 + 1
+    flat = {**_scores({1e-3: .6, 3e-3: .8, 1e-2: .7}, (0, 1))}
+    assert grid.runs_left(grid.plan_method("lora-r8", flat), flat) == 1
+    done = {**flat, (3e-3, 2): (.8, -.2)}
+    assert grid.runs_left(grid.plan_method("lora-r8", done), done) == 0
+
+
 def _record(results: Path, task: str, method: str, lr: float, seed: int, val: float, ev: float, *,
             params: int = 1000, diverged: bool = False, recipe: int = None) -> None:
     path = grid.record_path(results, task, method, lr, seed)
@@ -151,7 +161,9 @@ def test_report_table_json_and_readme_section(tmp_path, monkeypatch):
     text = readme.read_text()
     assert text.startswith("# Title") and text.count(grid.START) == 1
     assert "VectorFit (AVF) is 2.0 points above LoRA r=8 with 9.0x fewer trainable parameters;" in text
-    assert "AVF adds +1.0 points over no AVF" in text and "`rt`: not started." in text
+    assert "AVF adds +1.0 points over no AVF" in text and "`rt`: not started (at least 70 runs)." in text
+    assert summary["tasks"]["debates"]["runs_left_at_least"] == 42  # 6 methods not started: 3 rates x 2 seeds + 1
+    assert "At least 42 runs to go (about 1 h at that median" in md
     grid.report(args)  # rewritten in place, not appended
     assert readme.read_text().count(grid.START) == 1
 

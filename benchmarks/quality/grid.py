@@ -178,6 +178,16 @@ def plan_method(method: str, scores: dict, *, sweep_seeds: Sequence[int] = SWEEP
     return MethodPlan(method, "final seeds" if missing else "done", missing, points, chosen, used)
 
 
+def runs_left(plan: MethodPlan, scores: dict, *, sweep_seeds: Sequence[int] = SWEEP_SEEDS,
+              final_seeds: Sequence[int] = FINAL_SEEDS) -> int:
+    """At least how many runs ``method`` still needs on a task: its sweep points so far with every sweep seed, then
+    the final seeds that are not sweep seeds (a lower bound: the sweep may still extend at an edge)."""
+    sweep_runs = {(lr, s) for lr in plan.points for s in sweep_seeds} - set(scores)
+    extra = [s for s in final_seeds if s not in sweep_seeds]
+    finals = [s for s in extra if plan.chosen is None or (plan.chosen, s) not in scores]
+    return len(sweep_runs) + len(finals)
+
+
 def next_runs(plans: Sequence[MethodPlan]) -> list[tuple[str, float, int]]:
     """The runs to do next on one task, in the grid's order: every method's earliest phase first (all seed-0
     sweeps before any second seed, all sweeps before the final seeds)."""
@@ -323,7 +333,8 @@ def summarise(task: Task, records: dict, methods: Sequence[str], args) -> dict:
                                             (None if math.isinf(scores[(lr, s)][0]) else scores[(lr, s)][0] * scale))
                                    for s in args.sweep_seeds if (lr, s) in scores} for lr in rates}
         entry = {"phase": plan.phase, "points": plan.points, "chosen_lr": plan.chosen,
-                 "chosen_from_seeds": plan.chosen_from, "sweep": sweep_table}
+                 "chosen_from_seeds": plan.chosen_from, "sweep": sweep_table,
+                 "runs_left": runs_left(plan, scores, sweep_seeds=args.sweep_seeds, final_seeds=args.seeds)}
         if plan.chosen is not None:
             finals = [records[(method, plan.chosen, s)] for s in args.seeds if (method, plan.chosen, s) in records]
             values = [r["metrics"][task.metric] * scale for r in finals
@@ -404,15 +415,19 @@ def report(args) -> Optional[dict]:
             key = f"{mach.get('gpu') or mach.get('cpu') or '?'} ({mach.get('cpus')} CPUs, torch {mach.get('torch')}," \
                   f" {_threads(r)} threads per run)"
             machines[key] = machines.get(key, 0) + 1
+        median = statistics.median(r.get("wall_seconds", 0) for r in records.values())
+        left = sum(e["runs_left"] for e in s.values())
         summary["tasks"][task.key] = {"title": task.title, "metric": task.metric, "max_epochs": task.max_epochs,
-                                      "runs": len(records), "wall_hours": wall / 3600, "methods": s}
+                                      "runs": len(records), "wall_hours": wall / 3600, "median_run_seconds": median,
+                                      "runs_left_at_least": left, "methods": s}
         digits = 1 if task.metric == "eval_accuracy" else 3
         unit = "accuracy %" if task.metric == "eval_accuracy" else "Pearson r"
+        to_go = (f" At least {left} runs to go (about {left * median / 3600:.0f} h at that median, one run at a time;"
+                 " more if a sweep extends at an edge)." if left else " Complete.")
         lines += [f"## `{task.key}`: {task.title}", "",
                   f"Maximum budget {task.max_epochs} epochs; {len(records)} runs, {wall / 3600:.1f} h wall"
-                  f" (median {statistics.median(r.get('wall_seconds', 0) for r in records.values()) / 60:.0f} min"
-                  " per run). Best epoch: the evaluation whose state was kept, per seed (at the maximum: the"
-                  " budget, not the patience, ended the run).", "",
+                  f" (median {median / 60:.0f} min per run).{to_go} Best epoch: the evaluation whose state was"
+                  " kept, per seed (at the maximum: the budget, not the patience, ended the run).", "",
                   f"| method | trainable params | chosen lr | eval {unit} (mean ± sd) | n seeds | best epoch | status |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for method in GRID_METHODS:
@@ -516,7 +531,8 @@ def readme_section(summary: dict) -> str:
     for key in [t.key for t in TASKS]:
         t = summary["tasks"].get(key)
         if t is None:
-            lines.append(f"- `{key}`: not started.")
+            fresh = sum(runs_left(plan_method(m, {}), {}) for m in GRID_METHODS)
+            lines.append(f"- `{key}`: not started (at least {fresh} runs).")
             continue
         ms = t["methods"]
         unit = "%" if t["metric"] == "eval_accuracy" else ""
@@ -557,7 +573,8 @@ def readme_section(summary: dict) -> str:
             text += ". " + "; ".join(facts)
         pending = [LABELS[m] for m, e in ms.items() if e["phase"] != "done"]
         if pending:
-            text += f". Still missing or provisional: {', '.join(pending)}"
+            text += (f". Still missing or provisional: {', '.join(pending)} (at least {t['runs_left_at_least']} runs"
+                     f" to go, about {t['runs_left_at_least'] * t['median_run_seconds'] / 3600:.0f} h here)")
         lines.append(text + ".")
     if any(e.get("mean") is not None for t in summary["tasks"].values() for e in t["methods"].values()):
         lines += ["", "![eval metric against trainable parameters, converged grid]"

@@ -1,5 +1,5 @@
 """Tiny offline seq2seq models for tests: a word-level tokenizer trained with ``tokenizers`` and a random BART or
-T5 ``*ForConditionalGeneration`` from a config (hidden 32, 2 + 2 layers), saved to a folder that
+T5 ``*ForConditionalGeneration`` (or a BERT2BERT ``EncoderDecoderModel``) from a config (hidden 32, 2 + 2 layers), saved to a folder that
 ``vectorfit train --model`` and ``from_pretrained`` read.
 
 Shared by ``test_seq2seq.py`` here and the command's ``tests/test_cli_seq2seq.py`` (which loads this file by path).
@@ -71,6 +71,27 @@ def save_tiny_seq2seq(directory: Path, kind: str = "bart", seed: int = 0) -> Pat
     torch.manual_seed(seed)
     cls = transformers.BartForConditionalGeneration if kind == "bart" else transformers.T5ForConditionalGeneration
     cls(tiny_config(kind)).save_pretrained(str(directory))
+    return directory
+
+
+def save_tiny_bert2bert(directory: Path, seed: int = 0) -> Path:
+    """A tiny warm-start-style ``EncoderDecoderModel`` (a BERT encoder and a BERT decoder with cross-attention) with
+    the same tokenizer. As ``EncoderDecoderModel.save_pretrained`` writes it, its special token ids are in
+    ``config.json`` only, not in ``generation_config.json``."""
+    import torch
+    import transformers
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(directory)
+    torch.manual_seed(seed)
+    sizes = dict(vocab_size=len(SPECIALS) + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=64, pad_token_id=0, initializer_range=0.2)
+    encoder = transformers.BertModel(transformers.BertConfig(**sizes))
+    decoder = transformers.BertLMHeadModel(transformers.BertConfig(**sizes, is_decoder=True, add_cross_attention=True))
+    model = transformers.EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    model.config.decoder_start_token_id, model.config.eos_token_id, model.config.pad_token_id = 2, 1, 0
+    model.save_pretrained(str(directory))
     return directory
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 pytest.importorskip("transformers")
@@ -30,6 +31,7 @@ from vf_backends_nlp.seq2seq_data import (  # noqa: E402
 )
 from vf_backends_nlp.seq2seq_models import claim_seq2seq_model, load_seq2seq  # noqa: E402
 from vf_backends_nlp.seq2seq_runner import generation_settings, rouge_metrics_fn  # noqa: E402
+from vf_backends_nlp.tasks import claim_model as text_claim_model  # noqa: E402
 
 
 def _load_tiny():
@@ -43,8 +45,8 @@ def _load_tiny():
 
 
 tiny = _load_tiny()
-save_tiny_decoder, save_tiny_seq2seq, save_tokenizer, write_pairs = (
-    tiny.save_tiny_decoder, tiny.save_tiny_seq2seq, tiny.save_tokenizer, tiny.write_pairs)
+save_tiny_bert2bert, save_tiny_decoder, save_tiny_seq2seq, save_tokenizer, write_pairs = (
+    tiny.save_tiny_bert2bert, tiny.save_tiny_decoder, tiny.save_tiny_seq2seq, tiny.save_tokenizer, tiny.write_pairs)
 
 
 # ------------------------------------------------------------------------------------------------ ROUGE
@@ -147,13 +149,15 @@ def test_tokenisation_truncates_and_pads_labels_with_minus_100(tokenizer):
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {"bart": save_tiny_seq2seq(root / "bart", "bart"), "t5": save_tiny_seq2seq(root / "t5", "t5"),
-            "gpt2": save_tiny_decoder(root / "gpt2")}
+            "gpt2": save_tiny_decoder(root / "gpt2"), "bert2bert": save_tiny_bert2bert(root / "bert2bert")}
 
 
 def test_model_claims(models, tmp_path):
     assert claim_seq2seq_model(str(models["bart"])) == SURE
     assert claim_seq2seq_model(str(models["t5"])) == SURE
     assert claim_seq2seq_model(str(models["gpt2"])) == NO
+    assert claim_seq2seq_model(str(models["bert2bert"])) == SURE  # a joined encoder and decoder generates too
+    assert text_claim_model(str(models["bert2bert"])) == MAYBE  # not a classifier
     assert claim_seq2seq_model("facebook/bart-base") == MAYBE
     assert claim_seq2seq_model("minilm") == NO
     classifier = tmp_path / "bart-cls"
@@ -197,6 +201,14 @@ def test_load_refuses_a_decoder_only_model(models):
         load_seq2seq(str(models["gpt2"]))
     model, tok = load_seq2seq(str(models["t5"]))
     assert model.config.is_encoder_decoder and tok.pad_token_id == 0
+
+
+def test_load_takes_generation_ids_from_the_config_when_generation_config_lacks_them(models):
+    assert "decoder_start_token_id" not in json.loads((models["bert2bert"] / "generation_config.json").read_text())
+    model, _ = load_seq2seq(str(models["bert2bert"]))
+    generation = model.generation_config
+    assert (generation.decoder_start_token_id, generation.eos_token_id, generation.pad_token_id) == (2, 1, 0)
+    assert model.generate(input_ids=torch.tensor([[5, 6, 1]]), max_new_tokens=3)[0, 0].item() == 2
 
 
 # ------------------------------------------------------------------------------------------------ generation settings

@@ -24,11 +24,13 @@ __all__ = ["claim_seq2seq_model", "load_seq2seq", "GENERATION_HEADS"]
 
 #: endings of the ``architectures`` of a saved encoder-decoder language model
 GENERATION_HEADS = ("ForConditionalGeneration", "MTModel", "ForSeq2SeqLM")
+#: the ``architectures`` of a text encoder and decoder joined by transformers (BERT2BERT, a warm start)
+JOINED = "EncoderDecoderModel"
 
 
 def claim_seq2seq_model(spec: str) -> int:
     """SURE for a local directory holding an encoder-decoder language model (``is_encoder_decoder`` and an
-    ``architectures`` entry ending in ``ForConditionalGeneration``), MAYBE for another encoder-decoder directory
+    ``architectures`` entry ending in ``ForConditionalGeneration`` or an ``EncoderDecoderModel``), MAYBE for another encoder-decoder directory
     (a BART classifier: ``AutoModelForSeq2SeqLM`` loads its body) or a hub id, NO otherwise (encoders, decoders)."""
     path = claim_path(spec)
     if path.is_dir():
@@ -37,7 +39,7 @@ def claim_seq2seq_model(spec: str) -> int:
         config = read_config(path)
         if not config.get("is_encoder_decoder"):
             return NO
-        return SURE if any(a.endswith(GENERATION_HEADS) for a in architectures(config)) else MAYBE
+        return SURE if any(a.endswith(GENERATION_HEADS) or a == JOINED for a in architectures(config)) else MAYBE
     if not path.exists() and parse_hub_id(spec) is not None:
         return MAYBE
     return NO
@@ -71,8 +73,24 @@ def load_seq2seq(spec: Union[str, os.PathLike]):
     tokenizer = load_tokenizer(directory)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if model.config.decoder_start_token_id is None and getattr(model.generation_config, "decoder_start_token_id",
-                                                               None) is None:
+    _generation_ids_from_config(model)
+    if getattr(model.generation_config, "decoder_start_token_id", None) is None:
         raise DataError(f"model {str(spec)!r}: its config sets no decoder_start_token_id (the token the decoder starts"
                         " from: the pad token for T5, </s> for BART); add it to config.json")
     return model, tokenizer
+
+
+#: the special token ids that ``generate`` reads from the generation config
+_GENERATION_IDS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _generation_ids_from_config(model) -> None:
+    """Copy the special token ids that the model's config states but its generation config leaves unset (a
+    warm-started ``EncoderDecoderModel``, e.g. BERT2BERT, saves them in ``config.json`` only, and ``generate``
+    would stop with "decoder_start_token_id has to be defined"). Ids the generation config sets are kept."""
+    generation = getattr(model, "generation_config", None)
+    if generation is None:
+        return
+    for key in _GENERATION_IDS:
+        if getattr(generation, key, None) is None and getattr(model.config, key, None) is not None:
+            setattr(generation, key, getattr(model.config, key))

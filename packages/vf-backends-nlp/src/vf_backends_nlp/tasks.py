@@ -42,7 +42,8 @@ __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "SEQ2SEQ", "TASKS", "claim_
 
 
 #: heads of other text tasks: a directory whose architectures all end so is only MAYBE a classifier
-_OTHER_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForQuestionAnswering")
+_OTHER_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForQuestionAnswering",
+                "EncoderDecoderModel")
 
 
 def claim_model(spec: str) -> int:
