@@ -62,7 +62,9 @@ def load_seq2seq(spec: Union[str, os.PathLike]):
     if not getattr(config, "is_encoder_decoder", False):
         raise DataError(f"model {str(spec)!r} (model_type={kind!r}) is not an encoder-decoder model; the seq2seq task"
                         " trains AutoModelForSeq2SeqLM models (BART, T5, mBART, Pegasus...); a decoder-only model"
-                        " trains with --task causal-lm, an encoder with --task text-classification")
+                        " trains with --task causal-lm, an encoder with --task text-classification (or, for seq2seq,"
+                        " joined to a decoder first: EncoderDecoderModel.from_encoder_decoder_pretrained, saved with"
+                        " save_pretrained)")
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(directory, local_files_only=True)
     except ValueError as exc:
