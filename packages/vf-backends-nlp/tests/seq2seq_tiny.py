@@ -1,6 +1,6 @@
 """Tiny offline seq2seq models for tests: a word-level tokenizer trained with ``tokenizers`` and a random BART or
-T5 ``*ForConditionalGeneration`` (or a BERT2BERT ``EncoderDecoderModel``) from a config (hidden 32, 2 + 2 layers), saved to a folder that
-``vectorfit train --model`` and ``from_pretrained`` read.
+T5 ``*ForConditionalGeneration`` (or a BERT2BERT ``EncoderDecoderModel``) from a config (hidden 32, 2 + 2 layers),
+saved to a folder that ``vectorfit train --model`` and ``from_pretrained`` read.
 
 Shared by ``test_seq2seq.py`` here and the command's ``tests/test_cli_seq2seq.py`` (which loads this file by path).
 

@@ -30,8 +30,9 @@ JOINED = "EncoderDecoderModel"
 
 def claim_seq2seq_model(spec: str) -> int:
     """SURE for a local directory holding an encoder-decoder language model (``is_encoder_decoder`` and an
-    ``architectures`` entry ending in ``ForConditionalGeneration`` or an ``EncoderDecoderModel``), MAYBE for another encoder-decoder directory
-    (a BART classifier: ``AutoModelForSeq2SeqLM`` loads its body) or a hub id, NO otherwise (encoders, decoders)."""
+    ``architectures`` entry ending in ``ForConditionalGeneration``, or ``EncoderDecoderModel``), MAYBE for another
+    encoder-decoder directory (a BART classifier: ``AutoModelForSeq2SeqLM`` loads its body) or a hub id, NO
+    otherwise (encoders, decoders)."""
     path = claim_path(spec)
     if path.is_dir():
         if not (path / "config.json").is_file() or (path / TIMM_MARKER).is_file():
@@ -76,7 +77,8 @@ def load_seq2seq(spec: Union[str, os.PathLike]):
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     _generation_ids_from_config(model)
-    if getattr(model.generation_config, "decoder_start_token_id", None) is None:
+    if model.config.decoder_start_token_id is None and getattr(model.generation_config, "decoder_start_token_id",
+                                                               None) is None:
         raise DataError(f"model {str(spec)!r}: its config sets no decoder_start_token_id (the token the decoder starts"
                         " from: the pad token for T5, </s> for BART); add it to config.json")
     return model, tokenizer

@@ -34,7 +34,7 @@ from .models import MODEL_ASSETS, TIMM_MARKER, load_text_classifier, padding_col
 from .qa_task import QUESTION_ANSWERING
 from .rouge import rouge_scores, rouge_stall
 from .seq2seq_data import claim_seq2seq_data, seq2seq_collator
-from .seq2seq_models import claim_seq2seq_model, load_seq2seq
+from .seq2seq_models import JOINED, claim_seq2seq_model, load_seq2seq
 from .task_options import generation_arguments
 
 __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "SEQ2SEQ", "TASKS", "claim_model", "claim_data", "add_arguments"]
@@ -42,8 +42,7 @@ __all__ = ["TEXT_CLASSIFICATION", "TEXT_REGRESSION", "SEQ2SEQ", "TASKS", "claim_
 
 
 #: heads of other text tasks: a directory whose architectures all end so is only MAYBE a classifier
-_OTHER_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForQuestionAnswering",
-                "EncoderDecoderModel")
+_OTHER_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForQuestionAnswering", JOINED)
 
 
 def claim_model(spec: str) -> int:
